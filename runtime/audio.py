@@ -1,0 +1,367 @@
+"""Reading audio: any WAV / FLAC / OGG / MP3 file or numpy array -> mono 16 kHz int16.
+
+The release works on mono 16 kHz signed 16-bit samples (their int16 *values*, not
+[-1, 1] floats); :func:`load_audio` produces exactly that from whatever it is given.
+
+Conversion rules (``int16-scale`` = the value a sample would have as int16):
+
+* every source sample is first mapped to a float64 int16-scale value:
+  int16 ``x -> x``; unsigned 8-bit ``x -> (x - 128) * 256``; signed 8-bit ``x -> x * 256``;
+  24-bit ``x -> x / 256``; 32-bit int ``x -> x / 65536``; float ``x -> x * 32768``
+  (the usual convention int16 -> float = x / 32768, so int16 -> float -> int16 is exact);
+* several channels are averaged (arithmetic mean, float64);
+* a rate other than 16 kHz is resampled with soxr (quality "HQ") in float64;
+* finally the values are rounded to the nearest integer (ties to even, ``numpy.rint``)
+  and clipped to [-32768, 32767].
+
+Consequences: mono 16-bit 16 kHz input passes through bit-exact, and so do 8-bit audio
+and float audio that holds exact multiples of 1/32768; 24/32-bit PCM is *rounded* to
+16 bits (not truncated by a shift: that would bias the signal by -0.5 LSB); float samples
+beyond [-1, 1) are clipped.
+
+WAV files (RIFF little-endian and RIFX big-endian) are parsed by our own reader:
+PCM 8 (unsigned) / 16 / 24 / 32-bit, IEEE float 32 / 64-bit, WAVE_FORMAT_EXTENSIBLE with
+those subformats, any channel count; unknown chunks are skipped (with RIFF's odd-size
+padding byte). Other containers go through ``soundfile`` (libsndfile). Every problem is
+raised as :class:`runtime.errors.InputError` with a specific message.
+"""
+from __future__ import annotations
+
+import math
+import os
+import struct
+
+import numpy as np
+
+from .errors import InputError
+
+TARGET_RATE = 16000
+MIN_RATE = 4000  # below / above these the header (or the caller) is wrong
+MAX_RATE = 384000
+DEFAULT_MAX_BYTES = 200 * 1024 * 1024  # 200 MiB (about 100 min of 16 kHz stereo 16-bit)
+
+__all__ = ["load_audio", "TARGET_RATE", "MIN_RATE", "MAX_RATE", "DEFAULT_MAX_BYTES"]
+
+WAVE_FORMAT_PCM = 0x0001
+WAVE_FORMAT_IEEE_FLOAT = 0x0003
+WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+# The KSDATAFORMAT_SUBTYPE_* GUIDs are <tag>-0000-0010-8000-00aa00389b71.
+_GUID_DATA4 = b"\x80\x00\x00\xaa\x00\x38\x9b\x71"
+
+_FORMAT_NAMES = {
+    0x0000: "unknown",
+    0x0002: "Microsoft ADPCM",
+    0x0006: "A-law",
+    0x0007: "mu-law",
+    0x0011: "IMA ADPCM",
+    0x0016: "ITU G.723 ADPCM",
+    0x0031: "GSM 6.10",
+    0x0040: "ITU G.721 ADPCM",
+    0x0050: "MPEG",
+    0x0055: "MPEG layer 3",
+    0x0092: "Dolby AC3 SPDIF",
+    0x00FF: "AAC",
+    0x0161: "Windows Media Audio",
+    0x2000: "Dolby AC3",
+    0xF1AC: "FLAC",
+}
+
+
+def load_audio(source, sample_rate: float | None = None, *,
+               max_bytes: int | None = DEFAULT_MAX_BYTES) -> np.ndarray:
+    """Load audio as mono 16 kHz int16 samples (1-D ``numpy.int16`` array).
+
+    ``source``: a file path (``str`` / ``os.PathLike``), the bytes of a file, or a numpy
+    array of samples, 1-D (mono) or 2-D ``(samples, channels)``; for an array
+    ``sample_rate`` (Hz) is required. Array dtypes: int16, int32 (full-scale 32-bit),
+    uint8 (offset binary 8-bit), int8, or float (float16/32/64, full scale [-1, 1]).
+    ``sample_rate`` must be left out for files (the header says it).
+    ``max_bytes``: refuse files (or bytes) larger than this; ``None``: no limit.
+    """
+    if isinstance(source, np.ndarray):
+        if sample_rate is None:
+            raise InputError("sample_rate is required when the audio is given as an array")
+        rate = _check_rate(sample_rate)
+        values = _array_to_scaled(source)
+        return _finish(values, rate)
+
+    if sample_rate is not None:
+        raise InputError("sample_rate must not be given for an audio file: its header states the rate")
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        name = "<bytes>"
+        if max_bytes is not None and len(data) > max_bytes:
+            raise InputError(_too_large(name, len(data), max_bytes))
+    elif isinstance(source, (str, os.PathLike)):
+        name = os.fspath(source)
+        if not os.path.exists(name):
+            raise InputError(f"audio file not found: {name}")
+        if not os.path.isfile(name):
+            raise InputError(f"not a regular file: {name}")
+        size = os.path.getsize(name)
+        if max_bytes is not None and size > max_bytes:
+            raise InputError(_too_large(name, size, max_bytes))
+        with open(name, "rb") as fh:
+            data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
+        if max_bytes is not None and len(data) > max_bytes:  # grew while we looked
+            raise InputError(_too_large(name, len(data), max_bytes))
+    else:
+        raise InputError(
+            f"unsupported audio source of type {type(source).__name__}: "
+            "give a file path, the file's bytes, or a numpy array with sample_rate")
+
+    if len(data) == 0:
+        raise InputError(f"audio file is empty (0 bytes): {name}")
+    if data[:4] in (b"RIFF", b"RIFX"):
+        values, rate = _read_wav(data, name)
+    else:
+        values, rate = _read_soundfile(data, name)
+    return _finish(values, rate)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _too_large(name: str, size: int, limit: int) -> str:
+    return (f"audio file is too large: {name} has {size} bytes, the limit is {limit} bytes "
+            "(raise max_bytes to accept it)")
+
+
+def _check_rate(rate, where: str = "") -> float:
+    """``where``: e.g. " in the header of x.wav" (empty for a caller's sample_rate)."""
+    try:
+        r = float(rate)
+    except (TypeError, ValueError):
+        raise InputError(f"sample rate is not a number: {rate!r}") from None
+    if not math.isfinite(r) or r < MIN_RATE or r > MAX_RATE:
+        raise InputError(
+            f"absurd sample rate: {rate} Hz{where} (supported: {MIN_RATE} to {MAX_RATE} Hz)")
+    return r
+
+
+def _array_to_scaled(arr: np.ndarray) -> np.ndarray:
+    """A user's array -> float64 (samples, channels) in int16 scale."""
+    a = arr
+    if a.ndim == 1:
+        a = a[:, None]
+    elif a.ndim != 2:
+        raise InputError(f"audio array must be 1-D (samples,) or 2-D (samples, channels), got shape {arr.shape}")
+    if a.shape[1] == 0:
+        raise InputError(f"audio array has no channels (shape {arr.shape})")
+    if a.shape[0] == 0:
+        raise InputError("audio array has no samples (length 0)")
+    dt = a.dtype
+    if dt == np.int16:
+        return a.astype(np.float64)
+    if dt == np.uint8:
+        return (a.astype(np.float64) - 128.0) * 256.0
+    if dt == np.int8:
+        return a.astype(np.float64) * 256.0
+    if dt == np.int32:
+        return a.astype(np.float64) / 65536.0
+    if np.issubdtype(dt, np.floating):
+        f = a.astype(np.float64)
+        bad = ~np.isfinite(f)
+        if bad.any():
+            raise InputError(
+                f"audio array contains NaN or infinite values ({int(bad.sum())} of {f.size} samples)")
+        return f * 32768.0
+    raise InputError(
+        f"unsupported audio array dtype {dt}: use int16, int32, uint8, int8 or float in [-1, 1]")
+
+
+def _finish(values: np.ndarray, rate: float) -> np.ndarray:
+    """float64 (samples, channels) int16-scale at ``rate`` -> mono 16 kHz int16."""
+    if values.shape[0] == 0:
+        raise InputError("audio has no samples")
+    mono = values[:, 0] if values.shape[1] == 1 else values.mean(axis=1)
+    if rate != TARGET_RATE:
+        import soxr  # lazy: only needed for resampling
+        mono = soxr.resample(np.ascontiguousarray(mono), rate, TARGET_RATE, quality="HQ")
+        if mono.size == 0:
+            raise InputError(f"audio is too short to resample from {rate:g} Hz to {TARGET_RATE} Hz")
+    out = np.rint(mono)
+    np.clip(out, -32768.0, 32767.0, out=out)
+    return out.astype(np.int16)
+
+
+# ----------------------------------------------------------------------------- WAV reader
+
+def _read_wav(data: bytes, name: str) -> tuple[np.ndarray, float]:
+    """Parse a RIFF/RIFX WAVE file; returns float64 (frames, channels) int16-scale and rate."""
+    big = data[:4] == b"RIFX"
+    e = ">" if big else "<"
+    if len(data) < 12:
+        raise InputError(f"truncated WAV header: {name} has only {len(data)} bytes")
+    if data[8:12] != b"WAVE":
+        raise InputError(
+            f"corrupt WAV header: {name} is a RIFF file of type {data[8:12]!r}, not 'WAVE'")
+    fmt = None
+    data_start = data_len = data_declared = None
+    pos = 12
+    n = len(data)
+    while pos < n:
+        if n - pos < 8:
+            if fmt is not None and data_start is not None:
+                break  # a stray byte or two after the last chunk
+            raise InputError(
+                f"truncated WAV header: {name} ends inside a chunk header at byte {pos}")
+        cid = data[pos:pos + 4]
+        (size,) = struct.unpack(e + "I", data[pos + 4:pos + 8])
+        body = pos + 8
+        if cid == b"data":
+            if data_start is None:
+                data_start, data_declared = body, size
+                # A declared size beyond the end of the file is a truncated (or streamed)
+                # file: keep what is there, as most readers do.
+                data_len = min(size, n - body)
+        elif cid == b"fmt ":
+            if body + size > n:
+                raise InputError(
+                    f"truncated WAV header: {name} ends inside its 'fmt ' chunk "
+                    f"(declared {size} bytes, {n - body} present)")
+            if fmt is None:
+                fmt = _parse_fmt(data[body:body + size], e, name)
+        elif not _plausible_id(cid):
+            if fmt is not None and data_start is not None:
+                break  # junk after the audio: ignore
+            raise InputError(
+                f"corrupt WAV header: {name} has an invalid chunk id {_cid(cid)} at byte {pos}")
+        elif body + size > n and fmt is None:
+            raise InputError(
+                f"truncated WAV header: {name} ends inside chunk {_cid(cid)} at byte {pos} "
+                f"(declared {size} bytes, {n - body} present), before any 'fmt ' chunk")
+        if cid == b"data" and fmt is not None:
+            break  # everything we need; the rest may be metadata or padding
+        pos = body + size + (size & 1)
+    if fmt is None:
+        raise InputError(f"corrupt WAV header: {name} has no 'fmt ' chunk")
+    if data_start is None:
+        raise InputError(f"corrupt WAV header: {name} has no 'data' chunk")
+
+    kind, width, channels, rate = fmt
+    block = width * channels
+    n_frames = data_len // block
+    if n_frames == 0:
+        if data_declared >= block:
+            raise InputError(
+                f"truncated WAV file: {name} ends inside its 'data' chunk before the first "
+                f"sample (declared {data_declared} bytes, {data_len} present)")
+        raise InputError(f"WAV file has no audio samples (empty 'data' chunk): {name}")
+    raw = data[data_start:data_start + n_frames * block]
+    values = _decode_pcm(raw, kind, width, e, name)
+    return values.reshape(n_frames, channels), rate
+
+
+def _cid(cid: bytes) -> str:
+    return repr(cid.decode("latin-1"))
+
+
+def _plausible_id(cid: bytes) -> bool:
+    return all(32 <= b < 127 for b in cid)
+
+
+def _parse_fmt(body: bytes, e: str, name: str):
+    if len(body) < 16:
+        raise InputError(
+            f"corrupt WAV header: {name} has a 'fmt ' chunk of {len(body)} bytes (at least 16 needed)")
+    tag, channels, rate, _byte_rate, block_align, bits = struct.unpack(e + "HHIIHH", body[:16])
+    sub = tag
+    if tag == WAVE_FORMAT_EXTENSIBLE:
+        if len(body) < 40:
+            raise InputError(
+                f"corrupt WAV header: {name} is WAVE_FORMAT_EXTENSIBLE but its 'fmt ' chunk has "
+                f"only {len(body)} bytes (40 needed)")
+        guid = body[24:40]
+        (data1,) = struct.unpack(e + "I", guid[:4])
+        if guid[8:16] != _GUID_DATA4 or data1 > 0xFFFF:
+            raise InputError(
+                f"unsupported WAV encoding: {name} is WAVE_FORMAT_EXTENSIBLE (format tag 0xFFFE) "
+                f"with an unknown subformat GUID {guid.hex()}")
+        sub = data1
+    if sub not in (WAVE_FORMAT_PCM, WAVE_FORMAT_IEEE_FLOAT):
+        label = _FORMAT_NAMES.get(sub, "unknown")
+        where = " (WAVE_FORMAT_EXTENSIBLE subformat)" if tag == WAVE_FORMAT_EXTENSIBLE else ""
+        raise InputError(
+            f"unsupported WAV encoding: {name} uses format tag 0x{sub:04X} ({label}){where}; "
+            "supported are PCM (0x0001) and IEEE float (0x0003); convert it to PCM WAV or FLAC")
+    if channels == 0:
+        raise InputError(f"corrupt WAV header: {name} declares 0 channels")
+    if block_align == 0 or block_align % channels:
+        raise InputError(
+            f"corrupt WAV header: {name} declares a block size of {block_align} bytes "
+            f"for {channels} channel(s)")
+    width = block_align // channels
+    if bits == 0 or bits > 8 * width:
+        raise InputError(
+            f"corrupt WAV header: {name} declares {bits} bits per sample in "
+            f"{width}-byte containers")
+    if sub == WAVE_FORMAT_PCM and width not in (1, 2, 3, 4):
+        raise InputError(
+            f"unsupported WAV encoding: {name} is PCM with {width}-byte samples "
+            "(supported: 8, 16, 24 and 32-bit)")
+    if sub == WAVE_FORMAT_IEEE_FLOAT and width not in (4, 8):
+        raise InputError(
+            f"unsupported WAV encoding: {name} is IEEE float with {width}-byte samples "
+            "(supported: 32 and 64-bit)")
+    _check_rate(rate, f" in the header of {name}")
+    kind = "float" if sub == WAVE_FORMAT_IEEE_FLOAT else "pcm"
+    return kind, width, channels, float(rate)
+
+
+def _decode_pcm(raw: bytes, kind: str, width: int, e: str, name: str) -> np.ndarray:
+    """Raw sample bytes -> flat float64 int16-scale values."""
+    if kind == "float":
+        f = np.frombuffer(raw, dtype=np.dtype(e + ("f4" if width == 4 else "f8"))).astype(np.float64)
+        bad = ~np.isfinite(f)
+        if bad.any():
+            raise InputError(
+                f"WAV file contains NaN or infinite sample values ({int(bad.sum())} of "
+                f"{f.size} samples): {name}")
+        return f * 32768.0
+    if width == 1:  # 8-bit WAV is unsigned, offset 128
+        return (np.frombuffer(raw, dtype=np.uint8).astype(np.float64) - 128.0) * 256.0
+    if width == 2:
+        return np.frombuffer(raw, dtype=np.dtype(e + "i2")).astype(np.float64)
+    if width == 3:
+        b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+        if e == "<":
+            v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        else:
+            v = b[:, 2] | (b[:, 1] << 8) | (b[:, 0] << 16)
+        v = np.where(v >= 1 << 23, v - (1 << 24), v)
+        return v.astype(np.float64) / 256.0
+    return np.frombuffer(raw, dtype=np.dtype(e + "i4")).astype(np.float64) / 65536.0
+
+
+# ----------------------------------------------------------------------------- other formats
+
+def _read_soundfile(data: bytes, name: str) -> tuple[np.ndarray, float]:
+    try:
+        import soundfile as sf
+    except (ImportError, OSError) as exc:  # OSError: libsndfile missing
+        raise InputError(
+            f"{name} is not a WAV file and reading other formats needs the 'soundfile' "
+            f"package ({exc})") from None
+    import io
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as fh:
+            rate = fh.samplerate
+            fmt = fh.format
+            _check_rate(rate, f" in the header of {name}")
+            values = fh.read(dtype="float64", always_2d=True)
+    except InputError:
+        raise
+    except Exception as exc:  # libsndfile: "Format not recognised", "unspecified internal error"...
+        detail = str(exc).split(":")[-1].strip() or type(exc).__name__
+        raise InputError(
+            f"not a readable audio file: {name} (neither WAV nor a format libsndfile "
+            f"decodes: {detail})") from None
+    if values.shape[0] == 0:
+        raise InputError(f"{fmt} file has no audio samples: {name}")
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise InputError(
+            f"{fmt} file contains NaN or infinite sample values ({int(bad.sum())} of "
+            f"{values.size} samples): {name}")
+    return values * 32768.0, float(rate)

@@ -1,0 +1,205 @@
+"""The release's voice frontend: Sphinx-style 64-filter log-mel "fbank", vectorised.
+
+Reproduces, number for number, what the Cross-Modal Perceptionist release writes as its
+preprocessed ``.npy`` features (docs: ORIGINAL.md section 1):
+
+    compute_fbank(int16 samples) = normalise(log_mel(remove_silence(samples)))
+
+Everything is numpy; there is no per-frame Python loop. The release's quirks are kept on
+purpose (they are the contract):
+
+* frame count ``int(len/160 + 1)``, frame ``k`` = samples ``[160k, 160k+400)``; a short
+  tail frame is filled by cyclic repetition of its own samples (``numpy.resize``), an
+  empty frame is 400 zeros, so the last frame is always short or empty;
+* pre-emphasis is per frame and stateful: the first sample of frame ``k`` is
+  pre-emphasised against the *last sample of frame k-1 after its fill* (0 for frame 0),
+  not against the sample that precedes it in the signal;
+* symmetric Hamming(400), real FFT with n=1024, power, 64 triangular mel filters
+  (20-7200 Hz, Sphinx construction with Python's round-half-even bin edges),
+  ``log(max(x, 1e-5))``; float64 arithmetic on the int16 values, float32 result;
+* per-filter mean/std normalisation in float32, then tiling to at least 1000 frames.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .audio import DEFAULT_MAX_BYTES, load_audio
+from .errors import InputError
+
+# Parameters used everywhere in the release.
+SAMPLE_RATE = 16000
+N_FILTERS = 64
+LOWER_HZ = 20.0
+UPPER_HZ = 7200.0
+HOP = 160  # 100 frames per second
+WIN = int(0.025 * SAMPLE_RATE)  # 400 samples
+N_FFT = 1024
+N_BINS = N_FFT // 2 + 1  # 513
+PRE_EMPHASIS = 0.97
+LOG_FLOOR = 1e-5
+MIN_FRAMES = 1000  # utterances shorter than this are tiled (10 s)
+EPS32 = np.finfo(np.float32).eps
+
+__all__ = [
+    "SAMPLE_RATE", "N_FILTERS", "HOP", "WIN", "N_FFT", "MIN_FRAMES",
+    "mel_filterbank", "num_frames", "log_mel", "normalise", "compute_fbank",
+    "fbank_from_source",
+]
+
+
+def _mel(f):
+    return 2595.0 * np.log10(1.0 + f / 700.0)
+
+
+def _mel_inv(m):
+    return 700.0 * (np.power(10.0, m / 2595.0) - 1.0)
+
+
+_FILTERBANK: np.ndarray | None = None
+
+
+def mel_filterbank() -> np.ndarray:
+    """The release's (513, 64) float64 triangular mel filterbank (Sphinx construction).
+
+    66 edges equally spaced in mel between mel(20 Hz) and mel(7200 Hz); each edge goes to
+    the FFT bin ``int(round(edge_hz / 15.625))`` (Python round: half to even). Filter j
+    rises over bins strictly between edge j and edge j+1, takes ``height`` on the center
+    bin (only when center > left, i.e. when the rising loop ends on it), and falls over
+    bins strictly between edge j+1 and edge j+2; ``height = 2 / ((right-left) * 15.625)``.
+    Returns a fresh copy (the cached master stays read-only).
+    """
+    global _FILTERBANK
+    if _FILTERBANK is None:
+        dfreq = SAMPLE_RATE / N_FFT  # 15.625 Hz per bin
+        melmin, melmax = _mel(LOWER_HZ), _mel(UPPER_HZ)
+        dmelbw = (melmax - melmin) / (N_FILTERS + 1)
+        edges_hz = _mel_inv(melmin + dmelbw * np.arange(N_FILTERS + 2, dtype=np.float64))
+        # Python's round() on a Python float: round half to even, exactly like the release.
+        edges = [int(round(float(e) / dfreq)) for e in edges_hz]
+        fb = np.zeros((N_BINS, N_FILTERS), dtype=np.float64)
+        for j in range(N_FILTERS):  # 64 filters, once per process
+            left, center, right = edges[j], edges[j + 1], edges[j + 2]
+            height = 2.0 / ((right - left) * dfreq)
+            if center > left:
+                rise = np.arange(left + 1, center)
+                fb[rise, j] = (rise - left) * height / (center - left)
+                fb[center, j] = height
+            fall = np.arange(center + 1, right)
+            if center != right:
+                fb[fall, j] = (fall - right) * height / (center - right)
+        fb.setflags(write=False)
+        _FILTERBANK = fb
+    return _FILTERBANK.copy()
+
+
+def num_frames(n_samples: int) -> int:
+    """Number of analysis frames for ``n_samples`` samples: ``int(n/160 + 1)``."""
+    return int(n_samples / HOP + 1)
+
+
+_HAMMING = np.hamming(WIN)
+_FB_CACHE: dict[str, np.ndarray] = {}
+
+
+def _fb() -> np.ndarray:
+    fb = _FB_CACHE.get("fb")
+    if fb is None:
+        fb = _FB_CACHE["fb"] = np.ascontiguousarray(mel_filterbank())
+    return fb
+
+
+def _frames_with_prior(x: np.ndarray) -> np.ndarray:
+    """(T, 401) float64: column 0 = the pre-emphasis prior, columns 1..400 = the frame.
+
+    Frames are filled as the release does (cyclic repetition of a short frame's samples,
+    zeros for an empty one); the prior of frame k is column 400 of frame k-1 (after its
+    fill), 0 for frame 0.
+    """
+    n = x.shape[0]
+    t = num_frames(n)
+    out = np.empty((t, WIN + 1), dtype=np.float64)
+    # Full frames: k with 160k + 400 <= n, taken as one strided view of the signal.
+    n_full = 0 if n < WIN else (n - WIN) // HOP + 1
+    if n_full:
+        view = np.lib.stride_tricks.as_strided(
+            x, shape=(n_full, WIN), strides=(HOP * x.strides[0], x.strides[0]), writeable=False)
+        out[:n_full, 1:] = view
+    # Tail frames (at most ceil(400/160) = 3, plus none): cyclic fill, empty -> zeros.
+    for k in range(n_full, t):
+        seg = x[HOP * k:HOP * k + WIN]
+        out[k, 1:] = np.resize(seg, WIN) if seg.size else 0.0
+    out[0, 0] = 0.0
+    out[1:, 0] = out[:-1, WIN]
+    return out
+
+
+def log_mel(samples) -> np.ndarray:
+    """Raw log mel filterbank energies, ``(T, 64)`` float32, ``T = int(len/160 + 1)``.
+
+    ``samples``: 1-D int16 values (any real dtype is accepted and used as is, in float64;
+    the release works on the int16 values, not on [-1, 1] floats).
+    """
+    x = np.asarray(samples)
+    if x.ndim != 1:
+        raise InputError(f"log_mel expects a 1-D array of samples, got shape {x.shape}")
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise InputError(f"log_mel expects integer or float samples, got dtype {x.dtype}")
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    g = _frames_with_prior(x)
+    # Stateful pre-emphasis: y[0] = x[0] - 0.97*prior, y[i] = x[i] - 0.97*x[i-1].
+    y = g[:, 1:] - PRE_EMPHASIS * g[:, :-1]
+    y *= _HAMMING
+    spec = np.fft.rfft(y, n=N_FFT, axis=1)
+    power = np.square(spec.real)
+    power += np.square(spec.imag)
+    mel = power @ _fb()
+    np.maximum(mel, LOG_FLOOR, out=mel)
+    np.log(mel, out=mel)
+    return mel.astype(np.float32)
+
+
+def normalise(logmel) -> np.ndarray:
+    """The release's ``get_fbank`` normalisation: ``(T, 64)`` float32 -> ``(max(T,1000), 64)``.
+
+    Subtract the per-filter mean over time, divide by (the per-filter population std of the
+    centred features + float32 eps), statistics in float32 with numpy's own ``mean``/``std``
+    (as the release does). If ``T < 1000`` the utterance is repeated along time and exactly
+    the first 1000 frames are kept; ``T >= 1000`` is left as is (no crop).
+    """
+    f = np.asarray(logmel)
+    if f.ndim != 2 or f.shape[1] != N_FILTERS or f.shape[0] < 1:
+        raise InputError(f"normalise expects a (T, {N_FILTERS}) array with T >= 1, got shape {f.shape}")
+    f = f.astype(np.float32, copy=False)
+    f = f - f.mean(axis=0)
+    f = f / (f.std(axis=0) + EPS32)
+    t = f.shape[0]
+    if t < MIN_FRAMES:
+        f = np.tile(f, (math.ceil(MIN_FRAMES / t), 1))[:MIN_FRAMES]
+    return np.ascontiguousarray(f, dtype=np.float32)
+
+
+def compute_fbank(samples_int16, vad: bool = True) -> np.ndarray:
+    """The release's preprocessing of one utterance: ``(T, 64)`` float32, ``T >= 1000``.
+
+    ``samples_int16``: mono 16 kHz int16 samples. With ``vad`` (the release's behaviour),
+    silence is removed first with webrtcvad (:func:`runtime.vad.remove_silence`, raises
+    :class:`runtime.errors.NoSpeechError` when nothing is kept).
+    """
+    x = np.asarray(samples_int16)
+    if x.dtype != np.int16 or x.ndim != 1:
+        raise InputError(
+            f"compute_fbank expects 1-D int16 samples at 16 kHz, got dtype {x.dtype}, shape {x.shape}"
+            " (use runtime.audio.load_audio to convert)")
+    if vad:
+        from .vad import remove_silence
+        x = remove_silence(x)
+    return normalise(log_mel(x))
+
+
+def fbank_from_source(source, sample_rate=None, vad: bool = True,
+                      max_bytes: int | None = DEFAULT_MAX_BYTES) -> np.ndarray:
+    """:func:`runtime.audio.load_audio` (file path or array) then :func:`compute_fbank`."""
+    samples = load_audio(source, sample_rate, max_bytes=max_bytes)
+    return compute_fbank(samples, vad=vad)
