@@ -1,0 +1,130 @@
+# cython: boundscheck=False, wraparound=False, initializedcheck=False
+# distutils: language = c++
+"""Low-level binding of the Sim3DR C++ core.
+
+No validation happens here beyond what typed memoryviews enforce (dtype, ndim,
+C-contiguity, writability): call the checked API in ``Sim3DR/__init__.py`` instead.
+Index ranges, finiteness and matching shapes are the caller's responsibility.
+"""
+from libc.stdint cimport int32_t, int64_t, uint8_t
+
+
+cdef extern from "rasterize.h" namespace "sim3dr":
+    int hardware_threads() nogil
+    void c_get_normal "sim3dr::get_normal"(
+        const float* vertices, int64_t nver, const int32_t* triangles, int64_t ntri,
+        float* normals) nogil
+    void c_rasterize_u8 "sim3dr::rasterize_u8"(
+        const float* vertices, const int32_t* triangles, int64_t ntri,
+        const float* colors, int channels, uint8_t* image, int h, int w,
+        float* depth, float alpha, int num_threads) nogil
+    void c_rasterize_f32 "sim3dr::rasterize_f32"(
+        const float* vertices, const int32_t* triangles, int64_t ntri,
+        const float* colors, int channels, float* image, int h, int w,
+        float* depth, float alpha, int num_threads) nogil
+    void c_rasterize_index "sim3dr::rasterize_index"(
+        const float* vertices, const int32_t* triangles, int64_t ntri, int h, int w,
+        float* depth, int32_t* tri_index, int num_threads) nogil
+    void c_rasterize_baseline_u8 "sim3dr::rasterize_baseline_u8"(
+        const float* vertices, const int32_t* triangles, int64_t ntri,
+        const float* colors, int channels, uint8_t* image, int h, int w,
+        float* depth, float alpha) nogil
+    void c_rasterize_baseline_f32 "sim3dr::rasterize_baseline_f32"(
+        const float* vertices, const int32_t* triangles, int64_t ntri,
+        const float* colors, int channels, float* image, int h, int w,
+        float* depth, float alpha) nogil
+
+# Pointer of a possibly empty memoryview (&view[0, 0] is invalid when a dimension is 0).
+cdef inline const float* _fptr(const float[:, ::1] a):
+    return &a[0, 0] if a.shape[0] > 0 and a.shape[1] > 0 else NULL
+
+cdef inline const int32_t* _iptr(const int32_t[:, ::1] a):
+    return &a[0, 0] if a.shape[0] > 0 and a.shape[1] > 0 else NULL
+
+
+def hardware_concurrency():
+    """Number of hardware threads reported by the C++ runtime (at least 1)."""
+    return hardware_threads()
+
+
+def get_normal(const float[:, ::1] vertices, const int32_t[:, ::1] triangles,
+               float[:, ::1] normals):
+    """Area-weighted unit vertex normals written into ``normals`` (N, 3)."""
+    cdef const float* v = _fptr(vertices)
+    cdef const int32_t* t = _iptr(triangles)
+    cdef float* n = &normals[0, 0] if normals.shape[0] > 0 else NULL
+    with nogil:
+        c_get_normal(v, vertices.shape[0], t, triangles.shape[0], n)
+
+
+def rasterize_u8(const float[:, ::1] vertices, const int32_t[:, ::1] triangles,
+                 const float[:, ::1] colors, uint8_t[:, :, ::1] image,
+                 float[:, ::1] depth, float alpha, int num_threads):
+    """Fast (tiled, threaded) rasterisation into a uint8 image, in place."""
+    if triangles.shape[0] == 0 or image.shape[0] == 0 or image.shape[1] == 0:
+        return
+    cdef const float* v = _fptr(vertices)
+    cdef const int32_t* t = _iptr(triangles)
+    cdef const float* c = _fptr(colors)
+    with nogil:
+        c_rasterize_u8(v, t, triangles.shape[0], c, <int>image.shape[2], &image[0, 0, 0],
+                       <int>image.shape[0], <int>image.shape[1], &depth[0, 0], alpha,
+                       num_threads)
+
+
+def rasterize_f32(const float[:, ::1] vertices, const int32_t[:, ::1] triangles,
+                  const float[:, ::1] colors, float[:, :, ::1] image,
+                  float[:, ::1] depth, float alpha, int num_threads):
+    """Fast (tiled, threaded) rasterisation into a float32 image, in place."""
+    if triangles.shape[0] == 0 or image.shape[0] == 0 or image.shape[1] == 0:
+        return
+    cdef const float* v = _fptr(vertices)
+    cdef const int32_t* t = _iptr(triangles)
+    cdef const float* c = _fptr(colors)
+    with nogil:
+        c_rasterize_f32(v, t, triangles.shape[0], c, <int>image.shape[2], &image[0, 0, 0],
+                        <int>image.shape[0], <int>image.shape[1], &depth[0, 0], alpha,
+                        num_threads)
+
+
+def rasterize_index(const float[:, ::1] vertices, const int32_t[:, ::1] triangles,
+                    float[:, ::1] depth, int32_t[:, ::1] tri_index, int num_threads):
+    """Depth and winning-triangle buffers, in place."""
+    if triangles.shape[0] == 0 or depth.shape[0] == 0 or depth.shape[1] == 0:
+        return
+    cdef const float* v = _fptr(vertices)
+    cdef const int32_t* t = _iptr(triangles)
+    with nogil:
+        c_rasterize_index(v, t, triangles.shape[0], <int>depth.shape[0],
+                          <int>depth.shape[1], &depth[0, 0], &tri_index[0, 0],
+                          num_threads)
+
+
+def rasterize_baseline_u8(const float[:, ::1] vertices, const int32_t[:, ::1] triangles,
+                          const float[:, ::1] colors, uint8_t[:, :, ::1] image,
+                          float[:, ::1] depth, float alpha):
+    """Plain single-threaded per-triangle loop into a uint8 image (benchmark baseline)."""
+    if triangles.shape[0] == 0 or image.shape[0] == 0 or image.shape[1] == 0:
+        return
+    cdef const float* v = _fptr(vertices)
+    cdef const int32_t* t = _iptr(triangles)
+    cdef const float* c = _fptr(colors)
+    with nogil:
+        c_rasterize_baseline_u8(v, t, triangles.shape[0], c, <int>image.shape[2],
+                                &image[0, 0, 0], <int>image.shape[0], <int>image.shape[1],
+                                &depth[0, 0], alpha)
+
+
+def rasterize_baseline_f32(const float[:, ::1] vertices, const int32_t[:, ::1] triangles,
+                           const float[:, ::1] colors, float[:, :, ::1] image,
+                           float[:, ::1] depth, float alpha):
+    """Plain single-threaded per-triangle loop into a float32 image (benchmark baseline)."""
+    if triangles.shape[0] == 0 or image.shape[0] == 0 or image.shape[1] == 0:
+        return
+    cdef const float* v = _fptr(vertices)
+    cdef const int32_t* t = _iptr(triangles)
+    cdef const float* c = _fptr(colors)
+    with nogil:
+        c_rasterize_baseline_f32(v, t, triangles.shape[0], c, <int>image.shape[2],
+                                 &image[0, 0, 0], <int>image.shape[0], <int>image.shape[1],
+                                 &depth[0, 0], alpha)

@@ -1,0 +1,420 @@
+// Sim3DR core implementation. See rasterize.h for the rules.
+//
+// Bit-exactness: the fast path evaluates, for every candidate pixel, exactly the same
+// sequence of IEEE float32 operations as the baseline (only loop-invariant values are
+// hoisted, and SSE lanes perform the same single-precision operations as scalar code).
+// A compiler must not fuse a*b+c into an FMA here: contraction is switched off below
+// (and setup.py should pass -ffp-contract=off for compilers that ignore the pragmas).
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+#include "rasterize.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__SSE2__) && (defined(__GNUC__) || defined(__clang__))
+#include <emmintrin.h>
+#define SIM3DR_SSE2 1
+#endif
+
+namespace sim3dr {
+
+int hardware_threads() {
+    unsigned n = std::thread::hardware_concurrency();
+    return n == 0 ? 1 : static_cast<int>(n);
+}
+
+// ---------------------------------------------------------------------------------
+// Normals
+
+void get_normal(const float* vertices, int64_t nver, const int32_t* triangles,
+                int64_t ntri, float* normals) {
+    std::vector<double> acc(static_cast<size_t>(nver) * 3, 0.0);
+    for (int64_t t = 0; t < ntri; ++t) {
+        const int64_t i0 = triangles[3 * t], i1 = triangles[3 * t + 1],
+                      i2 = triangles[3 * t + 2];
+        const float* a = vertices + 3 * i0;
+        const float* b = vertices + 3 * i1;
+        const float* c = vertices + 3 * i2;
+        const double e1x = double(b[0]) - a[0], e1y = double(b[1]) - a[1],
+                     e1z = double(b[2]) - a[2];
+        const double e2x = double(c[0]) - a[0], e2y = double(c[1]) - a[1],
+                     e2z = double(c[2]) - a[2];
+        const double nx = e1y * e2z - e1z * e2y;
+        const double ny = e1z * e2x - e1x * e2z;
+        const double nz = e1x * e2y - e1y * e2x;
+        for (int64_t i : {i0, i1, i2}) {
+            acc[3 * i] += nx;
+            acc[3 * i + 1] += ny;
+            acc[3 * i + 2] += nz;
+        }
+    }
+    for (int64_t i = 0; i < nver; ++i) {
+        const double x = acc[3 * i], y = acc[3 * i + 1], z = acc[3 * i + 2];
+        const double len = std::sqrt(x * x + y * y + z * z);
+        if (len > 0.0 && std::isfinite(len)) {
+            normals[3 * i] = static_cast<float>(x / len);
+            normals[3 * i + 1] = static_cast<float>(y / len);
+            normals[3 * i + 2] = static_cast<float>(z / len);
+        } else {
+            normals[3 * i] = normals[3 * i + 1] = normals[3 * i + 2] = 0.0f;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Pixel writers ("shaders"): called for a pixel that passed the depth test.
+
+namespace {
+
+struct Setup {
+    float p0x, p0y;       // p0
+    float v0x, v0y;       // v0 = p2 - p0
+    float v1x, v1y;       // v1 = p1 - p0
+    float d00, d01, d11;  // dot products independent of the pixel
+    float inv;            // 1 / (d00*d11 - d01*d01), den != 0
+    float z0, z1, z2;
+    int32_t i0, i1, i2;
+    int32_t xmin, xmax, ymin, ymax;
+};
+
+struct ShadeU8 {
+    const float* colors;
+    int c;
+    uint8_t* image;
+    float keep;  // 1 - alpha
+    float a255;  // alpha * 255
+    inline void operator()(int64_t pix, int32_t i0, int32_t i1, int32_t i2, int32_t,
+                           float w0, float w1, float w2) const {
+        const float* c0 = colors + static_cast<int64_t>(c) * i0;
+        const float* c1 = colors + static_cast<int64_t>(c) * i1;
+        const float* c2 = colors + static_cast<int64_t>(c) * i2;
+        uint8_t* px = image + pix * c;
+        for (int k = 0; k < c; ++k) {
+            const float col = w0 * c0[k] + w1 * c1[k] + w2 * c2[k];
+            float val = keep * static_cast<float>(px[k]) + a255 * col;
+            if (!(val > 0.0f)) val = 0.0f;
+            if (val > 255.0f) val = 255.0f;
+            px[k] = static_cast<uint8_t>(val);  // truncation
+        }
+    }
+};
+
+struct ShadeF32 {
+    const float* colors;
+    int c;
+    float* image;
+    float keep;   // 1 - alpha
+    float alpha;
+    inline void operator()(int64_t pix, int32_t i0, int32_t i1, int32_t i2, int32_t,
+                           float w0, float w1, float w2) const {
+        const float* c0 = colors + static_cast<int64_t>(c) * i0;
+        const float* c1 = colors + static_cast<int64_t>(c) * i1;
+        const float* c2 = colors + static_cast<int64_t>(c) * i2;
+        float* px = image + pix * c;
+        for (int k = 0; k < c; ++k) {
+            const float col = w0 * c0[k] + w1 * c1[k] + w2 * c2[k];
+            px[k] = keep * px[k] + alpha * col;
+        }
+    }
+};
+
+struct ShadeIndex {
+    int32_t* tri_index;
+    inline void operator()(int64_t pix, int32_t, int32_t, int32_t, int32_t tri, float,
+                           float, float) const {
+        tri_index[pix] = tri;
+    }
+};
+
+// floor(min)..ceil(max) of three coordinates clipped to [0, n-1]; false when empty.
+inline bool clip_range(float a, float b, float c, int n, int32_t& lo, int32_t& hi) {
+    const float mn = std::floor(std::min(a, std::min(b, c)));
+    const float mx = std::ceil(std::max(a, std::max(b, c)));
+    const float last = static_cast<float>(n - 1);
+    if (mn > last || mx < 0.0f) return false;
+    lo = mn < 0.0f ? 0 : static_cast<int32_t>(mn);
+    hi = mx > last ? n - 1 : static_cast<int32_t>(mx);
+    return lo <= hi;
+}
+
+// Per-triangle constants; false when the triangle is off-screen or degenerate.
+inline bool make_setup(const float* V, const int32_t* T, int64_t t, int h, int w,
+                       Setup& s) {
+    s.i0 = T[3 * t];
+    s.i1 = T[3 * t + 1];
+    s.i2 = T[3 * t + 2];
+    const float* a = V + 3 * static_cast<int64_t>(s.i0);
+    const float* b = V + 3 * static_cast<int64_t>(s.i1);
+    const float* c = V + 3 * static_cast<int64_t>(s.i2);
+    if (!clip_range(a[1], b[1], c[1], h, s.ymin, s.ymax)) return false;
+    if (!clip_range(a[0], b[0], c[0], w, s.xmin, s.xmax)) return false;
+    s.p0x = a[0];
+    s.p0y = a[1];
+    s.v0x = c[0] - a[0];
+    s.v0y = c[1] - a[1];
+    s.v1x = b[0] - a[0];
+    s.v1y = b[1] - a[1];
+    s.d00 = s.v0x * s.v0x + s.v0y * s.v0y;
+    s.d01 = s.v0x * s.v1x + s.v0y * s.v1y;
+    s.d11 = s.v1x * s.v1x + s.v1y * s.v1y;
+    const float den = s.d00 * s.d11 - s.d01 * s.d01;
+    if (den == 0.0f) return false;  // degenerate: skipped (deviation from the release)
+    s.inv = 1.0f / den;
+    s.z0 = a[2];
+    s.z1 = b[2];
+    s.z2 = c[2];
+    return true;
+}
+
+// Rasterise rows ya..yb (already clipped) of one triangle.
+template <class Shade>
+inline void raster_rows(const Setup& s, int32_t tri, int ya, int yb, int w, float* depth,
+                        const Shade& shade) {
+#ifdef SIM3DR_SSE2
+    const __m128 p0x = _mm_set1_ps(s.p0x), v0x = _mm_set1_ps(s.v0x),
+                 v1x = _mm_set1_ps(s.v1x), d00 = _mm_set1_ps(s.d00),
+                 d01 = _mm_set1_ps(s.d01), d11 = _mm_set1_ps(s.d11),
+                 inv = _mm_set1_ps(s.inv), z0 = _mm_set1_ps(s.z0),
+                 z1 = _mm_set1_ps(s.z1), z2 = _mm_set1_ps(s.z2);
+    const __m128 zero = _mm_setzero_ps(), one = _mm_set1_ps(1.0f);
+    const __m128 lane = _mm_set_ps(3.0f, 2.0f, 1.0f, 0.0f);
+    alignas(16) float uu[4], vv[4], ww[4], zz[4];
+    for (int y = ya; y <= yb; ++y) {
+        const float v2y = static_cast<float>(y) - s.p0y;
+        const __m128 a0 = _mm_set1_ps(s.v0y * v2y);  // second term of d02
+        const __m128 a1 = _mm_set1_ps(s.v1y * v2y);  // second term of d12
+        float* drow = depth + static_cast<int64_t>(y) * w;
+        for (int x0 = s.xmin; x0 <= s.xmax; x0 += 4) {
+            const __m128 xs = _mm_add_ps(_mm_set1_ps(static_cast<float>(x0)), lane);
+            const __m128 v2x = _mm_sub_ps(xs, p0x);
+            const __m128 d02 = _mm_add_ps(_mm_mul_ps(v0x, v2x), a0);
+            const __m128 d12 = _mm_add_ps(_mm_mul_ps(v1x, v2x), a1);
+            const __m128 u =
+                _mm_mul_ps(_mm_sub_ps(_mm_mul_ps(d11, d02), _mm_mul_ps(d01, d12)), inv);
+            const __m128 v =
+                _mm_mul_ps(_mm_sub_ps(_mm_mul_ps(d00, d12), _mm_mul_ps(d01, d02)), inv);
+            const __m128 in =
+                _mm_and_ps(_mm_and_ps(_mm_cmpge_ps(u, zero), _mm_cmpge_ps(v, zero)),
+                           _mm_cmplt_ps(_mm_add_ps(u, v), one));
+            const int n = s.xmax - x0 + 1;
+            int m = _mm_movemask_ps(in) & (n >= 4 ? 0xF : (1 << n) - 1);
+            if (!m) continue;
+            const __m128 w0 = _mm_sub_ps(_mm_sub_ps(one, u), v);
+            const __m128 z = _mm_add_ps(_mm_add_ps(_mm_mul_ps(w0, z0), _mm_mul_ps(v, z1)),
+                                        _mm_mul_ps(u, z2));
+            _mm_store_ps(uu, u);
+            _mm_store_ps(vv, v);
+            _mm_store_ps(ww, w0);
+            _mm_store_ps(zz, z);
+            do {
+                const int j = __builtin_ctz(static_cast<unsigned>(m));
+                m &= m - 1;
+                const int x = x0 + j;
+                if (zz[j] > drow[x]) {
+                    drow[x] = zz[j];
+                    shade(static_cast<int64_t>(y) * w + x, s.i0, s.i1, s.i2, tri, ww[j],
+                          vv[j], uu[j]);
+                }
+            } while (m);
+        }
+    }
+#else
+    for (int y = ya; y <= yb; ++y) {
+        const float v2y = static_cast<float>(y) - s.p0y;
+        const float a0 = s.v0y * v2y;
+        const float a1 = s.v1y * v2y;
+        float* drow = depth + static_cast<int64_t>(y) * w;
+        for (int x = s.xmin; x <= s.xmax; ++x) {
+            const float v2x = static_cast<float>(x) - s.p0x;
+            const float d02 = s.v0x * v2x + a0;
+            const float d12 = s.v1x * v2x + a1;
+            const float u = (s.d11 * d02 - s.d01 * d12) * s.inv;
+            const float v = (s.d00 * d12 - s.d01 * d02) * s.inv;
+            if (u >= 0.0f && v >= 0.0f && u + v < 1.0f) {
+                const float w0 = 1.0f - u - v;
+                const float z = w0 * s.z0 + v * s.z1 + u * s.z2;
+                if (z > drow[x]) {
+                    drow[x] = z;
+                    shade(static_cast<int64_t>(y) * w + x, s.i0, s.i1, s.i2, tri, w0, v,
+                          u);
+                }
+            }
+        }
+    }
+#endif
+}
+
+// Reusable two-phase barrier for a fixed number of threads.
+class Barrier {
+public:
+    explicit Barrier(int n) : n_(n) {}
+    void wait() {
+        std::unique_lock<std::mutex> lock(m_);
+        const int gen = gen_;
+        if (++count_ == n_) {
+            count_ = 0;
+            ++gen_;
+            cv_.notify_all();
+        } else {
+            cv_.wait(lock, [&] { return gen != gen_; });
+        }
+    }
+
+private:
+    std::mutex m_;
+    std::condition_variable cv_;
+    int n_, count_ = 0, gen_ = 0;
+};
+
+int resolve_threads(int requested) { return requested > 0 ? requested : hardware_threads(); }
+
+template <class Shade>
+void rasterize_fast(const float* V, const int32_t* T, int64_t ntri, int h, int w,
+                    float* depth, const Shade& shade, int num_threads) {
+    if (ntri <= 0 || h <= 0 || w <= 0) return;
+    int nt = resolve_threads(num_threads);
+    if (ntri < 256 || h < 8) nt = 1;
+    if (nt == 1) {
+        Setup s;
+        for (int64_t t = 0; t < ntri; ++t)
+            if (make_setup(V, T, t, h, w, s))
+                raster_rows(s, static_cast<int32_t>(t), s.ymin, s.ymax, w, depth, shade);
+        return;
+    }
+    // Horizontal bands, several per thread for load balance.
+    const int band_h = std::max(4, std::min(64, h / (nt * 8)));
+    const int nbands = (h + band_h - 1) / band_h;
+    nt = std::min(nt, nbands);
+
+    std::unique_ptr<Setup[]> setups(new Setup[static_cast<size_t>(ntri)]);
+    // lists[t * nbands + b]: triangles of thread t's chunk touching band b, in order.
+    std::vector<std::vector<int32_t>> lists(static_cast<size_t>(nt) * nbands);
+    std::atomic<int> next_band{0};
+    Barrier barrier(nt);
+
+    auto work = [&](int tid) {
+        // Phase 1: set-up and binning of a contiguous chunk of triangles.
+        const int64_t a = ntri * tid / nt, b = ntri * (tid + 1) / nt;
+        std::vector<int32_t>* mine = &lists[static_cast<size_t>(tid) * nbands];
+        const size_t guess = static_cast<size_t>((b - a) / nbands + 16);
+        for (int k = 0; k < nbands; ++k) mine[k].reserve(guess);
+        for (int64_t t = a; t < b; ++t) {
+            Setup& s = setups[t];
+            if (!make_setup(V, T, t, h, w, s)) continue;
+            const int b0 = s.ymin / band_h, b1 = s.ymax / band_h;
+            for (int k = b0; k <= b1; ++k) mine[k].push_back(static_cast<int32_t>(t));
+        }
+        barrier.wait();
+        // Phase 2: bands, each owned by one thread; chunks visited in order so every
+        // pixel sees its triangles in index order.
+        for (int band; (band = next_band.fetch_add(1)) < nbands;) {
+            const int y0 = band * band_h, y1 = std::min(h - 1, y0 + band_h - 1);
+            for (int c = 0; c < nt; ++c) {
+                for (int32_t t : lists[static_cast<size_t>(c) * nbands + band]) {
+                    const Setup& s = setups[t];
+                    raster_rows(s, t, std::max(y0, s.ymin), std::min(y1, s.ymax), w,
+                                depth, shade);
+                }
+            }
+        }
+    };
+    std::vector<std::thread> pool;
+    pool.reserve(nt - 1);
+    for (int tid = 1; tid < nt; ++tid) pool.emplace_back(work, tid);
+    work(0);
+    for (auto& th : pool) th.join();
+}
+
+// The plain loop: everything recomputed at every candidate pixel.
+template <class Shade>
+void rasterize_plain(const float* V, const int32_t* T, int64_t ntri, int h, int w,
+                     float* depth, const Shade& shade) {
+    for (int64_t t = 0; t < ntri; ++t) {
+        const int32_t i0 = T[3 * t], i1 = T[3 * t + 1], i2 = T[3 * t + 2];
+        const float p0x = V[3 * i0], p0y = V[3 * i0 + 1], z0 = V[3 * i0 + 2];
+        const float p1x = V[3 * i1], p1y = V[3 * i1 + 1], z1 = V[3 * i1 + 2];
+        const float p2x = V[3 * i2], p2y = V[3 * i2 + 1], z2 = V[3 * i2 + 2];
+        int32_t xmin, xmax, ymin, ymax;
+        if (!clip_range(p0x, p1x, p2x, w, xmin, xmax)) continue;
+        if (!clip_range(p0y, p1y, p2y, h, ymin, ymax)) continue;
+        for (int y = ymin; y <= ymax; ++y) {
+            for (int x = xmin; x <= xmax; ++x) {
+                const float px = static_cast<float>(x), py = static_cast<float>(y);
+                const float v0x = p2x - p0x, v0y = p2y - p0y;
+                const float v1x = p1x - p0x, v1y = p1y - p0y;
+                const float v2x = px - p0x, v2y = py - p0y;
+                const float d00 = v0x * v0x + v0y * v0y;
+                const float d01 = v0x * v1x + v0y * v1y;
+                const float d02 = v0x * v2x + v0y * v2y;
+                const float d11 = v1x * v1x + v1y * v1y;
+                const float d12 = v1x * v2x + v1y * v2y;
+                const float den = d00 * d11 - d01 * d01;
+                if (den == 0.0f) continue;  // degenerate triangle: skipped
+                const float inv = 1.0f / den;
+                const float u = (d11 * d02 - d01 * d12) * inv;
+                const float v = (d00 * d12 - d01 * d02) * inv;
+                if (!(u >= 0.0f && v >= 0.0f && u + v < 1.0f)) continue;
+                const float w0 = 1.0f - u - v;
+                const float z = w0 * z0 + v * z1 + u * z2;
+                float& d = depth[static_cast<int64_t>(y) * w + x];
+                if (z > d) {
+                    d = z;
+                    shade(static_cast<int64_t>(y) * w + x, i0, i1, i2,
+                          static_cast<int32_t>(t), w0, v, u);
+                }
+            }
+        }
+    }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------
+// Public entry points
+
+void rasterize_u8(const float* vertices, const int32_t* triangles, int64_t ntri,
+                  const float* colors, int channels, uint8_t* image, int h, int w,
+                  float* depth, float alpha, int num_threads) {
+    const ShadeU8 shade{colors, channels, image, 1.0f - alpha, alpha * 255.0f};
+    rasterize_fast(vertices, triangles, ntri, h, w, depth, shade, num_threads);
+}
+
+void rasterize_f32(const float* vertices, const int32_t* triangles, int64_t ntri,
+                   const float* colors, int channels, float* image, int h, int w,
+                   float* depth, float alpha, int num_threads) {
+    const ShadeF32 shade{colors, channels, image, 1.0f - alpha, alpha};
+    rasterize_fast(vertices, triangles, ntri, h, w, depth, shade, num_threads);
+}
+
+void rasterize_index(const float* vertices, const int32_t* triangles, int64_t ntri,
+                     int h, int w, float* depth, int32_t* tri_index, int num_threads) {
+    const ShadeIndex shade{tri_index};
+    rasterize_fast(vertices, triangles, ntri, h, w, depth, shade, num_threads);
+}
+
+void rasterize_baseline_u8(const float* vertices, const int32_t* triangles, int64_t ntri,
+                           const float* colors, int channels, uint8_t* image, int h,
+                           int w, float* depth, float alpha) {
+    const ShadeU8 shade{colors, channels, image, 1.0f - alpha, alpha * 255.0f};
+    rasterize_plain(vertices, triangles, ntri, h, w, depth, shade);
+}
+
+void rasterize_baseline_f32(const float* vertices, const int32_t* triangles, int64_t ntri,
+                            const float* colors, int channels, float* image, int h,
+                            int w, float* depth, float alpha) {
+    const ShadeF32 shade{colors, channels, image, 1.0f - alpha, alpha};
+    rasterize_plain(vertices, triangles, ntri, h, w, depth, shade);
+}
+
+}  // namespace sim3dr

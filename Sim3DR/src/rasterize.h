@@ -1,0 +1,66 @@
+// Sim3DR core: per-vertex normals and z-buffered triangle rasterisation.
+//
+// All arrays are C-contiguous and validated by the Python layer (Sim3DR/__init__.py):
+// vertices (nver, 3) float32 finite, triangles (ntri, 3) int32 in [0, nver),
+// colours (nver, channels) float32 finite, images (h, w, channels), depth (h, w) float32.
+//
+// Rasterisation rules (docs/ORIGINAL.md section 3): triangles in index order; pixel
+// (x, y) sampled at integer coordinates; candidate pixels floor(min)..ceil(max) of the
+// triangle's x/y, clipped to the image; float32 barycentrics
+//   v0 = p2 - p0, v1 = p1 - p0, v2 = p - p0,
+//   d00 = v0.v0, d01 = v0.v1, d02 = v0.v2, d11 = v1.v1, d12 = v1.v2,
+//   den = d00*d11 - d01*d01, inv = 1/den,
+//   u = (d11*d02 - d01*d12)*inv, v = (d00*d12 - d01*d02)*inv;
+// inside when u >= 0, v >= 0, u + v < 1; weights (1-u-v, v, u) for (p0, p1, p2);
+// a pixel is written when the interpolated depth is strictly greater than the buffer.
+// Deliberate deviation from the release: triangles whose float32 den is exactly 0 are
+// skipped (the release paints their whole bounding box).
+//
+// The fast functions bin triangles into horizontal bands processed by std::thread
+// workers (one band = one thread at a time, per-pixel triangle order preserved), with
+// per-triangle constants hoisted; they are bit-identical to the *_baseline functions,
+// which are the plain single-threaded per-triangle, per-pixel loop.
+#pragma once
+
+#include <cstdint>
+
+namespace sim3dr {
+
+// Initial z-buffer value of the release.
+constexpr float kDepthInit = -1e8f;
+
+// std::thread::hardware_concurrency(), at least 1.
+int hardware_threads();
+
+// Area-weighted vertex normals: the unnormalised (v1-v0)x(v2-v0) of every triangle is
+// summed into its three vertices (in double precision), then each sum is divided by
+// its length; vertices with a zero sum (unused or only degenerate triangles) get 0.
+void get_normal(const float* vertices, int64_t nver, const int32_t* triangles,
+                int64_t ntri, float* normals);
+
+// Draw into a uint8 image: pixel = truncate((1-alpha)*pixel + alpha*255*colour),
+// clamped to [0, 255] before truncation. num_threads <= 0 means hardware_threads().
+void rasterize_u8(const float* vertices, const int32_t* triangles, int64_t ntri,
+                  const float* colors, int channels, uint8_t* image, int h, int w,
+                  float* depth, float alpha, int num_threads);
+
+// Draw into a float32 image: pixel = (1-alpha)*pixel + alpha*colour.
+void rasterize_f32(const float* vertices, const int32_t* triangles, int64_t ntri,
+                   const float* colors, int channels, float* image, int h, int w,
+                   float* depth, float alpha, int num_threads);
+
+// Depth and triangle-index buffers only: tri_index[pixel] = index of the triangle
+// that won the pixel (left untouched where none did).
+void rasterize_index(const float* vertices, const int32_t* triangles, int64_t ntri,
+                     int h, int w, float* depth, int32_t* tri_index, int num_threads);
+
+// Straightforward single-threaded reference loops (full barycentric computation,
+// including the division, at every candidate pixel). Used as the benchmark baseline.
+void rasterize_baseline_u8(const float* vertices, const int32_t* triangles, int64_t ntri,
+                           const float* colors, int channels, uint8_t* image, int h,
+                           int w, float* depth, float alpha);
+void rasterize_baseline_f32(const float* vertices, const int32_t* triangles, int64_t ntri,
+                            const float* colors, int channels, float* image, int h,
+                            int w, float* depth, float alpha);
+
+}  // namespace sim3dr
