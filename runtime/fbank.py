@@ -60,16 +60,8 @@ def _mel_inv(m):
 _FILTERBANK: np.ndarray | None = None
 
 
-def mel_filterbank() -> np.ndarray:
-    """The release's (513, 64) float64 triangular mel filterbank (Sphinx construction).
-
-    66 edges equally spaced in mel between mel(20 Hz) and mel(7200 Hz); each edge goes to
-    the FFT bin ``int(round(edge_hz / 15.625))`` (Python round: half to even). Filter j
-    rises over bins strictly between edge j and edge j+1, takes ``height`` on the center
-    bin (only when center > left, i.e. when the rising loop ends on it), and falls over
-    bins strictly between edge j+1 and edge j+2; ``height = 2 / ((right-left) * 15.625)``.
-    Returns a fresh copy (the cached master stays read-only).
-    """
+def _filterbank() -> np.ndarray:
+    """The cached, read-only filterbank (see :func:`mel_filterbank`)."""
     global _FILTERBANK
     if _FILTERBANK is None:
         dfreq = SAMPLE_RATE / N_FFT  # 15.625 Hz per bin
@@ -91,7 +83,19 @@ def mel_filterbank() -> np.ndarray:
                 fb[fall, j] = (fall - right) * height / (center - right)
         fb.setflags(write=False)
         _FILTERBANK = fb
-    return _FILTERBANK.copy()
+    return _FILTERBANK
+
+
+def mel_filterbank() -> np.ndarray:
+    """The release's (513, 64) float64 triangular mel filterbank (Sphinx construction).
+
+    66 edges equally spaced in mel between mel(20 Hz) and mel(7200 Hz); each edge goes to
+    the FFT bin ``int(round(edge_hz / 15.625))`` (Python round: half to even). Filter j
+    rises over bins strictly between edge j and edge j+1, takes ``height`` on the center
+    bin (only when center > left, i.e. when the rising loop ends on it), and falls over
+    bins strictly between edge j+1 and edge j+2; ``height = 2 / ((right-left) * 15.625)``.
+    """
+    return _filterbank().copy()
 
 
 def num_frames(n_samples: int) -> int:
@@ -100,14 +104,8 @@ def num_frames(n_samples: int) -> int:
 
 
 _HAMMING = np.hamming(WIN)
-_FB_CACHE: dict[str, np.ndarray] = {}
-
-
-def _fb() -> np.ndarray:
-    fb = _FB_CACHE.get("fb")
-    if fb is None:
-        fb = _FB_CACHE["fb"] = np.ascontiguousarray(mel_filterbank())
-    return fb
+_BLOCK = 128  # frames per block in log_mel
+_RFFT_HAS_OUT = np.lib.NumpyVersion(np.__version__) >= "2.0.0"
 
 
 def _frames_with_prior(x: np.ndarray) -> np.ndarray:
@@ -126,7 +124,7 @@ def _frames_with_prior(x: np.ndarray) -> np.ndarray:
         view = np.lib.stride_tricks.as_strided(
             x, shape=(n_full, WIN), strides=(HOP * x.strides[0], x.strides[0]), writeable=False)
         out[:n_full, 1:] = view
-    # Tail frames (at most ceil(400/160) = 3, plus none): cyclic fill, empty -> zeros.
+    # Short tail frames (at most ceil(400/160) = 3): cyclic fill, empty -> zeros.
     for k in range(n_full, t):
         seg = x[HOP * k:HOP * k + WIN]
         out[k, 1:] = np.resize(seg, WIN) if seg.size else 0.0
@@ -148,13 +146,34 @@ def log_mel(samples) -> np.ndarray:
         raise InputError(f"log_mel expects integer or float samples, got dtype {x.dtype}")
     x = np.ascontiguousarray(x, dtype=np.float64)
     g = _frames_with_prior(x)
-    # Stateful pre-emphasis: y[0] = x[0] - 0.97*prior, y[i] = x[i] - 0.97*x[i-1].
-    y = g[:, 1:] - PRE_EMPHASIS * g[:, :-1]
-    y *= _HAMMING
-    spec = np.fft.rfft(y, n=N_FFT, axis=1)
-    power = np.square(spec.real)
-    power += np.square(spec.imag)
-    mel = power @ _fb()
+    fb = _filterbank()
+    t = g.shape[0]
+    mel = np.empty((t, N_FILTERS), dtype=np.float64)
+    # Blocks of frames keep the temporaries small (cache-resident, no page faults from
+    # large allocations); each block is a handful of whole-array numpy calls.
+    b = min(t, _BLOCK)
+    y = np.empty((b, WIN))
+    spec = np.empty((b, N_BINS), dtype=np.complex128)
+    power = np.empty((b, N_BINS))
+    im2 = np.empty((b, N_BINS))
+    for s in range(0, t, b):
+        e = min(t, s + b)
+        n = e - s
+        yb = y[:n]
+        # Stateful pre-emphasis: y[0] = x[0] - 0.97*prior, y[i] = x[i] - 0.97*x[i-1].
+        np.multiply(g[s:e, :-1], -PRE_EMPHASIS, out=yb)
+        yb += g[s:e, 1:]
+        yb *= _HAMMING
+        if _RFFT_HAS_OUT:
+            sp = np.fft.rfft(yb, n=N_FFT, axis=1, out=spec[:n])
+        else:  # numpy < 2
+            sp = spec[:n]
+            sp[...] = np.fft.rfft(yb, n=N_FFT, axis=1)
+        pb = power[:n]
+        np.square(sp.real, out=pb)
+        np.square(sp.imag, out=im2[:n])
+        pb += im2[:n]
+        np.matmul(pb, fb, out=mel[s:e])
     np.maximum(mel, LOG_FLOOR, out=mel)
     np.log(mel, out=mel)
     return mel.astype(np.float32)

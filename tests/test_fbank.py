@@ -1,0 +1,246 @@
+"""The vectorised fbank against a plain per-frame reference written from ORIGINAL.md 1b/1c."""
+from __future__ import annotations
+
+import math
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime import fbank
+from runtime.errors import InputError
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+WAVS = sorted((DATA / "voxceleb_wav").glob("*.wav"))
+NPYS = sorted((DATA / "fbank_preprocessed").glob("*.npy"))
+needs_wavs = pytest.mark.skipif(not WAVS, reason=f"real recordings not found in {DATA / 'voxceleb_wav'}")
+needs_npys = pytest.mark.skipif(not NPYS, reason=f"release fbanks not found in {DATA / 'fbank_preprocessed'}")
+
+
+# --------------------------------------------------------------------------- reference
+# Written straight from the spec, one frame at a time, plain Python where it matters.
+
+def ref_filterbank() -> np.ndarray:
+    sr, nfft, nfilt, lowerf, upperf = 16000, 1024, 64, 20.0, 7200.0
+    dfreq = sr / nfft
+
+    def mel(f):
+        return 2595.0 * math.log10(1.0 + f / 700.0)
+
+    def melinv(m):
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+    melmin, melmax = mel(lowerf), mel(upperf)
+    dmelbw = (melmax - melmin) / (nfilt + 1)
+    edges = [melinv(melmin + dmelbw * i) for i in range(nfilt + 2)]
+    filters = np.zeros((nfft // 2 + 1, nfilt))
+    for j in range(nfilt):
+        left = int(round(edges[j] / dfreq))
+        center = int(round(edges[j + 1] / dfreq))
+        right = int(round(edges[j + 2] / dfreq))
+        height = 2.0 / ((right - left) * dfreq)
+        b = left + 1
+        while b < center:
+            filters[b, j] = (b - left) * height / (center - left)
+            b += 1
+        if b == center:
+            filters[b, j] = height
+            b += 1
+        while b < right:
+            filters[b, j] = (b - right) * height / (center - right)
+            b += 1
+    return filters
+
+
+def ref_log_mel(samples) -> np.ndarray:
+    x = np.asarray(samples).astype(np.float64)
+    filters = ref_filterbank()
+    window = np.hamming(400)
+    n_frames = int(len(x) / 160 + 1)
+    prior = 0.0
+    rows = []
+    for k in range(n_frames):
+        frame = x[160 * k:160 * k + 400]
+        if len(frame) < 400:
+            frame = np.resize(frame, 400)  # cyclic fill; empty -> zeros
+            frame[400:] = 0  # the release's no-op
+        emphasised = np.empty(400)
+        emphasised[0] = frame[0] - 0.97 * prior
+        for i in range(1, 400):
+            emphasised[i] = frame[i] - 0.97 * frame[i - 1]
+        prior = frame[-1]
+        spectrum = np.fft.rfft(emphasised * window, 1024)
+        power = spectrum.real * spectrum.real + spectrum.imag * spectrum.imag
+        rows.append(np.log(np.dot(power, filters).clip(1e-5, np.inf)))
+    return np.array(rows).astype(np.float32)
+
+
+def ref_normalise(logmel) -> np.ndarray:
+    f = np.asarray(logmel, dtype=np.float32)
+    f = f - f.mean(axis=0)
+    f = f / (f.std(axis=0) + np.finfo(np.float32).eps)
+    init = f.shape[0]
+    while f.shape[0] < 1000:
+        f = np.append(f, f[0:init], axis=0)
+        f = f[0:1000, :]
+    return f
+
+
+def read_wav(path) -> np.ndarray:
+    with wave.open(str(path)) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, 16000)
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.int16)
+
+
+def synthetic(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / 16000.0
+    x = 6000 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t)) + rng.normal(0, 800, n)
+    return np.clip(np.round(x), -32768, 32767).astype(np.int16)
+
+
+# --------------------------------------------------------------------------- filterbank
+
+def test_filterbank_matches_reference_exactly():
+    fb = fbank.mel_filterbank()
+    assert fb.shape == (513, 64) and fb.dtype == np.float64
+    np.testing.assert_array_equal(fb, ref_filterbank())
+
+
+def test_filterbank_shape_facts():
+    fb = fbank.mel_filterbank()
+    # Every filter has area-like normalisation: its column sums to 2/15.625 * (#bins/width)...
+    # simpler invariants: non-negative, nothing beyond 7200 Hz (+ rounding), each filter non-empty.
+    assert (fb >= 0).all()
+    assert (fb > 0).any(axis=0).all()
+    assert not fb[round(7200 / 15.625) + 1:].any()
+    # mel_filterbank() hands out copies: editing one does not change the next.
+    fb[:] = 0
+    assert fbank.mel_filterbank().any()
+
+
+# --------------------------------------------------------------------------- log-mel
+
+EDGE_LENGTHS = [0, 1, 80, 159, 160, 161, 239, 240, 320, 399, 400, 401, 480, 559, 560, 561, 639, 640, 641, 720, 799]
+
+
+@pytest.mark.parametrize("n", EDGE_LENGTHS + [160 * 40 + r for r in (0, 1, 80, 159, 239 - 160, 240 - 160)])
+def test_log_mel_edge_lengths(n):
+    x = synthetic(n, seed=n)
+    fast = fbank.log_mel(x)
+    ref = ref_log_mel(x)
+    assert fast.shape == ref.shape == (int(n / 160 + 1), 64)
+    assert fast.dtype == np.float32
+    assert np.abs(fast - ref).max() <= 1e-4
+
+
+def test_log_mel_residues_mod_160():
+    # Every residue class once, so every tail-frame configuration (1, 2 or 3 short frames).
+    for r in range(0, 160, 7):
+        x = synthetic(160 * 5 + r, seed=r)
+        assert np.abs(fbank.log_mel(x) - ref_log_mel(x)).max() <= 1e-4, r
+
+
+def test_log_mel_quirks():
+    # Empty input: one empty frame of 400 zeros -> log(1e-5) everywhere.
+    np.testing.assert_array_equal(fbank.log_mel(np.zeros(0, np.int16)), np.full((1, 64), np.float32(np.log(1e-5))))
+    # Not scaled to [-1, 1]: doubling the samples adds log(4) to every (non-floored) energy.
+    x = synthetic(4000)
+    d = fbank.log_mel(x.astype(np.float64) * 2) - fbank.log_mel(x)
+    np.testing.assert_allclose(d, np.log(4.0), atol=1e-5)
+    # The first sample of a frame is pre-emphasised against the previous frame's LAST sample.
+    y = x.copy()
+    y[160 + 239] += 1000  # last sample of frame 0 == prior of frame 1, inside frame 1 too
+    assert np.abs(fbank.log_mel(y) - ref_log_mel(y)).max() <= 1e-4
+
+
+def test_log_mel_rejects_bad_input():
+    with pytest.raises(InputError, match="1-D"):
+        fbank.log_mel(np.zeros((2, 100), np.int16))
+    with pytest.raises(InputError, match="dtype"):
+        fbank.log_mel(np.array(["a", "b"]))
+
+
+@needs_wavs
+@pytest.mark.parametrize("path", WAVS, ids=lambda p: p.stem)
+def test_real_recordings_match_reference(path):
+    from runtime.vad import remove_silence
+
+    x = read_wav(path)
+    voiced = remove_silence(x)
+    fast_raw = fbank.log_mel(voiced)
+    ref_raw = ref_log_mel(voiced)
+    assert np.abs(fast_raw - ref_raw).max() <= 1e-4
+    fast = fbank.compute_fbank(x)
+    ref = ref_normalise(ref_raw)
+    assert fast.shape == ref.shape == (1000, 64) and fast.dtype == np.float32
+    assert np.abs(fast - ref).max() <= 1e-4
+    # without VAD: the whole recording
+    assert np.abs(fbank.compute_fbank(x, vad=False) - ref_normalise(ref_log_mel(x))).max() <= 1e-4
+
+
+# --------------------------------------------------------------------------- normalisation
+
+def test_normalise_matches_reference_and_tiles():
+    raw = fbank.log_mel(synthetic(160 * 357 + 17))  # T = 358 frames
+    out = fbank.normalise(raw)
+    assert out.shape == (1000, 64) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, ref_normalise(raw))
+    t = raw.shape[0]
+    np.testing.assert_array_equal(out[t:2 * t], out[:t])  # repeated from frame 0
+    np.testing.assert_array_equal(out[2 * t:], out[:1000 - 2 * t])
+
+
+@pytest.mark.parametrize("t", [1, 999, 1000, 1001, 1751])
+def test_normalise_lengths(t):
+    rng = np.random.default_rng(t)
+    raw = rng.normal(3, 2, (t, 64)).astype(np.float32)
+    out = fbank.normalise(raw)
+    assert out.shape == (max(t, 1000), 64)
+    np.testing.assert_array_equal(out, ref_normalise(raw))
+    if t > 1:
+        assert np.abs(out[:t].mean(0)).max() < 1e-5 and np.abs(out[:t].std(0) - 1).max() < 1e-5
+
+
+def test_normalise_rejects_bad_shape():
+    with pytest.raises(InputError, match=r"\(T, 64\)"):
+        fbank.normalise(np.zeros((10, 40), np.float32))
+    with pytest.raises(InputError, match="T >= 1"):
+        fbank.normalise(np.zeros((0, 64), np.float32))
+
+
+@needs_npys
+@pytest.mark.parametrize("path", NPYS, ids=lambda p: p.stem)
+def test_release_features_have_our_format(path):
+    """The release's own .npy files are what normalise() produces: float32 (T, 64), T >= 1000,
+    a T < 1000 utterance repeated from frame 0 and cut at 1000, each period zero-mean and
+    unit-std per filter. Re-normalising one period reproduces the file."""
+    a = np.load(path)
+    assert a.dtype == np.float32 and a.ndim == 2 and a.shape[1] == 64 and a.shape[0] >= 1000
+    t = a.shape[0]
+    period = next((p for p in range(1, t) if np.array_equal(a[p:], a[:t - p])), t)
+    if t > 1000:
+        assert period == t  # no crop, no tiling
+    one = a[:period]
+    assert np.abs(one.mean(0)).max() < 1e-4 and np.abs(one.std(0) - 1).max() < 1e-4
+    assert np.abs(fbank.normalise(one) - a).max() < 1e-4
+
+
+# --------------------------------------------------------------------------- chaining
+
+def test_compute_fbank_requires_int16():
+    with pytest.raises(InputError, match="int16"):
+        fbank.compute_fbank(np.zeros(16000, np.float32))
+
+
+def test_fbank_from_array_source():
+    x = synthetic(16000 * 3)
+    a = fbank.fbank_from_source(x, 16000, vad=False)
+    np.testing.assert_array_equal(a, fbank.compute_fbank(x, vad=False))
+
+
+@needs_wavs
+def test_fbank_from_file_source():
+    a = fbank.fbank_from_source(WAVS[0])
+    np.testing.assert_array_equal(a, fbank.compute_fbank(read_wav(WAVS[0])))
