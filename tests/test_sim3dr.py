@@ -1,0 +1,423 @@
+"""Sim3DR: rasteriser rules, exactness against the numpy reference, normals, errors."""
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import Sim3DR
+from Sim3DR import Sim3DRInputError, get_normal, rasterize, rasterize_buffers
+from Sim3DR.reference import (buffers_reference, normals_reference, rasterize_baseline,
+                              rasterize_reference)
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bfm_3ddfa"
+
+
+def real_face():
+    """The real 38365-vertex BFM face (N, 3) float32 in [0, 1] and its (M, 3) triangles."""
+    if not (DATA / "ncc_code.npy").exists() or not (DATA / "tri.pkl").exists():
+        pytest.skip(f"real BFM face not available under {DATA}")
+    v = np.load(DATA / "ncc_code.npy").T.astype(np.float32)
+    with open(DATA / "tri.pkl", "rb") as f:
+        t = np.ascontiguousarray(pickle.load(f).T, dtype=np.int32)
+    return np.ascontiguousarray(v), t
+
+
+def face_in_image(size: int):
+    """Real face in image coordinates filling a size x size image (y down, z near)."""
+    v, t = real_face()
+    s = (size - 1) * 0.9
+    img = np.empty_like(v)
+    img[:, 0] = v[:, 0] * s + size * 0.05
+    img[:, 1] = (1 - v[:, 1]) * s + size * 0.05
+    img[:, 2] = v[:, 2] * s
+    return img, t
+
+
+def draw_all(v, t, c, h, w, dtype=np.uint8, alpha=1.0, fill=0, threads=(1, 2, 3)):
+    """Render with the reference, the baseline and the fast path at several thread
+    counts; assert all images and depth buffers are identical; return the reference."""
+    ch = c.shape[1]
+    ref_img = np.full((h, w, ch), fill, dtype=dtype)
+    ref_depth = Sim3DR.new_depth_buffer(h, w)
+    rasterize_reference(v, t, c, ref_img, alpha=alpha, depth_buffer=ref_depth)
+    outs = []
+    base = np.full((h, w, ch), fill, dtype=dtype)
+    d = Sim3DR.new_depth_buffer(h, w)
+    rasterize_baseline(v, t, c, base, alpha=alpha, depth_buffer=d)
+    outs.append(("baseline", base, d))
+    for n in threads:
+        img = np.full((h, w, ch), fill, dtype=dtype)
+        d = Sim3DR.new_depth_buffer(h, w)
+        assert rasterize(v, t, c, img, alpha=alpha, depth_buffer=d, num_threads=n) is img
+        outs.append((f"{n} threads", img, d))
+    for name, img, d in outs:
+        np.testing.assert_array_equal(img, ref_img, err_msg=name)
+        np.testing.assert_array_equal(d, ref_depth, err_msg=name)
+    return ref_img, ref_depth
+
+
+def one_tri(p, z=(1.0, 1.0, 1.0)):
+    v = np.array([[p[0][0], p[0][1], z[0]], [p[1][0], p[1][1], z[1]],
+                  [p[2][0], p[2][1], z[2]]], np.float32)
+    return v, np.array([[0, 1, 2]], np.int32)
+
+
+# ------------------------------------------------------------------------ coverage rules
+
+
+def test_right_triangle_half_open_coverage():
+    # p0=(0,0), p1=(4,0), p2=(0,4): u = y/4, v = x/4; inside iff x, y >= 0 and x + y < 4.
+    v, t = one_tri([(0, 0), (4, 0), (0, 4)])
+    img, _ = draw_all(v, t, np.ones((3, 1), np.float32), 8, 8)
+    ys, xs = np.mgrid[0:8, 0:8]
+    expected = (xs + ys < 4).astype(np.uint8) * 255
+    np.testing.assert_array_equal(img[:, :, 0], expected)
+    assert img[0, 0, 0] == 255 and img[0, 3, 0] == 255 and img[3, 0, 0] == 255
+    assert img[0, 4, 0] == 0 and img[2, 2, 0] == 0  # on the hypotenuse: excluded
+
+
+def test_shared_diagonal_belongs_to_neither_triangle():
+    # The u + v < 1 rule excludes the far edge of both halves of the square.
+    v = np.array([[0, 0, 1], [4, 0, 1], [0, 4, 1], [4, 4, 1]], np.float32)
+    t = np.array([[0, 1, 2], [3, 2, 1]], np.int32)
+    depth, index = rasterize_buffers(v, t, 6, 6)
+    ys, xs = np.mgrid[0:6, 0:6]
+    inside = (xs <= 4) & (ys <= 4)
+    np.testing.assert_array_equal(index[inside & (xs + ys < 4)], 0)
+    np.testing.assert_array_equal(index[inside & (xs + ys > 4)], 1)
+    np.testing.assert_array_equal(index[(xs + ys == 4) | ~inside], -1)
+    assert np.isneginf(depth[index < 0]).all() and (depth[index >= 0] == 1).all()
+    ref_depth, ref_index = buffers_reference(v, t, 6, 6)
+    np.testing.assert_array_equal(index, ref_index)
+    np.testing.assert_array_equal(depth, ref_depth)
+
+
+def test_fractional_vertices_use_integer_sample_positions():
+    v, t = one_tri([(0.5, 0.5), (5.5, 0.5), (0.5, 5.5)])
+    img, _ = draw_all(v, t, np.ones((3, 1), np.float32), 8, 8)
+    ys, xs = np.mgrid[0:8, 0:8]
+    expected = (xs >= 1) & (ys >= 1) & ((xs - 0.5) + (ys - 0.5) < 5)
+    np.testing.assert_array_equal(img[:, :, 0] > 0, expected)
+
+
+def test_barycentric_colour_and_depth_interpolation():
+    v, t = one_tri([(0, 0), (4, 0), (0, 4)], z=(0.0, 4.0, 8.0))
+    c = np.array([[0.0], [1.0], [0.5]], np.float32)
+    img, depth = draw_all(v, t, c, 6, 6, dtype=np.float32)
+    # pixel (x=1, y=2): v = 1/4 (p1), u = 2/4 (p2), w0 = 1/4
+    assert img[2, 1, 0] == pytest.approx(0.25 * 1.0 + 0.5 * 0.5)
+    assert depth[2, 1] == pytest.approx(0.25 * 4 + 0.5 * 8)
+
+
+@pytest.mark.parametrize("first_near", [True, False])
+def test_z_order_both_orders(first_near):
+    near, far = 5.0, 1.0
+    a, _ = one_tri([(0, 0), (8, 0), (0, 8)], z=(near,) * 3 if first_near else (far,) * 3)
+    b, _ = one_tri([(1, 1), (9, 1), (1, 9)], z=(far,) * 3 if first_near else (near,) * 3)
+    v = np.vstack([a, b])
+    t = np.array([[0, 1, 2], [3, 4, 5]], np.int32)
+    c = np.array([[1.0]] * 3 + [[0.5]] * 3, np.float32)
+    img, depth = draw_all(v, t, c, 10, 10)
+    # pixel (2, 2) is inside both: the nearer triangle wins whatever the order
+    assert img[2, 2, 0] == (255 if first_near else 127)
+    assert depth[2, 2] == near
+    _, index = rasterize_buffers(v, t, 10, 10)
+    assert index[2, 2] == (0 if first_near else 1)
+
+
+def test_equal_depth_tie_goes_to_earlier_triangle():
+    v, _ = one_tri([(0, 0), (6, 0), (0, 6)], z=(2.0, 2.0, 2.0))
+    v = np.vstack([v, v])
+    t = np.array([[0, 1, 2], [3, 4, 5]], np.int32)
+    c = np.array([[0.2]] * 3 + [[0.8]] * 3, np.float32)
+    img, _ = draw_all(v, t, c, 8, 8)
+    assert img[1, 1, 0] in (50, 51)  # colour 0.2 (interpolation rounding), not 0.8
+    _, index = rasterize_buffers(v, t, 8, 8)
+    assert set(np.unique(index)) == {-1, 0}
+
+
+@pytest.mark.parametrize("pts", [
+    [(2, 2), (2, 2), (2, 2)],          # a point
+    [(1, 1), (3, 3), (5, 5)],          # collinear
+    [(0, 2), (6, 2), (3, 2)],          # horizontal line
+    [(1.0, 1.0), (1.0, 1.0), (4.0, 1.0)],  # two equal vertices
+])
+def test_degenerate_triangles_are_skipped(pts):
+    # The release paints the whole bounding box of such triangles; we draw nothing.
+    v, t = one_tri(pts)
+    img, depth = draw_all(v, t, np.ones((3, 3), np.float32), 8, 8)
+    assert not img.any() and (depth == Sim3DR.DEPTH_INIT).all()
+
+
+def test_off_screen_and_partially_off_screen():
+    v = np.array([[-20, -20, 1], [-10, -20, 1], [-20, -10, 1],      # fully off (left/up)
+                  [30, 2, 1], [40, 2, 1], [30, 6, 1],               # fully off (right)
+                  [-5, -5, 2], [12, -3, 1], [-4, 14, 3],            # partially off
+                  [-1e6, 3, 1], [1e6, 4, 1], [0, 5e5, 1]],          # huge
+                 np.float32)
+    t = np.arange(12, dtype=np.int32).reshape(4, 3)
+    c = np.random.default_rng(3).random((12, 3), dtype=np.float32)
+    img, _ = draw_all(v, t[:2], c, 10, 12)
+    assert not img.any()
+    img, _ = draw_all(v, t[2:3], c, 10, 12)
+    assert img.any(axis=2).mean() > 0.3
+    draw_all(v, t, c, 10, 12)
+
+
+def test_alpha_blending_uint8_and_float():
+    v, t = one_tri([(0, 0), (6, 0), (0, 6)])
+    c = np.ones((3, 3), np.float32)
+    img, _ = draw_all(v, t, c, 8, 8, alpha=0.5, fill=100)
+    assert img[1, 1, 0] == 177  # trunc(0.5 * 100 + 0.5 * 255)
+    assert img[7, 7, 0] == 100
+    img, _ = draw_all(v, t, c * 0.25, 8, 8, dtype=np.float32, alpha=0.25, fill=2.0)
+    assert img[1, 1, 1] == pytest.approx(0.75 * 2.0 + 0.25 * 0.25)
+    img, _ = draw_all(v, t, c, 8, 8, alpha=0.0, fill=42)
+    assert (img == 42).all()
+
+
+def test_uint8_clamps_out_of_range_colours():
+    v, t = one_tri([(0, 0), (6, 0), (0, 6)])
+    c = np.array([[2.0, -1.0, 0.5]] * 3, np.float32)
+    img, _ = draw_all(v, t, c, 8, 8)
+    assert tuple(img[1, 1]) == (255, 0, 127)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_random_meshes_match_reference(seed, dtype):
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(8, 40)), int(rng.integers(8, 40))
+    n, m = 60, 300  # >= 256 triangles: the threaded path is used
+    v = np.column_stack([rng.uniform(-6, w + 6, n), rng.uniform(-6, h + 6, n),
+                         rng.uniform(-10, 10, n)]).astype(np.float32)
+    if seed % 2:
+        v[:, :2] = np.round(v[:, :2])  # integer positions: many exact edge hits
+        v[:, 2] = np.round(v[:, 2] / 4)  # and many depth ties
+    t = rng.integers(0, n, (m, 3)).astype(np.int32)
+    c = rng.random((n, 3), dtype=np.float32)
+    draw_all(v, t, c, h, w, dtype=dtype, alpha=[1.0, 0.6][seed % 2], fill=17)
+    depth, index = rasterize_buffers(v, t, h, w, num_threads=2)
+    ref_depth, ref_index = buffers_reference(v, t, h, w)
+    np.testing.assert_array_equal(index, ref_index)
+    np.testing.assert_array_equal(depth, ref_depth)
+
+
+def test_small_tight_mesh_matches_reference():
+    rng = np.random.default_rng(11)
+    ys, xs = np.mgrid[0:20, 0:20]
+    v = np.column_stack([xs.ravel() * 1.37 + 0.3, ys.ravel() * 1.21 - 0.2,
+                         rng.random(400)]).astype(np.float32)
+    q = (ys[:-1, :-1] * 20 + xs[:-1, :-1]).ravel()
+    t = np.concatenate([np.stack([q, q + 1, q + 20], 1), np.stack([q + 1, q + 21, q + 20], 1)])
+    c = rng.random((400, 4), dtype=np.float32)
+    draw_all(v, t.astype(np.int32), c, 24, 28)
+
+
+def test_shared_depth_buffer_between_meshes():
+    a, t = one_tri([(0, 0), (8, 0), (0, 8)], z=(1.0, 1.0, 1.0))
+    b, _ = one_tri([(0, 0), (8, 0), (0, 8)], z=(3.0, 3.0, 3.0))
+    img = np.zeros((9, 9, 1), np.uint8)
+    depth = Sim3DR.new_depth_buffer(9, 9)
+    rasterize(b, t, np.full((3, 1), 0.5, np.float32), img, depth_buffer=depth)
+    rasterize(a, t, np.ones((3, 1), np.float32), img, depth_buffer=depth)
+    assert img[1, 1, 0] == 127 and depth[1, 1] == 3.0  # farther mesh hidden
+    d2, index = rasterize_buffers(a, t, 9, 9, depth_buffer=depth)
+    assert (index == -1).all() and np.isneginf(d2).all()
+
+
+def test_empty_inputs():
+    img = np.zeros((4, 4, 3), np.uint8)
+    v = np.zeros((0, 3), np.float32)
+    t = np.zeros((0, 3), np.int32)
+    assert rasterize(v, t, np.zeros((0, 3), np.float32), img) is img and not img.any()
+    depth, index = rasterize_buffers(v, t, 4, 4, background=0.0)
+    assert (index == -1).all() and (depth == 0).all()
+    assert get_normal(v, t).shape == (0, 3)
+
+
+# ------------------------------------------------------------------------ normals
+
+
+def test_normals_flat_square():
+    v = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], np.float32)
+    t = np.array([[0, 1, 2], [0, 2, 3]], np.int32)
+    np.testing.assert_allclose(get_normal(v, t), [[0, 0, 1]] * 4, atol=1e-7)
+    np.testing.assert_allclose(get_normal(v, t[:, ::-1]), [[0, 0, -1]] * 4, atol=1e-7)
+
+
+def test_normals_tetrahedron_and_zero_normals():
+    v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [5, 5, 5]], np.float32)
+    # outward faces of the corner tetrahedron; vertex 4 is unused
+    t = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]], np.int32)
+    n = get_normal(v, t)
+    s = 1 / np.sqrt(3)
+    # corner: faces -z, -y, -x (area 1/2 each) -> (-1,-1,-1)/sqrt3
+    np.testing.assert_allclose(n[0], [-s, -s, -s], atol=1e-6)
+    # vertex 1: cross products (0,0,-1) + (0,-1,0) + slanted face (1,1,1) = (1,0,0)
+    e = np.array([0.0, 0.0, -1.0]) + np.array([0.0, -1.0, 0.0]) + np.array([1.0, 1.0, 1.0])
+    np.testing.assert_allclose(n[1], e / np.linalg.norm(e), atol=1e-6)
+    assert (n[4] == 0).all() and np.isfinite(n).all()
+    np.testing.assert_allclose(n, normals_reference(v, t), atol=1e-6)
+
+
+def test_normals_are_area_weighted():
+    # Vertex 0 is shared by a large triangle in the z=0 plane (normal +z, area 8) and a
+    # small one in the x=0 plane (normal +x, area 0.5): the sum is (1, 0, 16).
+    v = np.array([[0, 0, 0], [4, 0, 0], [0, 4, 0], [0, 1, 0], [0, 0, 1]], np.float32)
+    t = np.array([[0, 1, 2], [0, 3, 4]], np.int32)
+    n = get_normal(v, t)
+    np.testing.assert_allclose(n[0], np.array([1, 0, 16]) / np.sqrt(257), atol=1e-6)
+    np.testing.assert_allclose(n[1], [0, 0, 1], atol=1e-7)
+    np.testing.assert_allclose(n[3], [1, 0, 0], atol=1e-7)
+
+
+def test_normals_degenerate_triangle_only_vertex_is_zero():
+    v = np.array([[0, 0, 0], [1, 1, 1], [2, 2, 2]], np.float32)
+    n = get_normal(v, np.array([[0, 1, 2]], np.int32))
+    assert (n == 0).all()
+
+
+def test_normals_real_face_match_reference():
+    v, t = real_face()
+    np.testing.assert_allclose(get_normal(v, t), normals_reference(v, t), atol=1e-5)
+
+
+# ------------------------------------------------------------------------ errors
+
+
+def _ok():
+    v, t = one_tri([(0, 0), (4, 0), (0, 4)])
+    return v, t, np.ones((3, 3), np.float32), np.zeros((6, 6, 3), np.uint8)
+
+
+def full(msg: str) -> str:
+    return "^" + re.escape(msg) + "$"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a.update(vertices=np.zeros((3, 2))),
+     "vertices: expected an (N, 3) array, got shape (3, 2)"),
+    (lambda a: a.update(vertices=np.array([[0, 0, "a"]] * 3, dtype=object)),
+     "vertices: expected a numeric array, got dtype object"),
+    (lambda a: a["vertices"].__setitem__((1, 2), np.nan),
+     "vertices: contains NaN or infinite values"),
+    (lambda a: a["vertices"].__setitem__((0, 0), np.inf),
+     "vertices: contains NaN or infinite values"),
+    (lambda a: a.update(triangles=np.array([[0, 1, 3]])),
+     "triangles: index 3 out of range for 3 vertices"),
+    (lambda a: a.update(triangles=np.array([[0, -1, 2]])),
+     "triangles: index -1 out of range for 3 vertices"),
+    (lambda a: a.update(triangles=np.array([[0.0, 1.0, 2.0]])),
+     "triangles: expected integer indices, got dtype float64"),
+    (lambda a: a.update(triangles=np.array([0, 1, 2])),
+     "triangles: expected an (M, 3) array, got shape (3,)"),
+    (lambda a: a.update(colors=np.ones((4, 3))),
+     "colors: expected shape (3, 3) (one row per vertex, one column per image channel), "
+     "got (4, 3)"),
+    (lambda a: a.update(colors=np.ones((3, 1))),
+     "colors: expected shape (3, 3) (one row per vertex, one column per image channel), "
+     "got (3, 1)"),
+    (lambda a: a["colors"].__setitem__((0, 0), np.nan),
+     "colors: contains NaN or infinite values"),
+    (lambda a: a.update(image=np.zeros((6, 6), np.uint8)),
+     "image: expected an (H, W, C) array, got shape (6, 6)"),
+    (lambda a: a.update(image=np.zeros((6, 6, 3))),
+     "image: expected dtype uint8 or float32, got float64"),
+    (lambda a: a.update(image=np.zeros((6, 12, 3), np.uint8)[:, ::2]),
+     "image: must be C-contiguous (it is drawn on in place)"),
+    (lambda a: a.update(image=[[[0, 0, 0]]]),
+     "image: expected a numpy array, got list"),
+    (lambda a: a.update(alpha=1.5), "alpha: expected a number in [0, 1], got 1.5"),
+    (lambda a: a.update(alpha=float("nan")), "alpha: expected a number in [0, 1], got nan"),
+    (lambda a: a.update(depth_buffer=np.zeros((6, 5), np.float32)),
+     "depth_buffer: expected a float32 array of shape (6, 6), got float32 with shape (6, 5)"),
+    (lambda a: a.update(num_threads=0), "num_threads: expected a positive integer, got 0"),
+])
+def test_rasterize_errors(change, message):
+    v, t, c, img = _ok()
+    args = dict(vertices=v, triangles=t, colors=c, image=img)
+    change(args)
+    with pytest.raises(Sim3DRInputError, match=full(message)):
+        rasterize(**args)
+
+
+def test_readonly_image_and_error_class():
+    v, t, c, img = _ok()
+    img.flags.writeable = False
+    with pytest.raises(ValueError, match=full("image: must be writable (it is drawn on in place)")):
+        rasterize(v, t, c, img)
+    assert issubclass(Sim3DRInputError, ValueError)
+
+
+def test_buffer_and_normal_errors(monkeypatch):
+    v, t, _, _ = _ok()
+    with pytest.raises(Sim3DRInputError, match=full("height: expected a positive integer, got 0")):
+        rasterize_buffers(v, t, 0, 4)
+    with pytest.raises(Sim3DRInputError, match=full("width: expected a positive integer, got 2.5")):
+        rasterize_buffers(v, t, 4, 2.5)
+    with pytest.raises(Sim3DRInputError,
+                       match=full("triangles: index 7 out of range for 3 vertices")):
+        get_normal(v, np.array([[0, 7, 1]], np.int64))
+    monkeypatch.setenv("SIM3DR_NUM_THREADS", "two")
+    with pytest.raises(Sim3DRInputError,
+                       match=full("SIM3DR_NUM_THREADS: expected a positive integer, got 'two'")):
+        rasterize_buffers(v, t, 4, 4)
+
+
+def test_dtype_casts_are_accepted():
+    v, t, c, img = _ok()
+    ref = rasterize(v, t, c, img.copy())
+    out = rasterize(v.astype(np.float64), t.astype(np.uint64), c.astype(np.float64),
+                    img.copy())
+    np.testing.assert_array_equal(out, ref)
+    out = rasterize(np.asfortranarray(v.astype(np.int64)), t.astype(np.int16), c, img.copy())
+    np.testing.assert_array_equal(out, rasterize(v.astype(np.int64), t, c, img.copy()))
+
+
+# ------------------------------------------------------------------------ threads, real data
+
+
+def test_thread_count_resolution(monkeypatch):
+    monkeypatch.delenv("SIM3DR_NUM_THREADS", raising=False)
+    assert Sim3DR.resolve_num_threads() >= 1
+    assert Sim3DR.resolve_num_threads(3) == 3
+    monkeypatch.setenv("SIM3DR_NUM_THREADS", "5")
+    assert Sim3DR.resolve_num_threads() == 5
+    assert Sim3DR.resolve_num_threads(2) == 2
+
+
+@pytest.mark.parametrize("size", [120, 512])
+def test_real_face_fast_equals_baseline(size, monkeypatch):
+    v, t = face_in_image(size)
+    c = np.random.default_rng(0).random((len(v), 3), dtype=np.float32)
+    base = np.zeros((size, size, 3), np.uint8)
+    base_depth = Sim3DR.new_depth_buffer(size, size)
+    rasterize_baseline(v, t, c, base, depth_buffer=base_depth)
+    assert 0.5 < base.any(axis=2).mean() < 0.9
+    for n in (1, 2, 4, 7):
+        img = np.zeros_like(base)
+        d = Sim3DR.new_depth_buffer(size, size)
+        rasterize(v, t, c, img, depth_buffer=d, num_threads=n)
+        np.testing.assert_array_equal(img, base, err_msg=f"{n} threads")
+        np.testing.assert_array_equal(d, base_depth, err_msg=f"{n} threads")
+    monkeypatch.setenv("SIM3DR_NUM_THREADS", "3")
+    img = rasterize(v, t, c, np.zeros_like(base))
+    np.testing.assert_array_equal(img, base)
+    fimg = np.zeros((size, size, 3), np.float32)
+    fbase = np.zeros_like(fimg)
+    rasterize(v, t, c, fimg, alpha=0.7, num_threads=2)
+    rasterize_baseline(v, t, c, fbase, alpha=0.7)
+    np.testing.assert_array_equal(fimg, fbase)
+    depth, index = rasterize_buffers(v, t, size, size, num_threads=2)
+    np.testing.assert_array_equal(np.where(index >= 0, depth, Sim3DR.DEPTH_INIT), base_depth)
+
+
+def test_real_face_small_render_matches_reference():
+    v, t = face_in_image(48)
+    c = np.random.default_rng(1).random((len(v), 3), dtype=np.float32)
+    draw_all(v, t, c, 48, 48, threads=(2,))
