@@ -1,0 +1,201 @@
+"""Export the release's networks to ONNX and verify every file against PyTorch with ONNX Runtime.
+
+Writes into a models folder::
+
+    encoder.onnx                fbank (B, 64, T) -> embedding (B, 64), L2-normalised
+    decoder_supervised.onnx     embedding -> params (B, 51), vertices (B, N, 3)
+    decoder_unsupervised.onnx   embedding -> image, params (B, 102), pose_R, pose_offset,
+                                vertices (aligned, image frame), vertices_frontal
+    triangles.npy               (M, 3) int32, 0-based
+    models.json                 what was exported from what, and the verification errors
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from export.checkpoints import PIPELINES, load_release, sha256
+from export.models import EMBED_DIM, SUPERVISED_OUTPUTS, UNSUPERVISED_OUTPUTS
+from export.synthetic import WARNING, read_manifest
+from runtime.errors import CheckpointError
+
+OPSET = 18
+DEFAULT_TOLERANCE = 1e-4
+MODELS_MANIFEST = "models.json"
+FORMAT_VERSION = 1
+OUTPUT_NAMES = {"supervised": SUPERVISED_OUTPUTS, "unsupervised": UNSUPERVISED_OUTPUTS}
+
+
+def _export(module: nn.Module, example: torch.Tensor, path: Path, input_name: str,
+            output_names: tuple[str, ...], dynamic: dict[int, torch.export.Dim],
+            metadata: dict[str, str]) -> None:
+    """torch.onnx (dynamo) export with dynamic axes, then metadata and the ONNX checker."""
+    import onnx
+
+    captured = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(captured):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(module, (example,), None, input_names=[input_name],
+                                    output_names=list(output_names), dynamic_shapes=[dynamic],
+                                    opset_version=OPSET, dynamo=True, external_data=False)
+    model = program.model_proto
+    onnx.helper.set_model_props(model, metadata)
+    model.producer_name = "cmp-deploy"
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+
+
+def relative_error(actual: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """(max abs error, max abs error / max abs reference)."""
+    abs_err = float(np.max(np.abs(actual.astype(np.float64) - reference.astype(np.float64))))
+    scale = float(np.max(np.abs(reference)))
+    return abs_err, abs_err / scale if scale > 0 else abs_err
+
+
+@dataclass
+class Check:
+    model: str
+    inputs: str
+    output: str
+    max_abs: float
+    max_rel: float
+    float32_floor: float  # PyTorch float32 vs float64 on the same input: the noise floor
+
+
+class Verifier:
+    """Runs an ONNX file and its PyTorch module on the same inputs and records the errors."""
+
+    def __init__(self, tolerance: float, progress: Callable[[str], None]) -> None:
+        self.tolerance = tolerance
+        self.progress = progress
+        self.checks: list[Check] = []
+
+    def compare(self, path: Path, module: nn.Module, x: torch.Tensor, input_name: str,
+                output_names: tuple[str, ...], label: str) -> None:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = session.run(list(output_names), {input_name: x.numpy()})
+        with torch.no_grad():
+            want = module(x)
+            exact = copy.deepcopy(module).double()(x.double())
+        want = want if isinstance(want, tuple) else (want,)
+        exact = exact if isinstance(exact, tuple) else (exact,)
+        for name, a, b, c in zip(output_names, got, want, exact):
+            if a.shape != tuple(b.shape):
+                raise AssertionError(f"{path.name}:{name} on {label}: shape {a.shape} vs PyTorch {tuple(b.shape)}")
+            abs_err, rel_err = relative_error(a, b.numpy())
+            floor = relative_error(b.numpy(), c.numpy())[1]
+            self.checks.append(Check(path.name, label, name, abs_err, rel_err, floor))
+            self.progress(f"  verify {path.name:<26} {label[:30]:<30} {name:<16} max abs {abs_err:.1e}  "
+                          f"rel {rel_err:.1e}  (fp32 floor {floor:.1e})")
+            # Pass within the tolerance, or, where PyTorch's own float32 result is that far from
+            # float64 (a network that amplifies rounding), within twice PyTorch's own error.
+            if not (rel_err <= self.tolerance or rel_err <= 2 * floor):
+                raise AssertionError(f"{path.name}:{name} differs from PyTorch on {label}: max relative "
+                                     f"error {rel_err:.3e} > tolerance {self.tolerance:.0e} "
+                                     f"(float32 noise floor {floor:.1e})")
+
+
+def _real_fbanks(folder: Path | None) -> list[tuple[str, np.ndarray]]:
+    if folder is None or not folder.is_dir():
+        return []
+    return [(p.name, np.load(p).astype(np.float32)) for p in sorted(folder.glob("*.npy"))]
+
+
+def default_real_inputs() -> Path | None:
+    """The release's preprocessed features in a development checkout (``../shared/data``)."""
+    folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "fbank_preprocessed"
+    return folder if folder.is_dir() else None
+
+
+def export_release(release: str | Path, out_dir: str | Path, pipelines: tuple[str, ...] = PIPELINES,
+                   epoch: str | int | None = None, real_inputs: Path | None = None,
+                   tolerance: float = DEFAULT_TOLERANCE, seed: int = 0,
+                   progress: Callable[[str], None] = print) -> dict:
+    """Export and verify the chosen pipelines of a release-layout folder; return the manifest."""
+    import onnx
+
+    release, out_dir = Path(release), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    synthetic = read_manifest(release)
+    if synthetic:
+        progress(f"NOTE: {release} is a synthetic pack. {WARNING}.")
+    verifier = Verifier(tolerance, progress)
+    rng = torch.Generator().manual_seed(seed)
+    real = _real_fbanks(real_inputs)
+    if not real:
+        progress("  (no real inputs given: verifying on random inputs only)")
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    frames = torch.export.Dim("frames", min=1, max=1 << 20)
+    manifest: dict = {"format": FORMAT_VERSION, "synthetic": bool(synthetic), "pipelines": [],
+                      "warning": WARNING if synthetic else None, "opset": OPSET,
+                      "torch": torch.__version__, "onnx": onnx.__version__, "sources": {}, "files": {}}
+
+    encoder_done = False
+    for pipeline in pipelines:
+        started = time.perf_counter()
+        progress(f"[{pipeline}] loading {release}")
+        loaded = load_release(release, pipeline, epoch)
+        hashes = loaded.folder.hashes()
+        manifest["sources"].update(hashes)
+        n_vertices = int(loaded.decoder.morphable.n_vertices)
+        base_meta = {"source": "synthetic" if synthetic else "release", "untrained": str(bool(synthetic)).lower(),
+                     "n_vertices": str(n_vertices), "cmp_deploy_format": str(FORMAT_VERSION)}
+
+        if not encoder_done:
+            path = out_dir / "encoder.onnx"
+            progress(f"[encoder] exporting {path.name}")
+            enc_meta = base_meta | {"pipeline": "encoder", "source_files": json.dumps(
+                {k: v for k, v in hashes.items() if k.endswith("voice_embedding.pth")})}
+            _export(loaded.encoder, torch.randn(2, 64, 1000, generator=rng), path, "fbank", ("embedding",),
+                    {0: batch, 2: frames}, enc_meta)
+            cases = [("random B=2 T=1000", torch.randn(2, 64, 1000, generator=rng)),
+                     ("random B=3 T=317", torch.randn(3, 64, 317, generator=rng)),
+                     ("random B=1 T=1751", torch.randn(1, 64, 1751, generator=rng))]
+            cases += [(f"real {name}", torch.from_numpy(fb.T[None].copy())) for name, fb in real]
+            for label, x in cases:
+                verifier.compare(path, loaded.encoder, x, "fbank", ("embedding",), label)
+            triangles = loaded.triangles
+            np.save(out_dir / "triangles.npy", triangles)
+            encoder_done = True
+        elif not np.array_equal(triangles, loaded.triangles):
+            raise CheckpointError("the two pipelines use different triangle files")
+
+        path = out_dir / f"decoder_{pipeline}.onnx"
+        progress(f"[{pipeline}] exporting {path.name}")
+        names = OUTPUT_NAMES[pipeline]
+        meta = base_meta | {"pipeline": pipeline, "outputs": ",".join(names), "source_files": json.dumps(hashes)}
+        unit = nn.functional.normalize(torch.randn(2, EMBED_DIM, generator=rng), dim=1)
+        _export(loaded.decoder, unit, path, "embedding", names, {0: batch}, meta)
+        cases = [("random unit B=4", nn.functional.normalize(torch.randn(4, EMBED_DIM, generator=rng), dim=1))]
+        if real:
+            with torch.no_grad():
+                emb = torch.cat([loaded.encoder(torch.from_numpy(fb.T[None].copy())) for _, fb in real])
+            cases.append((f"real embeddings B={len(real)}", emb))
+        for label, x in cases:
+            verifier.compare(path, loaded.decoder, x, "embedding", names, label)
+        manifest["pipelines"].append(pipeline)
+        manifest["n_vertices"] = n_vertices
+        progress(f"[{pipeline}] done in {time.perf_counter() - started:.1f} s")
+
+    for f in sorted(out_dir.glob("*.onnx")) + [out_dir / "triangles.npy"]:
+        manifest["files"][f.name] = sha256(f)
+    manifest["verification"] = {"tolerance": tolerance, "real_inputs": len(real),
+                                "max_rel": max(c.max_rel for c in verifier.checks),
+                                "checks": [c.__dict__ for c in verifier.checks]}
+    (out_dir / MODELS_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    progress(f"wrote {out_dir} (largest relative error {manifest['verification']['max_rel']:.2e}, "
+             f"tolerance {tolerance:.0e})")
+    return manifest

@@ -1,0 +1,57 @@
+"""Export the release's networks to ONNX and verify them against PyTorch.
+
+    python export/to_onnx.py --release RELEASE_DIR -o models/
+    python export/to_onnx.py --synthetic -o models/        # untrained synthetic asset pack
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from export.checkpoints import PIPELINES  # noqa: E402
+from export.onnx_export import DEFAULT_TOLERANCE, default_real_inputs, export_release  # noqa: E402
+from export.synthetic import write_pack  # noqa: E402
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="to_onnx.py", description=__doc__.splitlines()[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--release", type=Path, metavar="DIR",
+                        help="folder laid out like the release (pretrained_models/, train.configs/)")
+    source.add_argument("--synthetic", action="store_true",
+                        help="write and export the deterministic UNTRAINED synthetic asset pack")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="MODELS", help="models folder to write")
+    parser.add_argument("--pipeline", choices=(*PIPELINES, "both"), default="both")
+    parser.add_argument("--epoch", help="checkpoint epoch when the folder holds several")
+    parser.add_argument("--real-inputs", type=Path, metavar="DIR", default=default_real_inputs(),
+                        help="folder of (T, 64) .npy fbanks to verify on (default: ../shared/data/"
+                             "fbank_preprocessed in a development checkout, if present)")
+    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                        help="largest relative error accepted against PyTorch (default %(default)g)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic pack")
+    parser.add_argument("--pack-dir", type=Path, metavar="DIR",
+                        help="with --synthetic: keep the written release-layout pack here")
+    return parser
+
+
+def run(args: argparse.Namespace) -> dict:
+    pipelines = PIPELINES if args.pipeline == "both" else (args.pipeline,)
+    if not args.synthetic:
+        return export_release(args.release, args.output, pipelines, args.epoch, args.real_inputs, args.tolerance)
+    with tempfile.TemporaryDirectory(prefix="cmp-synthetic-") as tmp:
+        pack = write_pack(args.pack_dir or Path(tmp) / "release", seed=args.seed)
+        return export_release(pack, args.output, pipelines, None, args.real_inputs, args.tolerance, args.seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(build_parser().parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

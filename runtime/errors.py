@@ -1,0 +1,21 @@
+"""Exceptions raised by cmp-deploy. The CLI prints their message in one line."""
+
+
+class CmpError(Exception):
+    """Base class: every error we raise on purpose derives from it."""
+
+
+class InputError(CmpError, ValueError):
+    """The audio, features or arrays handed to us are unusable."""
+
+
+class NoSpeechError(InputError):
+    """Voice activity detection found no speech in the recording."""
+
+
+class CheckpointError(CmpError):
+    """A release checkpoint is missing, unreadable or does not match the model."""
+
+
+class ModelError(CmpError):
+    """A models folder (ONNX files, triangles, manifest) is missing or inconsistent."""

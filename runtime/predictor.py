@@ -1,0 +1,154 @@
+"""``Predictor``: voice (audio or fbank) -> 3D face mesh with ONNX Runtime. No torch."""
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Sequence, Union
+
+import numpy as np
+
+from runtime.errors import InputError
+from runtime.features import check_fbank, load_fbank_file
+from runtime.result import Prediction, display_image
+from runtime.sessions import ModelsFolder
+
+Source = Union[str, os.PathLike, np.ndarray]
+MAX_DECODER_BATCH = 32
+
+
+class _Clock:
+    """Accumulates milliseconds per stage."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.ms[stage] = self.ms.get(stage, 0.0) + (now - self._t) * 1e3
+        self._t = now
+
+
+class Predictor:
+    """Runs one pipeline of an exported models folder.
+
+    >>> p = Predictor("models/", pipeline="supervised")          # doctest: +SKIP
+    >>> r = p.predict("voice.wav"); r.vertices.shape               # doctest: +SKIP
+    (53215, 3)
+
+    ``device``: "auto" (CUDA when onnxruntime-gpu provides it, else CPU), "cpu" or "cuda".
+    ``vad``: remove silence from audio input as the release does (ignored for fbank input).
+    """
+
+    def __init__(self, models: str | os.PathLike, pipeline: str = "supervised", device: str = "auto",
+                 threads: int | None = None, vad: bool = True) -> None:
+        self.models = ModelsFolder.open(models, pipeline, device, threads)
+        self.pipeline = pipeline
+        self.vad = vad
+        self._outputs = [o.name for o in self.models.decoder.get_outputs()]
+
+    @property
+    def untrained(self) -> bool:
+        """True when the models come from the synthetic (untrained) asset pack."""
+        return self.models.untrained
+
+    @property
+    def triangles(self) -> np.ndarray:
+        return self.models.triangles
+
+    # ------------------------------------------------------------------ features
+    def features(self, source: Source, sample_rate: int | None = None, vad: bool | None = None,
+                 clock: _Clock | None = None) -> np.ndarray:
+        """The normalised ``(T, 64)`` fbank the encoder sees.
+
+        ``source``: a ``.npy`` file or ``(T, 64)`` float array of ready features (used as is,
+        like the release's ``voice2face_processed``); an audio file; or a 1-D/2-D audio array
+        with ``sample_rate``.
+        """
+        clock = clock or _Clock()
+        if isinstance(source, np.ndarray):
+            if sample_rate is None:
+                if source.ndim == 1:
+                    raise InputError("a 1-D array is audio: pass sample_rate=... (or give (T, 64) fbank features)")
+                fbank = check_fbank(source)
+                clock.lap("features")
+                return fbank
+            return self._audio_features(source, sample_rate, vad, clock)
+        if isinstance(source, (str, os.PathLike)):
+            if Path(source).suffix.lower() == ".npy":
+                fbank = load_fbank_file(source)
+                clock.lap("features")
+                return fbank
+            return self._audio_features(source, sample_rate, vad, clock)
+        raise InputError(f"unsupported input type {type(source).__name__}: give a path or a numpy array")
+
+    def _audio_features(self, source: Source, sample_rate: int | None, vad: bool | None,
+                        clock: _Clock) -> np.ndarray:
+        from runtime.audio import load_audio
+        from runtime.fbank import log_mel, normalise
+        from runtime.vad import remove_silence
+
+        samples = load_audio(source, sample_rate)
+        clock.lap("audio")
+        if self.vad if vad is None else vad:
+            samples = remove_silence(samples)
+            clock.lap("vad")
+        fbank = normalise(log_mel(samples))
+        clock.lap("fbank")
+        return fbank
+
+    # ------------------------------------------------------------------ inference
+    def predict(self, source: Source, sample_rate: int | None = None, vad: bool | None = None) -> Prediction:
+        """Predict the face mesh of one utterance."""
+        return self.predict_batch([source], sample_rate, vad)[0]
+
+    def predict_batch(self, sources: Sequence[Source], sample_rate: int | None = None,
+                      vad: bool | None = None) -> list[Prediction]:
+        """Predict several utterances. Utterances of equal length share an encoder run (the
+        encoder averages over time, so padding would change the result); all embeddings then
+        go through the decoder together. Timings are per batch, divided evenly."""
+        if len(sources) == 0:
+            raise InputError("predict_batch: no inputs")
+        clock = _Clock()
+        fbanks = [self.features(s, sample_rate, vad, clock) for s in sources]
+        embeddings = self.embed(fbanks)
+        clock.lap("encoder")
+        outputs = self.decode(embeddings)
+        clock.lap("decoder")
+        results = [self._result(embeddings[i], {k: v[i] for k, v in outputs.items()}) for i in range(len(sources))]
+        clock.lap("postprocess")
+        share = {k: v / len(sources) for k, v in clock.ms.items()}
+        share["total"] = sum(share.values())
+        for r in results:
+            r.timings = dict(share)
+        return results
+
+    def embed(self, fbanks: Iterable[np.ndarray]) -> np.ndarray:
+        """(B, 64) embeddings of (T, 64) fbanks, batching those of equal length."""
+        fbanks = list(fbanks)
+        by_length: dict[int, list[int]] = defaultdict(list)
+        for i, fb in enumerate(fbanks):
+            by_length[fb.shape[0]].append(i)
+        out = np.empty((len(fbanks), 64), np.float32)
+        for _, idx in sorted(by_length.items()):
+            batch = np.ascontiguousarray(np.stack([fbanks[i].T for i in idx]))
+            out[idx] = self.models.encoder.run(["embedding"], {"fbank": batch})[0]
+        return out
+
+    def decode(self, embeddings: np.ndarray) -> dict[str, np.ndarray]:
+        """Decoder outputs for (B, 64) embeddings, in chunks of MAX_DECODER_BATCH."""
+        chunks = [self.models.decoder.run(self._outputs, {"embedding": embeddings[i:i + MAX_DECODER_BATCH]})
+                  for i in range(0, len(embeddings), MAX_DECODER_BATCH)]
+        return {name: np.concatenate([c[k] for c in chunks]) for k, name in enumerate(self._outputs)}
+
+    def _result(self, embedding: np.ndarray, out: dict[str, np.ndarray]) -> Prediction:
+        result = Prediction(pipeline=self.pipeline, embedding=embedding, params=out["params"],
+                            vertices=out["vertices"], triangles=self.models.triangles, untrained=self.untrained)
+        if self.pipeline == "unsupervised":
+            result.face_image = display_image(out["image"])
+            result.pose_R = out["pose_R"]
+            result.pose_offset = out["pose_offset"]
+            result.vertices_frontal = out["vertices_frontal"]
+        return result

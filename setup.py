@@ -1,0 +1,43 @@
+"""cmp-deploy: deployment toolkit for Cross-Modal Perceptionist (voice -> 3D face mesh)."""
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+sim3dr = Extension(
+    "Sim3DR._sim3dr",
+    sources=["Sim3DR/_sim3dr.pyx", "Sim3DR/src/rasterize.cpp"],
+    include_dirs=[numpy.get_include(), "Sim3DR/src"],
+    language="c++",
+    extra_compile_args=["-O3", "-std=c++17", "-pthread"],
+    extra_link_args=["-pthread"],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+)
+
+setup(
+    name="cmp-deploy",
+    version="0.1.0",
+    description="Export, serve and benchmark Cross-Modal Perceptionist (voice -> 3D face mesh)",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=["runtime", "export", "calibration", "Sim3DR"],
+    package_data={"Sim3DR": ["*.pyx", "src/*.cpp", "src/*.h"]},
+    ext_modules=cythonize([sim3dr], language_level=3),
+    # The runtime needs no torch: ONNX Runtime plus small audio libraries.
+    install_requires=[
+        "numpy>=1.24",
+        "onnxruntime>=1.17",
+        "soundfile>=0.12",
+        "soxr>=0.3",
+        "webrtcvad>=2.0.10",
+    ],
+    extras_require={
+        "export": ["torch>=2.4", "onnx>=1.16", "onnxscript>=0.1", "scipy>=1.10"],
+        # onnxruntime-gpu replaces onnxruntime: see README, "GPU".
+        "gpu": ["onnxruntime-gpu>=1.20", "cuda-python>=12.6"],
+        "bench": ["matplotlib>=3.7", "psutil>=5.9"],
+        "test": ["pytest>=7", "scipy>=1.10", "onnx>=1.16", "matplotlib>=3.7", "psutil>=5.9"],
+    },
+    entry_points={"console_scripts": ["cmp-face=runtime.cli:main"]},
+)
