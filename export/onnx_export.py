@@ -28,7 +28,7 @@ from torch import nn
 from export.checkpoints import PIPELINES, load_release, sha256
 from export.models import EMBED_DIM, SUPERVISED_OUTPUTS, UNSUPERVISED_OUTPUTS
 from export.synthetic import WARNING, read_manifest
-from runtime.errors import CheckpointError
+from runtime.errors import CheckpointError, CmpError
 
 OPSET = 18
 DEFAULT_TOLERANCE = 1e-4
@@ -63,6 +63,10 @@ def relative_error(actual: np.ndarray, reference: np.ndarray) -> tuple[float, fl
     return abs_err, abs_err / scale if scale > 0 else abs_err
 
 
+class VerificationError(CmpError):
+    """An exported model does not reproduce PyTorch within the tolerance."""
+
+
 @dataclass
 class Check:
     model: str
@@ -94,7 +98,7 @@ class Verifier:
         exact = exact if isinstance(exact, tuple) else (exact,)
         for name, a, b, c in zip(output_names, got, want, exact):
             if a.shape != tuple(b.shape):
-                raise AssertionError(f"{path.name}:{name} on {label}: shape {a.shape} vs PyTorch {tuple(b.shape)}")
+                raise VerificationError(f"{path.name}:{name} on {label}: shape {a.shape} vs PyTorch {tuple(b.shape)}")
             abs_err, rel_err = relative_error(a, b.numpy())
             floor = relative_error(b.numpy(), c.numpy())[1]
             self.checks.append(Check(path.name, label, name, abs_err, rel_err, floor))
@@ -103,7 +107,7 @@ class Verifier:
             # Pass within the tolerance, or, where PyTorch's own float32 result is that far from
             # float64 (a network that amplifies rounding), within twice PyTorch's own error.
             if not (rel_err <= self.tolerance or rel_err <= 2 * floor):
-                raise AssertionError(f"{path.name}:{name} differs from PyTorch on {label}: max relative "
+                raise VerificationError(f"{path.name}:{name} differs from PyTorch on {label}: max relative "
                                      f"error {rel_err:.3e} > tolerance {self.tolerance:.0e} "
                                      f"(float32 noise floor {floor:.1e})")
 

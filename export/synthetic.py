@@ -51,10 +51,11 @@ def face_mesh(n_vertices: int = N_VERTICES) -> tuple[np.ndarray, np.ndarray]:
     tri = tri[longest < 1.5 * spacing]
     if np.unique(tri).size != n_vertices:
         raise RuntimeError("synthetic face mesh left vertices without triangles")
-    # Counter-clockwise seen from +z, so normals face the viewer.
+    # Clockwise seen from +z, like the BFM's triangles: once the renderer flips y into image
+    # rows the winding turns counter-clockwise and the normals face the viewer (and the light).
     p = np.stack([x, y], 1)[tri]
     cross = (p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1]) - (p[:, 1, 1] - p[:, 0, 1]) * (p[:, 2, 0] - p[:, 0, 0])
-    tri[cross < 0] = tri[cross < 0][:, [0, 2, 1]]
+    tri[cross > 0] = tri[cross > 0][:, [0, 2, 1]]
 
     u, v = x / half_w, y / half_h
     def bump(cx: float, cy: float, sx: float, sy: float) -> np.ndarray:

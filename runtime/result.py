@@ -48,3 +48,44 @@ class Prediction:
         path = Path(path)
         np.savez(path, **self.arrays())
         return path
+
+    # ------------------------------------------------------------------ drawing
+    def render(self, size: int | None = None, background: np.ndarray | None = None) -> np.ndarray:
+        """The lit mesh as a uint8 BGR image.
+
+        Unsupervised: by default exactly the release's ``_overlap.png`` (the aligned mesh over
+        the 120x120 generated face); with ``size`` the same scene at ``size`` pixels. Supervised:
+        the frontal mesh centred and scaled into ``size`` (default 512) pixels.
+        """
+        from runtime.render import render_aligned, render_frontal, render_overlap
+
+        if self.pipeline == "supervised":
+            return render_frontal(self.vertices, self.triangles, size or 512, background)
+        if size is None and background is None:
+            return render_overlap(self.vertices, self.triangles, self.face_image)
+        return render_aligned(self.vertices, self.triangles, size or self.face_image.shape[0],
+                              self.face_image if background is None else background)
+
+    def overlay(self, image: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+        """Blend the lit mesh over a square uint8 BGR ``image`` (``alpha`` = mesh opacity)."""
+        from Sim3DR.lighting import overlay
+
+        from runtime.errors import InputError
+
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or image.shape[0] != image.shape[1]:
+            raise InputError(f"overlay: expected a square uint8 (H, H, 3) BGR image, got {image.dtype} {image.shape}")
+        return overlay(image, self.render(size=image.shape[0], background=image), alpha)
+
+    # ------------------------------------------------------------------ mesh files
+    def write_obj(self, path: str | Path, colors: np.ndarray | None = None) -> Path:
+        """Wavefront OBJ of ``vertices`` (optional per-vertex colours in [0, 1])."""
+        from runtime.mesh_io import write_obj
+
+        return write_obj(path, self.vertices, self.triangles, colors)
+
+    def write_ply(self, path: str | Path, colors: np.ndarray | None = None) -> Path:
+        """Binary little-endian PLY of ``vertices``."""
+        from runtime.mesh_io import write_ply
+
+        return write_ply(path, self.vertices, self.triangles, colors)
