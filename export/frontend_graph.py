@@ -78,7 +78,6 @@ def build_frontend(opset: int = 17) -> onnx.ModelProto:
         _const("A_dft", a, np.float32),
         _const("F2_mel", f2, np.float32),
         _const("c_hop", [hop], np.int64),
-        _const("c_win", [win], np.int64),
         _const("c_zero", [0], np.int64),
         _const("c_one", [1], np.int64),
         _const("c_minus1", [-1], np.int64),
@@ -159,8 +158,10 @@ def build_frontend(opset: int = 17) -> onnx.ModelProto:
         [helper.make_tensor_value_info(FRONTEND_OUTPUT, TensorProto.FLOAT, ["batch", 64, "frames"])],
         initializer=inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="cmp-deploy")
+    opsets = [helper.make_opsetid("", opset)]
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="cmp-deploy")
+    # The oldest IR version that carries this opset: loadable by older runtimes / parsers.
+    model.ir_version = helper.find_min_ir_version_for(opsets)
     model.doc_string = (
         "Cross-Modal Perceptionist voice frontend: int16-valued 16 kHz samples (after silence "
         "removal) -> normalised 64-filter Sphinx log-mel, (batch, 64, max(S//160+1, 1000)).")

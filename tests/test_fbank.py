@@ -244,3 +244,19 @@ def test_fbank_from_array_source():
 def test_fbank_from_file_source():
     a = fbank.fbank_from_source(WAVS[0])
     np.testing.assert_array_equal(a, fbank.compute_fbank(read_wav(WAVS[0])))
+
+
+def test_frontend_modules_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "import runtime.audio, runtime.vad, runtime.fbank, runtime.demo_signal\n"
+            "runtime.fbank.compute_fbank(runtime.demo_signal.demo_voice(1.0))\n"
+            "runtime.audio.load_audio(np.zeros(8000, np.float32), 8000)\n"
+            "import export.frontend_graph\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                       env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert r.returncode == 0, r.stderr

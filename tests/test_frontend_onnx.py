@@ -153,11 +153,13 @@ def test_batch_of_two(sess):
     np.testing.assert_allclose(out[0], run(sess, a).T, atol=2e-5)
 
 
-def test_opset_18(frontend):
-    m18 = build_frontend(opset=18)
-    onnx.checker.check_model(m18, full_check=True)
+@pytest.mark.parametrize("opset", [13, 18, 21])
+def test_other_opsets(frontend, opset):
+    m = build_frontend(opset=opset)
+    onnx.checker.check_model(m, full_check=True)
+    assert m.opset_import[0].version == opset
     x = _voice(5000)
-    np.testing.assert_allclose(run(session(m18), x), run(session(frontend), x), atol=1e-6)
+    np.testing.assert_allclose(run(session(m), x), run(session(frontend), x), atol=1e-6)
 
 
 # --------------------------------------------------------------------------- fusion
