@@ -27,6 +27,10 @@
 #define SIM3DR_SSE2 1
 #endif
 
+#ifndef SIM3DR_BANDS_PER_THREAD
+#define SIM3DR_BANDS_PER_THREAD 16
+#endif
+
 namespace sim3dr {
 
 int hardware_threads() {
@@ -72,6 +76,23 @@ void get_normal(const float* vertices, int64_t nver, const int32_t* triangles,
     }
 }
 
+#ifdef SIM3DR_SSE2
+// kLaneMask[m]: all-ones float lanes where bit j of m is set.
+#define SIM3DR_L(m, j) (((m) >> (j)) & 1 ? 0xFFFFFFFFu : 0u)
+#define SIM3DR_ROW(m) {SIM3DR_L(m, 0), SIM3DR_L(m, 1), SIM3DR_L(m, 2), SIM3DR_L(m, 3)}
+alignas(16) const uint32_t kLaneMaskBits[16][4] = {
+    SIM3DR_ROW(0),  SIM3DR_ROW(1),  SIM3DR_ROW(2),  SIM3DR_ROW(3),
+    SIM3DR_ROW(4),  SIM3DR_ROW(5),  SIM3DR_ROW(6),  SIM3DR_ROW(7),
+    SIM3DR_ROW(8),  SIM3DR_ROW(9),  SIM3DR_ROW(10), SIM3DR_ROW(11),
+    SIM3DR_ROW(12), SIM3DR_ROW(13), SIM3DR_ROW(14), SIM3DR_ROW(15)};
+#undef SIM3DR_ROW
+#undef SIM3DR_L
+inline __m128 lane_mask(int m) {
+    return _mm_castsi128_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(kLaneMaskBits[m])));
+}
+#endif
+
+
 // ---------------------------------------------------------------------------------
 // Pixel writers ("shaders"): called for a pixel that passed the depth test.
 
@@ -88,6 +109,8 @@ struct Setup {
     int32_t xmin, xmax, ymin, ymax;
 };
 
+// C > 0: channel count fixed at compile time; C == 0: runtime count c.
+template <int C>
 struct ShadeU8 {
     const float* colors;
     int c;
@@ -96,6 +119,7 @@ struct ShadeU8 {
     float a255;  // alpha * 255
     inline void operator()(int64_t pix, int32_t i0, int32_t i1, int32_t i2, int32_t,
                            float w0, float w1, float w2) const {
+        const int c = C > 0 ? C : this->c;
         const float* c0 = colors + static_cast<int64_t>(c) * i0;
         const float* c1 = colors + static_cast<int64_t>(c) * i1;
         const float* c2 = colors + static_cast<int64_t>(c) * i2;
@@ -108,8 +132,45 @@ struct ShadeU8 {
             px[k] = static_cast<uint8_t>(val);  // truncation
         }
     }
+#ifdef SIM3DR_SSE2
+    // Four lanes of one row at once (pixels pix0..pix0+3, lanes in mask m drawn), the
+    // same float operations per lane as operator(); 3 channels only.
+    static constexpr bool kGroup = (C == 3);
+    inline void group(int64_t pix0, int m, __m128 w0, __m128 w1, __m128 w2,
+                      const Setup& s, int32_t) const {
+        const float* c0 = colors + 3 * static_cast<int64_t>(s.i0);
+        const float* c1 = colors + 3 * static_cast<int64_t>(s.i1);
+        const float* c2 = colors + 3 * static_cast<int64_t>(s.i2);
+        uint8_t* px = image + pix0 * 3;
+        const __m128 zero = _mm_setzero_ps(), top = _mm_set1_ps(255.0f);
+        const __m128 a = _mm_set1_ps(a255), kp = _mm_set1_ps(keep);
+        alignas(16) int32_t out[3][4];
+        for (int k = 0; k < 3; ++k) {
+            const __m128 col = _mm_add_ps(
+                _mm_add_ps(_mm_mul_ps(w0, _mm_set1_ps(c0[k])), _mm_mul_ps(w1, _mm_set1_ps(c1[k]))),
+                _mm_mul_ps(w2, _mm_set1_ps(c2[k])));
+            __m128 val = _mm_mul_ps(a, col);
+            if (keep != 0.0f) {  // keep*old is exactly +0 when keep == 0 (alpha 1)
+                const __m128 old = _mm_set_ps(px[9 + k], px[6 + k], px[3 + k], px[k]);
+                val = _mm_add_ps(_mm_mul_ps(kp, old), val);
+            }
+            val = _mm_min_ps(_mm_max_ps(val, zero), top);  // NaN -> 0 like operator()
+            _mm_store_si128(reinterpret_cast<__m128i*>(out[k]), _mm_cvttps_epi32(val));
+        }
+        do {
+            const int j = __builtin_ctz(static_cast<unsigned>(m));
+            m &= m - 1;
+            px[3 * j] = static_cast<uint8_t>(out[0][j]);
+            px[3 * j + 1] = static_cast<uint8_t>(out[1][j]);
+            px[3 * j + 2] = static_cast<uint8_t>(out[2][j]);
+        } while (m);
+    }
+#else
+    static constexpr bool kGroup = false;
+#endif
 };
 
+template <int C>
 struct ShadeF32 {
     const float* colors;
     int c;
@@ -118,6 +179,7 @@ struct ShadeF32 {
     float alpha;
     inline void operator()(int64_t pix, int32_t i0, int32_t i1, int32_t i2, int32_t,
                            float w0, float w1, float w2) const {
+        const int c = C > 0 ? C : this->c;
         const float* c0 = colors + static_cast<int64_t>(c) * i0;
         const float* c1 = colors + static_cast<int64_t>(c) * i1;
         const float* c2 = colors + static_cast<int64_t>(c) * i2;
@@ -127,6 +189,7 @@ struct ShadeF32 {
             px[k] = keep * px[k] + alpha * col;
         }
     }
+    static constexpr bool kGroup = false;
 };
 
 struct ShadeIndex {
@@ -135,6 +198,19 @@ struct ShadeIndex {
                            float, float) const {
         tri_index[pix] = tri;
     }
+#ifdef SIM3DR_SSE2
+    static constexpr bool kGroup = true;
+    inline void group(int64_t pix0, int m, __m128, __m128, __m128, const Setup&,
+                      int32_t tri) const {
+        __m128i* p = reinterpret_cast<__m128i*>(tri_index + pix0);
+        const __m128i sel = _mm_castps_si128(lane_mask(m));
+        const __m128i old = _mm_loadu_si128(p);
+        _mm_storeu_si128(p, _mm_or_si128(_mm_and_si128(sel, _mm_set1_epi32(tri)),
+                                         _mm_andnot_si128(sel, old)));
+    }
+#else
+    static constexpr bool kGroup = false;
+#endif
 };
 
 // floor(min)..ceil(max) of three coordinates clipped to [0, n-1]; false when empty.
@@ -213,6 +289,30 @@ inline void raster_rows(const Setup& s, int32_t tri, int ya, int yb, int w, floa
             const __m128 w0 = _mm_sub_ps(_mm_sub_ps(one, u), v);
             const __m128 z = _mm_add_ps(_mm_add_ps(_mm_mul_ps(w0, z0), _mm_mul_ps(v, z1)),
                                         _mm_mul_ps(u, z2));
+            if (x0 + 3 < w) {
+                // Depth test of the 4 lanes at once; lanes outside the triangle or past
+                // xmax keep their depth (they lie in this thread's rows).
+                float* dp = drow + x0;
+                const __m128 old = _mm_loadu_ps(dp);
+                m &= _mm_movemask_ps(_mm_cmpgt_ps(z, old));
+                if (!m) continue;
+                const __m128 sel = lane_mask(m);
+                _mm_storeu_ps(dp, _mm_or_ps(_mm_and_ps(sel, z), _mm_andnot_ps(sel, old)));
+                if constexpr (Shade::kGroup) {
+                    shade.group(static_cast<int64_t>(y) * w + x0, m, w0, v, u, s, tri);
+                    continue;
+                }
+                _mm_store_ps(uu, u);
+                _mm_store_ps(vv, v);
+                _mm_store_ps(ww, w0);
+                do {
+                    const int j = __builtin_ctz(static_cast<unsigned>(m));
+                    m &= m - 1;
+                    shade(static_cast<int64_t>(y) * w + x0 + j, s.i0, s.i1, s.i2, tri,
+                          ww[j], vv[j], uu[j]);
+                } while (m);
+                continue;
+            }
             _mm_store_ps(uu, u);
             _mm_store_ps(vv, v);
             _mm_store_ps(ww, w0);
@@ -277,6 +377,9 @@ private:
     int n_, count_ = 0, gen_ = 0;
 };
 
+// Bands per thread in the threaded path (dynamic scheduling evens out the load).
+constexpr int kBandsPerThread = SIM3DR_BANDS_PER_THREAD;
+
 int resolve_threads(int requested) { return requested > 0 ? requested : hardware_threads(); }
 
 template <class Shade>
@@ -293,36 +396,42 @@ void rasterize_fast(const float* V, const int32_t* T, int64_t ntri, int h, int w
         return;
     }
     // Horizontal bands, several per thread for load balance.
-    const int band_h = std::max(4, std::min(64, h / (nt * 8)));
+    const int band_h = std::max(4, std::min(64, h / (nt * kBandsPerThread)));
     const int nbands = (h + band_h - 1) / band_h;
     nt = std::min(nt, nbands);
 
-    std::unique_ptr<Setup[]> setups(new Setup[static_cast<size_t>(ntri)]);
-    // lists[t * nbands + b]: triangles of thread t's chunk touching band b, in order.
+    // lists[t * nbands + b]: triangles of thread t's chunk whose candidate rows touch
+    // band b, in index order. Only ids are stored (the per-triangle constants are
+    // recomputed in phase 2: cheaper than writing and re-reading them through memory).
     std::vector<std::vector<int32_t>> lists(static_cast<size_t>(nt) * nbands);
     std::atomic<int> next_band{0};
     Barrier barrier(nt);
 
     auto work = [&](int tid) {
-        // Phase 1: set-up and binning of a contiguous chunk of triangles.
+        // Phase 1: bin a contiguous chunk of triangles by their clipped bounding box.
         const int64_t a = ntri * tid / nt, b = ntri * (tid + 1) / nt;
         std::vector<int32_t>* mine = &lists[static_cast<size_t>(tid) * nbands];
         const size_t guess = static_cast<size_t>((b - a) / nbands + 16);
         for (int k = 0; k < nbands; ++k) mine[k].reserve(guess);
         for (int64_t t = a; t < b; ++t) {
-            Setup& s = setups[t];
-            if (!make_setup(V, T, t, h, w, s)) continue;
-            const int b0 = s.ymin / band_h, b1 = s.ymax / band_h;
-            for (int k = b0; k <= b1; ++k) mine[k].push_back(static_cast<int32_t>(t));
+            const float* p0 = V + 3 * static_cast<int64_t>(T[3 * t]);
+            const float* p1 = V + 3 * static_cast<int64_t>(T[3 * t + 1]);
+            const float* p2 = V + 3 * static_cast<int64_t>(T[3 * t + 2]);
+            int32_t x0, x1, y0, y1;
+            if (!clip_range(p0[1], p1[1], p2[1], h, y0, y1)) continue;
+            if (!clip_range(p0[0], p1[0], p2[0], w, x0, x1)) continue;
+            for (int k = y0 / band_h, k1 = y1 / band_h; k <= k1; ++k)
+                mine[k].push_back(static_cast<int32_t>(t));
         }
         barrier.wait();
         // Phase 2: bands, each owned by one thread; chunks visited in order so every
         // pixel sees its triangles in index order.
+        Setup s;
         for (int band; (band = next_band.fetch_add(1)) < nbands;) {
             const int y0 = band * band_h, y1 = std::min(h - 1, y0 + band_h - 1);
             for (int c = 0; c < nt; ++c) {
                 for (int32_t t : lists[static_cast<size_t>(c) * nbands + band]) {
-                    const Setup& s = setups[t];
+                    if (!make_setup(V, T, t, h, w, s)) continue;
                     raster_rows(s, t, std::max(y0, s.ymin), std::min(y1, s.ymax), w,
                                 depth, shade);
                 }
@@ -383,18 +492,35 @@ void rasterize_plain(const float* V, const int32_t* T, int64_t ntri, int h, int 
 // ---------------------------------------------------------------------------------
 // Public entry points
 
+// Calls fn with the shader for the channel count (compile-time for 1, 3 and 4).
+template <template <int> class Shade, class T, class Fn>
+void with_shader(const float* colors, int channels, T* image, float a, float b, Fn fn) {
+    switch (channels) {
+        case 1: fn(Shade<1>{colors, channels, image, a, b}); break;
+        case 3: fn(Shade<3>{colors, channels, image, a, b}); break;
+        case 4: fn(Shade<4>{colors, channels, image, a, b}); break;
+        default: fn(Shade<0>{colors, channels, image, a, b}); break;
+    }
+}
+
 void rasterize_u8(const float* vertices, const int32_t* triangles, int64_t ntri,
                   const float* colors, int channels, uint8_t* image, int h, int w,
                   float* depth, float alpha, int num_threads) {
-    const ShadeU8 shade{colors, channels, image, 1.0f - alpha, alpha * 255.0f};
-    rasterize_fast(vertices, triangles, ntri, h, w, depth, shade, num_threads);
+    with_shader<ShadeU8>(colors, channels, image, 1.0f - alpha, alpha * 255.0f,
+                         [&](const auto& shade) {
+                             rasterize_fast(vertices, triangles, ntri, h, w, depth, shade,
+                                            num_threads);
+                         });
 }
 
 void rasterize_f32(const float* vertices, const int32_t* triangles, int64_t ntri,
                    const float* colors, int channels, float* image, int h, int w,
                    float* depth, float alpha, int num_threads) {
-    const ShadeF32 shade{colors, channels, image, 1.0f - alpha, alpha};
-    rasterize_fast(vertices, triangles, ntri, h, w, depth, shade, num_threads);
+    with_shader<ShadeF32>(colors, channels, image, 1.0f - alpha, alpha,
+                          [&](const auto& shade) {
+                              rasterize_fast(vertices, triangles, ntri, h, w, depth, shade,
+                                             num_threads);
+                          });
 }
 
 void rasterize_index(const float* vertices, const int32_t* triangles, int64_t ntri,
@@ -406,14 +532,14 @@ void rasterize_index(const float* vertices, const int32_t* triangles, int64_t nt
 void rasterize_baseline_u8(const float* vertices, const int32_t* triangles, int64_t ntri,
                            const float* colors, int channels, uint8_t* image, int h,
                            int w, float* depth, float alpha) {
-    const ShadeU8 shade{colors, channels, image, 1.0f - alpha, alpha * 255.0f};
+    const ShadeU8<0> shade{colors, channels, image, 1.0f - alpha, alpha * 255.0f};
     rasterize_plain(vertices, triangles, ntri, h, w, depth, shade);
 }
 
 void rasterize_baseline_f32(const float* vertices, const int32_t* triangles, int64_t ntri,
                             const float* colors, int channels, float* image, int h,
                             int w, float* depth, float alpha) {
-    const ShadeF32 shade{colors, channels, image, 1.0f - alpha, alpha};
+    const ShadeF32<0> shade{colors, channels, image, 1.0f - alpha, alpha};
     rasterize_plain(vertices, triangles, ntri, h, w, depth, shade);
 }
 

@@ -1,0 +1,265 @@
+"""Mesh and image writers: OBJ, binary PLY, depth maps, and a dependency-free PNG codec.
+
+Conventions:
+* Vertices ``(N, 3)`` float, triangles ``(M, 3)`` 0-based int (written 1-based in OBJ).
+* Vertex colours ``(N, 3)`` in RGB order: float in [0, 1] or uint8 in [0, 255].
+* Images are BGR (OpenCV's order) like the rest of the project: :func:`write_png` takes
+  BGR/BGRA and stores RGB/RGBA in the file; :func:`read_png` returns BGR/BGRA again.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+from typing import Tuple, Union
+
+import numpy as np
+
+from runtime.errors import InputError
+
+__all__ = ["depth_to_u16", "read_png", "write_depth", "write_obj", "write_ply", "write_png"]
+
+PathLike = Union[str, Path]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _vertices(vertices) -> np.ndarray:
+    v = np.asarray(vertices)
+    if v.dtype.kind not in "biuf" or v.ndim != 2 or v.shape[1] != 3:
+        raise InputError(f"vertices: expected a numeric (N, 3) array, got {v.dtype} "
+                         f"with shape {v.shape}")
+    if not np.isfinite(v).all():
+        raise InputError("vertices: contains NaN or infinite values")
+    return v
+
+
+def _triangles(triangles, nver: int) -> np.ndarray:
+    t = np.asarray(triangles)
+    if t.dtype.kind not in "iu" or t.ndim != 2 or t.shape[1] != 3:
+        raise InputError(f"triangles: expected an integer (M, 3) array, got {t.dtype} "
+                         f"with shape {t.shape}")
+    if t.size and (t.min() < 0 or t.max() >= nver):
+        bad = int(t.min()) if t.min() < 0 else int(t.max())
+        raise InputError(f"triangles: index {bad} out of range for {nver} vertices")
+    return t.astype(np.int64, copy=False)
+
+
+def _colors_u8(colors, nver: int) -> np.ndarray:
+    """Colours as uint8 RGB (floats in [0, 1] are scaled by 255 and rounded)."""
+    c = np.asarray(colors)
+    if c.dtype.kind not in "biuf" or c.shape != (nver, 3):
+        raise InputError(f"colors: expected a numeric ({nver}, 3) array, got {c.dtype} "
+                         f"with shape {c.shape}")
+    if c.dtype == np.uint8:
+        return c
+    if not np.isfinite(c).all():
+        raise InputError("colors: contains NaN or infinite values")
+    return np.clip(np.rint(c.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def _colors_unit(colors, nver: int) -> np.ndarray:
+    """Colours as float in [0, 1] (uint8 divided by 255)."""
+    c = np.asarray(colors)
+    if c.dtype.kind not in "biuf" or c.shape != (nver, 3):
+        raise InputError(f"colors: expected a numeric ({nver}, 3) array, got {c.dtype} "
+                         f"with shape {c.shape}")
+    if c.dtype == np.uint8:
+        return c.astype(np.float64) / 255.0
+    if not np.isfinite(c).all():
+        raise InputError("colors: contains NaN or infinite values")
+    return np.clip(c.astype(np.float64), 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- meshes
+
+
+def write_obj(path: PathLike, vertices, triangles, colors=None) -> Path:
+    """Wavefront OBJ: ``v x y z`` lines (``v x y z r g b`` with colours in [0, 1]) and
+    1-based ``f a b c`` lines. Coordinates use ``%.9g`` (exact float32 round trip)."""
+    v = _vertices(vertices)
+    t = _triangles(triangles, v.shape[0])
+    if colors is None:
+        vals = v.astype(np.float64)
+        line = "v %.9g %.9g %.9g\n"
+    else:
+        c = _colors_unit(colors, v.shape[0])
+        vals = np.hstack([v.astype(np.float64), c])
+        line = "v %.9g %.9g %.9g %.6g %.6g %.6g\n"
+    body = (line * v.shape[0]) % tuple(vals.ravel().tolist())
+    faces = ("f %d %d %d\n" * t.shape[0]) % tuple((t + 1).ravel().tolist())
+    path = Path(path)
+    with open(path, "w", encoding="ascii", newline="\n") as f:
+        f.write(body)
+        f.write(faces)
+    return path
+
+
+def write_ply(path: PathLike, vertices, triangles, colors=None) -> Path:
+    """Binary little-endian PLY: float32 ``x y z`` (+ uchar ``red green blue``), faces as
+    ``uchar 3`` + three int32 indices (``property list uchar int vertex_indices``)."""
+    v = _vertices(vertices)
+    t = _triangles(triangles, v.shape[0])
+    vfields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {v.shape[0]}",
+              "property float x", "property float y", "property float z"]
+    if colors is not None:
+        c = _colors_u8(colors, v.shape[0])
+        vfields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+        header += ["property uchar red", "property uchar green", "property uchar blue"]
+    header += [f"element face {t.shape[0]}", "property list uchar int vertex_indices",
+               "end_header"]
+    vert = np.empty(v.shape[0], dtype=np.dtype(vfields))
+    vert["x"], vert["y"], vert["z"] = v[:, 0], v[:, 1], v[:, 2]
+    if colors is not None:
+        vert["red"], vert["green"], vert["blue"] = c[:, 0], c[:, 1], c[:, 2]
+    face = np.empty(t.shape[0], dtype=np.dtype([("n", "u1"), ("i", "<i4", (3,))]))
+    face["n"] = 3
+    face["i"] = t
+    path = Path(path)
+    with open(path, "wb") as f:
+        f.write(("\n".join(header) + "\n").encode("ascii"))
+        f.write(vert.tobytes())
+        f.write(face.tobytes())
+    return path
+
+
+# --------------------------------------------------------------------------- PNG
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return (struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+
+def write_png(path: PathLike, image, compress_level: int = 6) -> Path:
+    """Write a PNG without third-party libraries.
+
+    ``image``: uint8 ``(H, W)`` / ``(H, W, 1)`` gray, ``(H, W, 3)`` BGR, ``(H, W, 4)``
+    BGRA (stored as RGB/RGBA), or uint16 ``(H, W)`` gray (16-bit PNG)."""
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 2 and img.dtype in (np.uint8, np.uint16):
+        color_type = 0
+    elif img.ndim == 3 and img.dtype == np.uint8 and img.shape[2] in (3, 4):
+        color_type = 2 if img.shape[2] == 3 else 6
+        img = np.concatenate([img[:, :, 2::-1], img[:, :, 3:]], axis=2)  # BGR(A)->RGB(A)
+    else:
+        raise InputError(f"image: expected uint8 gray/BGR/BGRA or uint16 gray, got "
+                         f"{img.dtype} with shape {img.shape}")
+    h, w = img.shape[:2]
+    if h == 0 or w == 0:
+        raise InputError(f"image: PNG needs a non-empty image, got shape {img.shape}")
+    depth = 16 if img.dtype == np.uint16 else 8
+    rows = img.astype(">u2" if depth == 16 else np.uint8).reshape(h, -1).view(np.uint8)
+    raw = np.hstack([np.zeros((h, 1), np.uint8), rows])  # filter type 0 on every row
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0)
+    data = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr)
+            + _chunk(b"IDAT", zlib.compress(raw.tobytes(), compress_level))
+            + _chunk(b"IEND", b""))
+    path = Path(path)
+    path.write_bytes(data)
+    return path
+
+
+def _unfilter(raw: np.ndarray, h: int, stride: int, bpp: int) -> np.ndarray:
+    rows = raw.reshape(h, stride + 1)
+    out = np.zeros((h, stride), np.uint8)
+    prev = np.zeros(stride, np.int32)
+    for y in range(h):
+        ftype, line = rows[y, 0], rows[y, 1:].astype(np.int32)
+        if ftype == 0:
+            cur = line
+        elif ftype == 2:
+            cur = (line + prev) & 0xFF
+        else:
+            cur = line.copy()
+            for x in range(stride):
+                a = cur[x - bpp] if x >= bpp else 0
+                b = prev[x]
+                c = prev[x - bpp] if x >= bpp else 0
+                if ftype == 1:
+                    pred = a
+                elif ftype == 3:
+                    pred = (a + b) // 2
+                elif ftype == 4:
+                    p = a + b - c
+                    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                    pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+                else:
+                    raise InputError(f"png: unknown filter type {ftype}")
+                cur[x] = (cur[x] + pred) & 0xFF
+        out[y] = cur
+        prev = cur
+    return out
+
+
+def read_png(path: PathLike) -> np.ndarray:
+    """Read a non-interlaced 8/16-bit gray, RGB or RGBA PNG (what :func:`write_png`
+    writes). Returns gray ``(H, W)`` (uint8/uint16) or BGR/BGRA uint8."""
+    data = Path(path).read_bytes()
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise InputError(f"png: {path} is not a PNG file")
+    pos, idat, ihdr = 8, [], None
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IHDR":
+            ihdr = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+    if ihdr is None:
+        raise InputError(f"png: {path} has no IHDR chunk")
+    w, h, depth, color_type, _, _, interlace = ihdr
+    channels = {0: 1, 2: 3, 6: 4}.get(color_type)
+    if channels is None or depth not in (8, 16) or interlace:
+        raise InputError(f"png: unsupported format (bit depth {depth}, colour type "
+                         f"{color_type}, interlace {interlace})")
+    bpp = channels * depth // 8
+    raw = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8)
+    pix = _unfilter(raw, h, w * bpp, bpp)
+    if depth == 16:
+        pix = pix.view(">u2").astype(np.uint16)
+    img = pix.reshape(h, w, channels)
+    if channels == 1:
+        return img[:, :, 0]
+    return np.ascontiguousarray(np.concatenate([img[:, :, 2::-1], img[:, :, 3:]], axis=2))
+
+
+# --------------------------------------------------------------------------- depth
+
+
+def depth_to_u16(depth) -> Tuple[np.ndarray, np.ndarray]:
+    """Map a depth buffer to uint16 (nearer = brighter): empty pixels (non-finite or
+    <= -1e8, the z-buffer's initial value) -> 0; drawn pixels linearly to [1, 65535]
+    with the farthest at 1 and the nearest at 65535 (all 65535 if constant).
+    Returns ``(u16, drawn_mask)``."""
+    d = np.asarray(depth, dtype=np.float32)
+    if d.ndim != 2:
+        raise InputError(f"depth: expected an (H, W) array, got shape {d.shape}")
+    drawn = np.isfinite(d) & (d > np.float32(-1e8))
+    out = np.zeros(d.shape, np.uint16)
+    if drawn.any():
+        vals = d[drawn].astype(np.float64)
+        lo, hi = vals.min(), vals.max()
+        scaled = (vals - lo) / (hi - lo) if hi > lo else np.ones_like(vals)
+        out[drawn] = np.rint(1.0 + scaled * 65534.0).astype(np.uint16)
+    return out, drawn
+
+
+def write_depth(path: PathLike, depth) -> Tuple[Path, Path]:
+    """Write a depth buffer as a 16-bit gray PNG (see :func:`depth_to_u16`: 0 = empty,
+    1..65535 = far..near, normalised per image) at ``path`` and the raw float32 array
+    (empty pixels as -inf) next to it with the suffix ``.npy``. Returns both paths."""
+    u16, drawn = depth_to_u16(depth)
+    raw = np.where(drawn, np.asarray(depth, dtype=np.float32), np.float32(-np.inf))
+    png = write_png(path, u16)
+    npy = Path(path).with_suffix(".npy")
+    np.save(npy, raw.astype(np.float32))
+    return png, npy
+

@@ -1,0 +1,160 @@
+"""Rendering helpers used by the Predictor (lit Sim3DR renders, numpy only).
+
+Images are uint8 BGR ``(H, W, 3)``. Vertices may be given as ``(N, 3)`` or in the
+release's ``(3, N)`` layout (recognised when the first axis is 3 and the second is not).
+Bad arrays raise :class:`runtime.errors.InputError` (Sim3DR's own
+``Sim3DRInputError`` is converted, message unchanged).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence, Union
+
+import numpy as np
+
+import Sim3DR
+from Sim3DR.lighting import render_lit
+from runtime.errors import InputError
+
+__all__ = ["DARK_GREY", "render_aligned", "render_frontal", "render_overlap", "resize_image"]
+
+#: Default background of renders that have no image frame (BGR).
+DARK_GREY = (48, 48, 48)
+#: Side of the release's image frame (aligned meshes live in 120x120 image coordinates).
+FRAME = 120
+
+Background = Union[None, np.ndarray, Sequence[int]]
+
+
+@contextlib.contextmanager
+def _input_errors() -> Iterator[None]:
+    try:
+        yield
+    except Sim3DR.Sim3DRInputError as exc:
+        raise InputError(str(exc)) from exc
+
+
+def _as_n3(vertices) -> np.ndarray:
+    v = np.asarray(vertices)
+    if v.ndim == 2 and v.shape[0] == 3 and v.shape[1] != 3:
+        v = v.T
+    if v.dtype.kind not in "biuf" or v.ndim != 2 or v.shape[1] != 3:
+        raise InputError(f"vertices: expected an (N, 3) or (3, N) numeric array, got "
+                         f"{v.dtype} with shape {v.shape}")
+    v = np.ascontiguousarray(v, dtype=np.float32)
+    if not np.isfinite(v).all():
+        raise InputError("vertices: contains NaN or infinite values")
+    return v
+
+
+def _check_size(size) -> int:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise InputError(f"size: expected a positive integer, got {size!r}")
+    return int(size)
+
+
+def _bgr_image(name: str, image) -> np.ndarray:
+    img = np.asarray(image)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or 0 in img.shape:
+        raise InputError(f"{name}: expected a uint8 (H, W, 3) BGR image, got {img.dtype} "
+                         f"with shape {img.shape}")
+    return img
+
+
+def resize_image(image: np.ndarray, height: int, width: int,
+                 mode: str = "bilinear") -> np.ndarray:
+    """Resize a uint8 ``(H, W, C)`` image with pixel-centre alignment (like OpenCV's
+    ``INTER_LINEAR`` / ``INTER_NEAREST``, no antialiasing); pure numpy."""
+    img = np.asarray(image)
+    h0, w0 = img.shape[:2]
+    if (h0, w0) == (height, width):
+        return np.ascontiguousarray(img).copy()
+
+    def coords(n_out: int, n_in: int) -> np.ndarray:
+        return (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+
+    ys, xs = coords(height, h0), coords(width, w0)
+    if mode == "nearest":
+        yi = np.clip(np.floor(ys + 0.5), 0, h0 - 1).astype(np.intp)
+        xi = np.clip(np.floor(xs + 0.5), 0, w0 - 1).astype(np.intp)
+        return np.ascontiguousarray(img[yi][:, xi])
+    if mode != "bilinear":
+        raise InputError(f"mode: expected 'bilinear' or 'nearest', got {mode!r}")
+    ys, xs = np.clip(ys, 0, h0 - 1), np.clip(xs, 0, w0 - 1)
+    y0, x0 = np.floor(ys).astype(np.intp), np.floor(xs).astype(np.intp)
+    y1, x1 = np.minimum(y0 + 1, h0 - 1), np.minimum(x0 + 1, w0 - 1)
+    fy, fx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
+    f = img.astype(np.float32)
+    top = f[y0][:, x0] * (1 - fx) + f[y0][:, x1] * fx
+    bot = f[y1][:, x0] * (1 - fx) + f[y1][:, x1] * fx
+    out = top * (1 - fy) + bot * fy
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _background(background: Background, size: int) -> np.ndarray:
+    """A ``(size, size, 3)`` uint8 canvas: a BGR colour, or an image resized to fit."""
+    if background is None:
+        background = DARK_GREY
+    bg = np.asarray(background)
+    if bg.ndim == 1:
+        if bg.shape != (3,) or bg.dtype.kind not in "iuf" or (bg < 0).any() \
+                or (bg > 255).any():
+            raise InputError(f"background: expected a BGR colour of 3 values in [0, 255] "
+                             f"or a uint8 (H, W, 3) image, got {background!r}")
+        return np.broadcast_to(bg.astype(np.uint8), (size, size, 3)).copy()
+    return resize_image(_bgr_image("background", bg), size, size)
+
+
+def render_overlap(vertices_img, triangles, face_image_bgr: np.ndarray) -> np.ndarray:
+    """The release's ``_overlap.png``: the aligned mesh (image coordinates of the
+    ``face_image_bgr`` frame, 120x120 in the release) lit and drawn over a copy of the
+    generated face with alpha 1. Returns a new uint8 BGR image."""
+    face = _bgr_image("face_image_bgr", face_image_bgr)
+    v = _as_n3(vertices_img)
+    with _input_errors():
+        return render_lit(v, triangles, face, alpha=1.0)
+
+
+def render_frontal(vertices, triangles, size: int = 512, background: Background = None,
+                   margin: float = 0.05) -> np.ndarray:
+    """Lit frontal render of a mesh in 3DMM coordinates (x right, y up, z toward the
+    viewer, any units), e.g. the supervised mesh that has no image frame.
+
+    y is flipped to image rows, the x/y bounding box is centred and scaled (aspect kept)
+    to fill ``size`` x ``size`` minus ``margin`` (a fraction of the side) on each side,
+    and z is scaled by the same factor. ``background``: BGR colour (default dark grey)
+    or a uint8 image (resized to fit)."""
+    size = _check_size(size)
+    if not 0.0 <= margin < 0.5:
+        raise InputError(f"margin: expected a number in [0, 0.5), got {margin!r}")
+    v = _as_n3(vertices).astype(np.float64)
+    canvas = _background(background, size)
+    if v.shape[0] == 0:
+        return canvas
+    v[:, 1] = -v[:, 1]
+    lo, hi = v.min(axis=0), v.max(axis=0)
+    extent = max(hi[0] - lo[0], hi[1] - lo[1])
+    scale = (size - 1) * (1.0 - 2.0 * margin) / extent if extent > 0 else 1.0
+    out = np.empty_like(v)
+    out[:, :2] = (v[:, :2] - (lo[:2] + hi[:2]) / 2.0) * scale + (size - 1) / 2.0
+    out[:, 2] = (v[:, 2] - lo[2]) * scale
+    with _input_errors():
+        return render_lit(out.astype(np.float32), triangles, canvas, alpha=1.0)
+
+
+def render_aligned(vertices_img, triangles, size: int = 512,
+                   background: Background = None, frame: int = FRAME) -> np.ndarray:
+    """Lit render of an aligned mesh (image coordinates of a ``frame`` x ``frame`` image)
+    at ``size`` x ``size``: pixel centres map as ``x' = (x + 0.5) * size / frame - 0.5``
+    (same for y), z is scaled by ``size / frame`` (lighting is unchanged by the uniform
+    scale). ``background``: the frame image (e.g. the 120x120 face, resized bilinearly)
+    or a BGR colour (default dark grey)."""
+    size, frame = _check_size(size), _check_size(frame)
+    v = _as_n3(vertices_img)
+    k = np.float32(size / frame)
+    out = np.empty_like(v)
+    out[:, :2] = (v[:, :2] + np.float32(0.5)) * k - np.float32(0.5)
+    out[:, 2] = v[:, 2] * k
+    canvas = _background(background, size)
+    with _input_errors():
+        return render_lit(out, triangles, canvas, alpha=1.0)

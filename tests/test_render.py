@@ -1,0 +1,397 @@
+"""Lighting, runtime.render helpers and runtime.mesh_io writers."""
+from __future__ import annotations
+
+import pickle
+import re
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import Sim3DR
+from runtime.errors import InputError
+from runtime.mesh_io import depth_to_u16, read_png, write_depth, write_obj, write_ply, write_png
+from runtime.render import render_aligned, render_frontal, render_overlap, resize_image
+from Sim3DR.lighting import LIGHT_DEFAULTS, light_colors, normalize_vertices, overlay, render_lit
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bfm_3ddfa"
+
+
+def real_face():
+    if not (DATA / "ncc_code.npy").exists() or not (DATA / "tri.pkl").exists():
+        pytest.skip(f"real BFM face not available under {DATA}")
+    v = np.load(DATA / "ncc_code.npy").T.astype(np.float32)
+    with open(DATA / "tri.pkl", "rb") as f:
+        t = np.ascontiguousarray(pickle.load(f).T, dtype=np.int32)
+    return np.ascontiguousarray(v), t
+
+
+def grid_mesh(n=12, bump=0.3):
+    """A small dome height field in image coordinates (y down, z toward the viewer)."""
+    ys, xs = np.mgrid[0:n, 0:n].astype(np.float32)
+    z = bump * n * np.exp(-(((xs - n / 2) ** 2 + (ys - n / 2) ** 2) / (n * n / 8)))
+    v = np.column_stack([xs.ravel() * 2 + 4, ys.ravel() * 2 + 4, z.ravel()]).astype(np.float32)
+    q = (ys[:-1, :-1] * n + xs[:-1, :-1]).astype(np.int32).ravel()
+    # wound so that the normals point toward +z in these y-down coordinates
+    t = np.concatenate([np.stack([q, q + 1, q + n], 1), np.stack([q + 1, q + n + 1, q + n], 1)])
+    return v, t.astype(np.int32)
+
+
+def full(msg: str) -> str:
+    return "^" + re.escape(msg) + "$"
+
+
+# ------------------------------------------------------------------------ lighting
+
+
+def light_loop(v, t):
+    """Per-vertex loop version of the release's lighting, straight from the spec."""
+    v = v.astype(np.float64)
+    n = np.zeros_like(v)
+    for a, b, c in t:
+        f = np.cross(v[b] - v[a], v[c] - v[a])
+        n[a] += f
+        n[b] += f
+        n[c] += f
+    vn = v - v.min(0)
+    vn = vn / vn.max() * 2
+    vn = vn - vn.max(0) / 2
+    out = np.zeros(len(v))
+    for i in range(len(v)):
+        ni = n[i] / np.linalg.norm(n[i])
+        d = np.array([0, 0, 5.0]) - vn[i]
+        d /= np.linalg.norm(d)
+        cos = ni @ d
+        light = 0.3 + 0.6 * min(max(cos, 0), 1)
+        r = 2 * cos * ni - d
+        e = np.array([0, 0, 5.0]) - vn[i]
+        e /= np.linalg.norm(e)
+        spec = np.sum((e * r) ** 5)  # the release's quirk
+        spec = min(max(spec, 0), 1) if cos != 0 else 0
+        out[i] = min(max(light + 0.1 * spec, 0), 1)
+    return out
+
+
+def test_light_colors_match_spec_loop():
+    v, t = grid_mesh()
+    light = light_colors(v, t)
+    assert light.dtype == np.float32 and light.shape == v.shape
+    np.testing.assert_array_equal(light[:, 0], light[:, 1])
+    np.testing.assert_array_equal(light[:, 0], light[:, 2])
+    np.testing.assert_allclose(light[:, 0], light_loop(v, t), atol=2e-6)
+    assert LIGHT_DEFAULTS["intensity_ambient"] == 0.3 and LIGHT_DEFAULTS["specular_exp"] == 5
+
+
+def test_light_colors_overrides_and_back_faces():
+    v, t = grid_mesh()
+    only_ambient = light_colors(v, t, intensity_directional=0.0)
+    np.testing.assert_allclose(only_ambient, 0.3, atol=1e-7)
+    assert (Sim3DR.get_normal(v, t)[:, 2] > 0).all()  # the grid faces the light
+    # Back faces get no diffuse light, but the release's specular quirk (element-wise
+    # fifth powers) still lights them: reproduce it rather than "fix" it.
+    back = light_colors(v, t[:, ::-1])
+    np.testing.assert_allclose(back[:, 0], light_loop(v, t[:, ::-1]), atol=2e-6)
+    assert back.min() > 0.3
+    red = light_colors(v, t, color_ambient=(1, 0, 0), intensity_directional=0.0)
+    np.testing.assert_allclose(red[:, 1:], 0, atol=0)
+
+
+def test_normalize_vertices():
+    v = np.array([[1, 2, 3], [3, 6, 4]], np.float32)
+    out = normalize_vertices(v)
+    # minus min: [[0,0,0],[2,4,1]]; / 4 * 2: [[0,0,0],[1,2,0.5]]; minus max/2
+    np.testing.assert_allclose(out, [[-0.5, -1, -0.25], [0.5, 1, 0.25]])
+    np.testing.assert_array_equal(v, [[1, 2, 3], [3, 6, 4]])  # input untouched
+    assert np.isfinite(normalize_vertices(np.ones((3, 3), np.float32))).all()
+
+
+def test_render_lit_copies_background_and_matches_manual_pipeline():
+    v, t = grid_mesh()
+    bg = np.random.default_rng(0).integers(0, 255, (32, 30, 3), dtype=np.uint8)
+    keep = bg.copy()
+    out = render_lit(v, t, bg)
+    np.testing.assert_array_equal(bg, keep)
+    manual = Sim3DR.rasterize(v, t, light_colors(v, t), bg.copy())
+    np.testing.assert_array_equal(out, manual)
+    assert (out != bg).any()
+    half = render_lit(v, t, bg, alpha=0.5)
+    np.testing.assert_array_equal(half, Sim3DR.rasterize(v, t, light_colors(v, t), bg.copy(),
+                                                         alpha=0.5))
+
+
+def test_overlay():
+    a = np.array([[[0, 100, 255]]], np.uint8)
+    b = np.array([[[255, 101, 0]]], np.uint8)
+    np.testing.assert_array_equal(overlay(a, b, 0.5), [[[128, 100, 128]]])  # half to even
+    np.testing.assert_array_equal(overlay(a, b, 0.0), a)
+    np.testing.assert_array_equal(overlay(a, b, 1.0), b)
+    with pytest.raises(ValueError):
+        overlay(a, b[:, :, :2], 0.5)
+
+
+# ------------------------------------------------------------------------ runtime.render
+
+
+def test_render_overlap_draws_over_face_copy():
+    v, t = grid_mesh()
+    face = np.full((120, 120, 3), 90, np.uint8)
+    out = render_overlap(v, t, face)
+    assert out.shape == (120, 120, 3) and out.dtype == np.uint8
+    assert (face == 90).all()
+    np.testing.assert_array_equal(out, render_lit(v, t, face))
+    np.testing.assert_array_equal(render_overlap(v.T, t, face), out)  # (3, N) layout
+
+
+def test_render_overlap_errors_are_input_errors():
+    v, t = grid_mesh()
+    face = np.zeros((120, 120, 3), np.uint8)
+    bad = t.copy()
+    bad[0, 0] = len(v)
+    with pytest.raises(InputError, match=full(f"triangles: index {len(v)} out of range "
+                                              f"for {len(v)} vertices")):
+        render_overlap(v, bad, face)
+    with pytest.raises(InputError, match=full("face_image_bgr: expected a uint8 (H, W, 3) "
+                                              "BGR image, got float64 with shape (120, 120, 3)")):
+        render_overlap(v, t, face.astype(np.float64))
+    v2 = v.copy()
+    v2[3, 1] = np.nan
+    with pytest.raises(InputError, match=full("vertices: contains NaN or infinite values")):
+        render_overlap(v2, t, face)
+
+
+def test_render_aligned_scales_the_frame():
+    v, t = grid_mesh()
+    face = np.full((120, 120, 3), 30, np.uint8)
+    small = render_overlap(v, t, face)
+    big = render_aligned(v, t, size=480, background=face)
+    assert big.shape == (480, 480, 3)
+    drawn_small = (small != 30).any(axis=2)
+    drawn_big = (big != 30).any(axis=2)
+    # the covered area scales with the square of the factor (4x4)
+    assert drawn_big.sum() == pytest.approx(16 * drawn_small.sum(), rel=0.15)
+    # lighting is invariant to the uniform scale: same grey levels
+    assert abs(np.median(big[drawn_big]) - np.median(small[drawn_small])) <= 2
+    grey = render_aligned(v, t, size=240)
+    assert tuple(grey[0, 0]) == (48, 48, 48)
+
+
+def test_render_frontal_real_face(tmp_path):
+    v, t = real_face()
+    img = render_frontal(v, t, size=256)
+    assert img.shape == (256, 256, 3) and img.dtype == np.uint8
+    bg = (img == 48).all(axis=2)
+    cover = 1 - bg.mean()
+    assert 0.45 < cover < 0.9
+    gray = img[:, :, 0].astype(float)
+    np.testing.assert_array_equal(img[:, :, 0], img[:, :, 1])
+    face = gray[~bg]
+    assert face.std() > 10 and face.max() > 200 and face.min() < 150
+    # surfaces facing the light (+z) are brighter than grazing ones
+    n = Sim3DR.get_normal(v * np.array([1, -1, 1], np.float32), t)
+    light = light_colors(v * np.array([1, -1, 1], np.float32), t)[:, 0]
+    assert light[n[:, 2] > 0.95].mean() > light[(n[:, 2] > 0) & (n[:, 2] < 0.3)].mean() + 0.2
+    # the face is upright: the widest rows (cheeks / forehead) are not at the bottom
+    rows = (~bg).sum(axis=1)
+    assert np.argmax(rows) < 200
+    write_png(tmp_path / "frontal.png", img)
+    np.testing.assert_array_equal(read_png(tmp_path / "frontal.png"), img)
+
+
+def test_render_frontal_background_and_errors():
+    v, t = grid_mesh()
+    out = render_frontal(v, t, size=64, background=(10, 20, 30))
+    assert tuple(out[0, 0]) == (10, 20, 30)
+    bg = np.full((16, 16, 3), 7, np.uint8)
+    assert tuple(render_frontal(v, t, size=64, background=bg)[0, 0]) == (7, 7, 7)
+    with pytest.raises(InputError, match=full("size: expected a positive integer, got 0")):
+        render_frontal(v, t, size=0)
+    with pytest.raises(InputError, match=r"^vertices: expected an \(N, 3\) or \(3, N\)"):
+        render_frontal(np.zeros((5, 2)), t, size=64)
+
+
+def test_resize_image():
+    img = np.arange(12, dtype=np.uint8).reshape(2, 2, 3) * 20
+    near = resize_image(img, 4, 4, mode="nearest")
+    np.testing.assert_array_equal(near[:2, :2], np.broadcast_to(img[0, 0], (2, 2, 3)))
+    np.testing.assert_array_equal(near[2:, 2:], np.broadcast_to(img[1, 1], (2, 2, 3)))
+    lin = resize_image(img, 4, 4)
+    np.testing.assert_array_equal(lin[0, 0], img[0, 0])  # corners clamp
+    np.testing.assert_array_equal(lin[3, 3], img[1, 1])
+    assert lin[0, 1, 0] == round(0.75 * img[0, 0, 0] + 0.25 * img[0, 1, 0])
+
+
+# ------------------------------------------------------------------------ mesh_io
+
+
+def parse_obj(path):
+    vs, fs = [], []
+    for line in Path(path).read_text().splitlines():
+        parts = line.split()
+        if parts[0] == "v":
+            vs.append([float(x) for x in parts[1:]])
+        elif parts[0] == "f":
+            fs.append([int(x) for x in parts[1:]])
+    return np.array(vs), np.array(fs)
+
+
+def test_write_obj_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    v = (rng.standard_normal((50, 3)) * [1e5, 1e-4, 3]).astype(np.float32)
+    t = rng.integers(0, 50, (80, 3))
+    vs, fs = parse_obj(write_obj(tmp_path / "m.obj", v, t))
+    np.testing.assert_array_equal(vs.astype(np.float32), v)  # exact float32 round trip
+    np.testing.assert_array_equal(fs, t + 1)
+    c = rng.random((50, 3)).astype(np.float32)
+    vs, _ = parse_obj(write_obj(tmp_path / "c.obj", v, t, colors=c))
+    np.testing.assert_allclose(vs[:, 3:], c, atol=1e-6)
+    vs, _ = parse_obj(write_obj(tmp_path / "u.obj", v, t, colors=(c * 255).astype(np.uint8)))
+    np.testing.assert_allclose(vs[:, 3:], (c * 255).astype(np.uint8) / 255, atol=1e-6)
+
+
+def parse_ply(path):
+    data = Path(path).read_bytes()
+    end = data.index(b"end_header\n") + len(b"end_header\n")
+    header = data[:end].decode("ascii").splitlines()
+    nv = int(next(h for h in header if h.startswith("element vertex")).split()[-1])
+    nf = int(next(h for h in header if h.startswith("element face")).split()[-1])
+    colored = "property uchar red" in header
+    vdt = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    if colored:
+        vdt += [("r", "u1"), ("g", "u1"), ("b", "u1")]
+    vert = np.frombuffer(data, dtype=vdt, count=nv, offset=end)
+    off = end + vert.nbytes
+    face = np.frombuffer(data, dtype=[("n", "u1"), ("i", "<i4", (3,))], count=nf, offset=off)
+    assert off + face.nbytes == len(data)
+    return header, vert, face
+
+
+def test_write_ply_round_trip(tmp_path):
+    rng = np.random.default_rng(1)
+    v = rng.standard_normal((40, 3)).astype(np.float32)
+    t = rng.integers(0, 40, (70, 3)).astype(np.int32)
+    header, vert, face = parse_ply(write_ply(tmp_path / "m.ply", v, t))
+    assert header[:2] == ["ply", "format binary_little_endian 1.0"]
+    assert "element face 70" in header and "property list uchar int vertex_indices" in header
+    np.testing.assert_array_equal(np.column_stack([vert["x"], vert["y"], vert["z"]]), v)
+    assert (face["n"] == 3).all()
+    np.testing.assert_array_equal(face["i"], t)
+    c = rng.random((40, 3))
+    _, vert, _ = parse_ply(write_ply(tmp_path / "c.ply", v, t, colors=c))
+    np.testing.assert_array_equal(np.column_stack([vert["r"], vert["g"], vert["b"]]),
+                                  np.rint(c * 255).astype(np.uint8))
+
+
+def test_mesh_writer_errors(tmp_path):
+    v = np.zeros((3, 3), np.float32)
+    with pytest.raises(InputError, match=full("triangles: index 3 out of range for 3 vertices")):
+        write_obj(tmp_path / "a.obj", v, np.array([[0, 1, 3]]))
+    with pytest.raises(InputError, match=full("colors: expected a numeric (3, 3) array, got "
+                                              "float64 with shape (2, 3)")):
+        write_ply(tmp_path / "a.ply", v, np.array([[0, 1, 2]]), colors=np.zeros((2, 3)))
+
+
+def test_write_obj_speed_release_size(tmp_path):
+    rng = np.random.default_rng(2)
+    v = (rng.standard_normal((53215, 3)) * 1e5).astype(np.float32)
+    t = rng.integers(0, 53215, (105840, 3)).astype(np.int32)
+    t0 = time.perf_counter()
+    write_obj(tmp_path / "big.obj", v, t)
+    write_ply(tmp_path / "big.ply", v, t)
+    assert time.perf_counter() - t0 < 3.0  # typically ~0.3 s for both on 2 cores
+
+
+def png_chunks(data: bytes):
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, out = 8, []
+    while pos < len(data):
+        (n,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]
+        (crc,) = struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])
+        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF
+        out.append((kind, body))
+        pos += 12 + n
+    return out
+
+
+def test_write_png_bytes_bgr_to_rgb(tmp_path):
+    img = np.random.default_rng(3).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    chunks = png_chunks(write_png(tmp_path / "c.png", img).read_bytes())
+    assert [k for k, _ in chunks] == [b"IHDR", b"IDAT", b"IEND"]
+    assert struct.unpack(">IIBBBBB", chunks[0][1]) == (7, 5, 8, 2, 0, 0, 0)
+    raw = np.frombuffer(zlib.decompress(chunks[1][1]), np.uint8).reshape(5, 1 + 21)
+    assert (raw[:, 0] == 0).all()
+    np.testing.assert_array_equal(raw[:, 1:].reshape(5, 7, 3), img[:, :, ::-1])  # RGB
+    np.testing.assert_array_equal(read_png(tmp_path / "c.png"), img)
+
+
+def test_write_png_gray_16bit_and_alpha(tmp_path):
+    g16 = np.array([[0, 1, 65535], [256, 4660, 300]], np.uint16)
+    chunks = png_chunks(write_png(tmp_path / "g.png", g16).read_bytes())
+    assert struct.unpack(">IIBBBBB", chunks[0][1]) == (3, 2, 16, 0, 0, 0, 0)
+    raw = np.frombuffer(zlib.decompress(chunks[1][1]), np.uint8).reshape(2, 7)
+    np.testing.assert_array_equal(raw[:, 1:].copy().view(">u2"), g16)  # big-endian
+    np.testing.assert_array_equal(read_png(tmp_path / "g.png"), g16)
+    g8 = np.arange(12, dtype=np.uint8).reshape(3, 4, 1)
+    np.testing.assert_array_equal(read_png(write_png(tmp_path / "g8.png", g8)), g8[:, :, 0])
+    bgra = np.random.default_rng(4).integers(0, 256, (3, 3, 4), dtype=np.uint8)
+    np.testing.assert_array_equal(read_png(write_png(tmp_path / "a.png", bgra)), bgra)
+    with pytest.raises(InputError, match=full("image: expected uint8 gray/BGR/BGRA or uint16 "
+                                              "gray, got float32 with shape (2, 2)")):
+        write_png(tmp_path / "x.png", np.zeros((2, 2), np.float32))
+
+
+def test_read_png_all_filters(tmp_path):
+    # Hand-made PNG using filter types 1-4 on successive rows.
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, (5, 4, 3), dtype=np.uint8)
+    rgb = img[:, :, ::-1].reshape(5, 12).astype(np.int32)
+    rows, prev = [], np.zeros(12, np.int32)
+    for y, ftype in enumerate([1, 2, 3, 4, 0]):
+        cur, enc = rgb[y], []
+        for x in range(12):
+            a = cur[x - 3] if x >= 3 else 0
+            b = prev[x]
+            c = prev[x - 3] if x >= 3 else 0
+            p = a + b - c
+            pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+            pred = {0: 0, 1: a, 2: b, 3: (a + b) // 2,
+                    4: a if pa <= pb and pa <= pc else (b if pb <= pc else c)}[ftype]
+            enc.append((cur[x] - pred) & 0xFF)
+        rows.append(bytes([ftype]) + bytes(enc))
+        prev = cur
+    ihdr = struct.pack(">IIBBBBB", 4, 5, 8, 2, 0, 0, 0)
+
+    def chunk(k, d):
+        return struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d))
+
+    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b""))
+    (tmp_path / "f.png").write_bytes(data)
+    np.testing.assert_array_equal(read_png(tmp_path / "f.png"), img)
+
+
+def test_write_depth(tmp_path):
+    depth = np.full((4, 5), -np.inf, np.float32)
+    depth[1, 1], depth[2, 3], depth[3, 4] = 10.0, 20.0, 15.0
+    depth[0, 0] = Sim3DR.DEPTH_INIT  # the z-buffer's initial value also means empty
+    png, npy = write_depth(tmp_path / "d.png", depth)
+    assert npy == tmp_path / "d.npy"
+    u16 = read_png(png)
+    assert u16.dtype == np.uint16
+    assert u16[1, 1] == 1 and u16[2, 3] == 65535 and u16[3, 4] == 32768
+    assert (u16[depth < 10] == 0).all()
+    raw = np.load(npy)
+    assert raw.dtype == np.float32 and raw[2, 3] == 20 and np.isneginf(raw[0, 0])
+    u, drawn = depth_to_u16(np.full((2, 2), 3.0, np.float32))
+    assert (u == 65535).all() and drawn.all()
+
+
+def test_depth_from_rasterize_buffers(tmp_path):
+    v, t = grid_mesh()
+    depth, index = Sim3DR.rasterize_buffers(v, t, 32, 32)
+    png, _ = write_depth(tmp_path / "g.png", depth)
+    u16 = read_png(png)
+    assert ((u16 > 0) == (index >= 0)).all()
