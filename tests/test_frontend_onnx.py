@@ -57,12 +57,14 @@ def tolerance(x: np.ndarray) -> np.ndarray:
     the filter's standard deviation over time. With many frames std is ~1 and this is
     negligible; with 2-3 frames (S < 480) a filter can have nearly equal values (std ~1e-3)
     and the output itself is ill-conditioned (the release's own numbers then depend on
-    summation order). So: 1e-4 + 8 ulp / std.
+    summation order). So: 1e-4 + 8 ulp / std, the extra term capped at 1e-2 (with one frame,
+    std = 0, both paths give exact zeros). On the signals below every error is < 1e-4 anyway
+    (largest 5e-5, at S = 479); the widening only guards against other float32 kernels.
     """
     lm = log_mel(x)
     std = lm.std(axis=0).astype(np.float64)
     ulp = np.spacing(np.abs(lm).max(axis=0)).astype(np.float64)
-    return 1e-4 + 8 * ulp / np.maximum(std, 1e-12)
+    return 1e-4 + np.minimum(8 * ulp / np.maximum(std, 1e-12), 1e-2)
 
 
 def test_checker_and_operators(frontend):
