@@ -140,7 +140,7 @@ def _check_rate(rate, where: str = "") -> float:
 
 
 def _array_to_scaled(arr: np.ndarray) -> np.ndarray:
-    """A user's array -> float64 (samples, channels) in int16 scale."""
+    """A user's array -> (samples, channels) int16-scale values (float64; int16 left as is)."""
     a = arr
     if a.ndim == 1:
         a = a[:, None]
@@ -152,7 +152,7 @@ def _array_to_scaled(arr: np.ndarray) -> np.ndarray:
         raise InputError("audio array has no samples (length 0)")
     dt = a.dtype
     if dt == np.int16:
-        return a.astype(np.float64)
+        return a  # _finish keeps int16 as is when nothing is to be done
     if dt == np.uint8:
         return (a.astype(np.float64) - 128.0) * 256.0
     if dt == np.int8:
@@ -171,9 +171,13 @@ def _array_to_scaled(arr: np.ndarray) -> np.ndarray:
 
 
 def _finish(values: np.ndarray, rate: float) -> np.ndarray:
-    """float64 (samples, channels) int16-scale at ``rate`` -> mono 16 kHz int16."""
+    """(samples, channels) int16-scale values (float64, or int16) at ``rate`` -> mono 16 kHz int16."""
     if values.shape[0] == 0:
         raise InputError("audio has no samples")
+    if values.dtype == np.int16:
+        if values.shape[1] == 1 and rate == TARGET_RATE:
+            return values[:, 0].copy()  # the release's own input: passed through bit-exact
+        values = values.astype(np.float64)
     mono = values[:, 0] if values.shape[1] == 1 else values.mean(axis=1)
     if rate != TARGET_RATE:
         import soxr  # lazy: only needed for resampling
@@ -310,7 +314,7 @@ def _parse_fmt(body: bytes, e: str, name: str):
 
 
 def _decode_pcm(raw: bytes, kind: str, width: int, e: str, name: str) -> np.ndarray:
-    """Raw sample bytes -> flat float64 int16-scale values."""
+    """Raw sample bytes -> flat int16-scale values (float64; int16 for 16-bit PCM)."""
     if kind == "float":
         f = np.frombuffer(raw, dtype=np.dtype(e + ("f4" if width == 4 else "f8"))).astype(np.float64)
         bad = ~np.isfinite(f)
@@ -321,8 +325,8 @@ def _decode_pcm(raw: bytes, kind: str, width: int, e: str, name: str) -> np.ndar
         return f * 32768.0
     if width == 1:  # 8-bit WAV is unsigned, offset 128
         return (np.frombuffer(raw, dtype=np.uint8).astype(np.float64) - 128.0) * 256.0
-    if width == 2:
-        return np.frombuffer(raw, dtype=np.dtype(e + "i2")).astype(np.float64)
+    if width == 2:  # kept as int16 (see _finish): no float copy of the common case
+        return np.frombuffer(raw, dtype=np.dtype(e + "i2")).astype(np.int16)
     if width == 3:
         b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
         if e == "<":
