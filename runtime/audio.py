@@ -75,7 +75,8 @@ def load_audio(source, sample_rate: float | None = None, *,
     array of samples, 1-D (mono) or 2-D ``(samples, channels)``; for an array
     ``sample_rate`` (Hz) is required. Array dtypes: int16, int32 (full-scale 32-bit),
     uint8 (offset binary 8-bit), int8, or float (float16/32/64, full scale [-1, 1]).
-    ``sample_rate`` must be left out for files (the header says it).
+    For files the header states the rate: ``sample_rate`` may be left out, and if given
+    it must agree with the header.
     ``max_bytes``: refuse files (or bytes) larger than this; ``None``: no limit.
     """
     if isinstance(source, np.ndarray):
@@ -84,9 +85,6 @@ def load_audio(source, sample_rate: float | None = None, *,
         rate = _check_rate(sample_rate)
         values = _array_to_scaled(source)
         return _finish(values, rate)
-
-    if sample_rate is not None:
-        raise InputError("sample_rate must not be given for an audio file: its header states the rate")
 
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
@@ -117,6 +115,10 @@ def load_audio(source, sample_rate: float | None = None, *,
         values, rate = _read_wav(data, name)
     else:
         values, rate = _read_soundfile(data, name)
+    if sample_rate is not None and _check_rate(sample_rate) != rate:
+        raise InputError(
+            f"sample_rate={sample_rate} was given but the header of {name} says {rate:g} Hz "
+            "(leave sample_rate out for files)")
     return _finish(values, rate)
 
 

@@ -126,6 +126,6 @@ def remove_silence(samples_int16, aggressiveness: int = 2, frame_ms: int = 20,
         raise NoSpeechError(
             f"no speech found in {seconds:.2f} s of audio by voice activity detection "
             f"(webrtcvad, aggressiveness {aggressiveness}); if the recording does contain "
-            "speech, skip silence removal (vad=False)")
+            "speech, skip silence removal (vad=False; --no-vad on the command line)")
     idx = np.asarray(kept, dtype=np.intp)
     return np.ascontiguousarray(x[:n_frames * n].reshape(n_frames, n)[idx].reshape(-1), dtype=np.int16)

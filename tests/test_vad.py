@@ -146,7 +146,7 @@ def test_silence_raises_no_speech():
 
     with pytest.raises(NoSpeechError, match="^" + re.escape(
             "no speech found in 3.00 s of audio by voice activity detection (webrtcvad, aggressiveness 2); "
-            "if the recording does contain speech, skip silence removal (vad=False)") + "$"):
+            "if the recording does contain speech, skip silence removal (vad=False; --no-vad on the command line)") + "$"):
         remove_silence(np.zeros(48000, np.int16))
 
 
