@@ -40,9 +40,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.input is None and not args.demo:
         raise CmpError("give an INPUT (audio file, or .npy fbank) or --demo for the built-in test voice")
     predictor = Predictor(_models_folder(args), args.pipeline, args.device, args.threads, vad=not args.no_vad)
-    if predictor.untrained:
-        _progress("WARNING: these models come from the synthetic asset pack: UNTRAINED weights, "
-                  "the face does not depend on the voice. Pass --release DIR for the real models.")
     if args.demo:
         result = predictor.predict(demo_voice(), sample_rate=16000)
     else:
@@ -54,6 +51,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     written.append(write_png(out / "render.png", image))
     if result.face_image is not None:
         written.append(write_png(out / "face.png", result.face_image))
+    if predictor.untrained:
+        _progress("WARNING: these models come from the synthetic asset pack: UNTRAINED weights, "
+                  "the face does not depend on the voice. Pass --release DIR for the real models.")
     stages = "  ".join(f"{k} {v:.1f} ms" for k, v in result.timings.items())
     print(f"{args.pipeline} pipeline ({', '.join(predictor.models.providers)}): {stages}")
     for path in written:
@@ -118,13 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
     # The exporter (torch) parses its own arguments, so 'cmp-face predict' never loads torch.
     e = sub.add_parser("export", add_help=False, help="export a release folder (or the synthetic pack) to "
                                                       "ONNX; same arguments as export/to_onnx.py")
-    e.add_argument("rest", nargs=argparse.REMAINDER)
     e.set_defaults(func=cmd_export, debug=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "export":
+        args.rest = rest  # handed to the exporter's own parser
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.func(args)
     except (CmpError, OSError) as exc:

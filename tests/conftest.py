@@ -1,0 +1,37 @@
+"""Shared fixtures. The synthetic models are built once per session through the same cache
+path that ``cmp-face predict`` uses without ``--models`` (so that path is exercised too)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+FBANKS = sorted((DATA / "fbank_preprocessed").glob("*.npy"))
+WAVS = sorted((DATA / "voxceleb_wav").glob("*.wav"))
+
+
+def requires(paths: list[Path], what: str):
+    return pytest.mark.skipif(not paths, reason=f"{what} not found under {DATA} (the shared test data)")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cmp-cache")
+    os.environ["CMP_DEPLOY_CACHE"] = str(path)  # read by export.cache and by CLI subprocesses
+    return path
+
+
+@pytest.fixture(scope="session")
+def models_dir(cache_dir) -> Path:
+    pytest.importorskip("torch", reason="building the models needs the export extra")
+    from export.cache import synthetic_models
+
+    return synthetic_models(progress=lambda message: None)
+
+
+@pytest.fixture(scope="session")
+def pack_dir(models_dir) -> Path:
+    """The synthetic release-layout folder the models were exported from."""
+    return models_dir.parent / "release"

@@ -1,0 +1,155 @@
+"""runtime.Predictor on fbank input: results, batching, bad input, and no torch at run time."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime import Predictor
+from runtime.errors import InputError, ModelError
+from runtime.result import display_image
+from tests.conftest import FBANKS, requires
+
+
+@pytest.fixture(scope="module")
+def supervised(models_dir) -> Predictor:
+    return Predictor(models_dir, "supervised", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def unsupervised(models_dir) -> Predictor:
+    return Predictor(models_dir, "unsupervised", device="cpu")
+
+
+def fbank(frames: int = 1000, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(frames, 64)).astype(np.float32)
+
+
+def test_supervised_result(supervised):
+    r = supervised.predict(fbank())
+    assert r.untrained and supervised.untrained
+    assert r.embedding.shape == (64,) and abs(np.linalg.norm(r.embedding) - 1) < 1e-5
+    assert r.params.shape == (51,) and r.vertices.shape == (53215, 3) and r.vertices.dtype == np.float32
+    assert r.triangles.shape[1] == 3 and r.face_image is None and r.pose_R is None
+    assert set(r.timings) == {"features", "encoder", "decoder", "postprocess", "total"}
+    assert set(r.arrays()) == {"embedding", "params", "vertices"}
+
+
+def test_unsupervised_result(unsupervised):
+    r = unsupervised.predict(fbank())
+    assert r.params.shape == (102,) and r.vertices.shape == (53215, 3)
+    assert r.face_image.shape == (120, 120, 3) and r.face_image.dtype == np.uint8
+    assert r.pose_R.shape == (3, 3) and r.pose_offset.shape == (3,)
+    np.testing.assert_allclose(np.linalg.norm(r.pose_R, axis=1), 1, atol=1e-5)
+    assert set(r.arrays()) == {"embedding", "params", "vertices", "face_image", "pose_R", "pose_offset",
+                               "vertices_frontal"}
+
+
+def test_display_image_is_the_releases_conversion():
+    img = np.array([[[-2.0, -1.0], [0.0, 0.999]], [[1.0, 3.0], [0.5, -0.5]], [[0.1, 0.2], [0.3, 0.4]]],
+                   dtype=np.float32)  # (3, 2, 2) RGB
+    out = display_image(img)
+    expected = (np.clip(img, -1, 1) * np.float32(127.5) + np.float32(128)).astype(np.uint8)
+    np.testing.assert_array_equal(out, expected.transpose(1, 2, 0)[:, :, ::-1])
+    assert out[0, 0].tolist() == [140, 255, 0]  # B from 0.1, G from 1.0 (255.5 truncated), R from -2
+
+
+@requires(FBANKS, "the release's preprocessed fbanks")
+def test_npy_file_equals_array_and_matches_pytorch(supervised, pack_dir):
+    torch = pytest.importorskip("torch")
+    from export.checkpoints import load_release
+
+    r = supervised.predict(str(FBANKS[0]))
+    assert np.array_equal(r.vertices, supervised.predict(np.load(FBANKS[0])).vertices)
+    loaded = load_release(pack_dir, "supervised")
+    with torch.no_grad():
+        emb = loaded.encoder(torch.from_numpy(np.load(FBANKS[0]).T[None].copy()))
+        params, vertices = loaded.decoder(emb)
+    np.testing.assert_allclose(r.vertices, vertices[0].numpy(), rtol=0, atol=1e-4 * float(vertices.abs().max()))
+    np.testing.assert_allclose(r.params, params[0].numpy(), rtol=0, atol=1e-5)
+
+
+def test_batch_of_different_lengths_equals_single_predictions(unsupervised):
+    inputs = [fbank(1000, 1), fbank(1269, 2), fbank(1000, 3), fbank(1751, 4)]
+    batch = unsupervised.predict_batch(inputs)
+    for x, r in zip(inputs, batch):
+        one = unsupervised.predict(x)
+        np.testing.assert_allclose(r.embedding, one.embedding, atol=1e-6)
+        np.testing.assert_allclose(r.vertices, one.vertices, atol=1e-3)
+        np.testing.assert_array_equal(r.face_image.astype(int), one.face_image.astype(int))
+
+
+@pytest.mark.parametrize("value, message", [
+    (np.zeros((1000, 63), np.float32), "fbank: expected shape (T, 64), got (1000, 63)"),
+    (np.zeros((64, 1000), np.float32), "fbank: expected shape (T, 64), got (64, 1000) (transposed? the "
+                                       "release's files are (T, 64))"),
+    (np.zeros((2, 1000, 64), np.float32), "fbank: expected shape (T, 64), got (2, 1000, 64)"),
+    (np.zeros((1000, 64), np.int16), "fbank: dtype int16 is not supported; expected float32 features of shape (T, 64)"),
+    (np.zeros((0, 64), np.float32), "fbank: empty (0 frames)"),
+    (np.where(np.arange(64000).reshape(1000, 64) == 6500, np.nan, 0).astype(np.float32),
+     "fbank: contains NaN or inf values (first at frame 101)"),
+    (np.full((10, 64), np.inf, np.float32), "fbank: contains NaN or inf values (first at frame 0)"),
+    (np.zeros(16000, np.float32), "a 1-D array is audio: pass sample_rate=... (or give (T, 64) fbank features)"),
+])
+def test_bad_arrays(supervised, value, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        supervised.predict(value)
+
+
+def test_bad_files_and_types(supervised, tmp_path):
+    missing = tmp_path / "missing.npy"
+    with pytest.raises(InputError, match=re.escape(f"{missing}: file not found")):
+        supervised.predict(missing)
+    garbage = tmp_path / "garbage.npy"
+    garbage.write_bytes(b"\x00\x01not numpy")
+    with pytest.raises(InputError, match=re.escape(f"{garbage}: not a readable .npy array")):
+        supervised.predict(garbage)
+    pickled = tmp_path / "pickled.npy"
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(InputError, match=re.escape(f"{pickled}: not a readable .npy array")):
+        supervised.predict(pickled)
+    with pytest.raises(InputError, match=re.escape("unsupported input type list")):
+        supervised.predict([1.0, 2.0])
+    with pytest.raises(InputError, match=re.escape("predict_batch: no inputs")):
+        supervised.predict_batch([])
+
+
+def test_models_folder_errors(models_dir, tmp_path):
+    with pytest.raises(ModelError, match=re.escape(f"{tmp_path / 'none'}: models folder not found")):
+        Predictor(tmp_path / "none")
+    with pytest.raises(ModelError, match=re.escape(f"{tmp_path / 'models.json'}: not found; export the models")):
+        Predictor(tmp_path)
+    with pytest.raises(ModelError, match=re.escape("unknown pipeline 'both': choose one of supervised, unsupervised")):
+        Predictor(models_dir, "both")
+    with pytest.raises(ModelError, match=re.escape("unknown device 'tpu': choose one of auto, cpu, cuda")):
+        Predictor(models_dir, device="tpu")
+    copy = tmp_path / "copy"
+    shutil.copytree(models_dir, copy)
+    manifest = json.loads((copy / "models.json").read_text())
+    manifest["pipelines"] = ["supervised"]
+    (copy / "models.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match=re.escape(f"{copy} holds no unsupervised decoder (exported: supervised)")):
+        Predictor(copy, "unsupervised")
+    (copy / "encoder.onnx").write_bytes(b"truncated")
+    with pytest.raises(ModelError, match=re.escape(f"{copy / 'encoder.onnx'}: ONNX Runtime cannot load this model")):
+        Predictor(copy, "supervised")
+
+
+def test_runtime_never_imports_torch(models_dir):
+    code = (
+        "import sys, numpy as np\n"
+        "from runtime import Predictor\n"
+        f"p = Predictor({str(models_dir)!r}, 'unsupervised', device='cpu')\n"
+        "r = p.predict(np.random.default_rng(0).normal(size=(1000, 64)).astype(np.float32))\n"
+        "r.render()\n"
+        "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'export')))\n"
+        "print('LOADED', bad)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], check=True)
+    assert "LOADED []" in out.stdout, out.stdout + out.stderr
