@@ -260,3 +260,26 @@ def test_frontend_modules_do_not_import_torch():
     r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
                        env={**__import__("os").environ, "PYTHONPATH": str(root)})
     assert r.returncode == 0, r.stderr
+
+
+def test_log_mel_is_thread_safe_and_repeatable():
+    """log_mel reuses per-thread work buffers: concurrent calls must not interfere."""
+    import threading
+
+    xs = [synthetic(160 * 300 + 7 * i, seed=i) for i in range(4)]
+    refs = [fbank.log_mel(x) for x in xs]
+    ok = []
+
+    def work(i):
+        ok.append(all(np.array_equal(fbank.log_mel(xs[i]), refs[i]) for _ in range(10)))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert ok == [True] * 4
+    # the result never aliases the work buffers
+    a = fbank.log_mel(xs[0])
+    fbank.log_mel(xs[1])
+    np.testing.assert_array_equal(a, refs[0])
