@@ -214,14 +214,19 @@ struct ShadeIndex {
 };
 
 // floor(min)..ceil(max) of three coordinates clipped to [0, n-1]; false when empty.
+// The extremes are clamped to [-1, n] first (which changes no decision) so that floor
+// and ceil can be done exactly with integer truncation (SSE2 has no roundss).
 inline bool clip_range(float a, float b, float c, int n, int32_t& lo, int32_t& hi) {
-    const float mn = std::floor(std::min(a, std::min(b, c)));
-    const float mx = std::ceil(std::max(a, std::max(b, c)));
-    const float last = static_cast<float>(n - 1);
-    if (mn > last || mx < 0.0f) return false;
-    lo = mn < 0.0f ? 0 : static_cast<int32_t>(mn);
-    hi = mx > last ? n - 1 : static_cast<int32_t>(mx);
-    return lo <= hi;
+    const float top = static_cast<float>(n);
+    const float mn = std::min(std::max(std::min(a, std::min(b, c)), -1.0f), top);
+    const float mx = std::min(std::max(std::max(a, std::max(b, c)), -1.0f), top);
+    const int tmn = static_cast<int>(mn), tmx = static_cast<int>(mx);
+    const int fl = tmn - (mn < static_cast<float>(tmn));  // floor(mn)
+    const int ce = tmx + (mx > static_cast<float>(tmx));  // ceil(mx)
+    if (fl > n - 1 || ce < 0) return false;
+    lo = fl < 0 ? 0 : fl;
+    hi = ce > n - 1 ? n - 1 : ce;
+    return true;
 }
 
 // Per-triangle constants; false when the triangle is off-screen or degenerate.
@@ -396,7 +401,10 @@ void rasterize_fast(const float* V, const int32_t* T, int64_t ntri, int h, int w
         return;
     }
     // Horizontal bands, several per thread for load balance.
-    const int band_h = std::max(4, std::min(64, h / (nt * kBandsPerThread)));
+    // Band height: a power of two (binning uses shifts), 4..64 rows.
+    int band_shift = 2;
+    while (band_shift < 6 && (2 << band_shift) * nt * kBandsPerThread <= h) ++band_shift;
+    const int band_h = 1 << band_shift;
     const int nbands = (h + band_h - 1) / band_h;
     nt = std::min(nt, nbands);
 
@@ -417,10 +425,9 @@ void rasterize_fast(const float* V, const int32_t* T, int64_t ntri, int h, int w
             const float* p0 = V + 3 * static_cast<int64_t>(T[3 * t]);
             const float* p1 = V + 3 * static_cast<int64_t>(T[3 * t + 1]);
             const float* p2 = V + 3 * static_cast<int64_t>(T[3 * t + 2]);
-            int32_t x0, x1, y0, y1;
+            int32_t y0, y1;  // x is checked in phase 2 (few triangles are off to the side)
             if (!clip_range(p0[1], p1[1], p2[1], h, y0, y1)) continue;
-            if (!clip_range(p0[0], p1[0], p2[0], w, x0, x1)) continue;
-            for (int k = y0 / band_h, k1 = y1 / band_h; k <= k1; ++k)
+            for (int k = y0 >> band_shift, k1 = y1 >> band_shift; k <= k1; ++k)
                 mine[k].push_back(static_cast<int32_t>(t));
         }
         barrier.wait();
