@@ -28,7 +28,7 @@
 #endif
 
 #ifndef SIM3DR_BANDS_PER_THREAD
-#define SIM3DR_BANDS_PER_THREAD 16
+#define SIM3DR_BANDS_PER_THREAD 8
 #endif
 
 namespace sim3dr {
