@@ -408,27 +408,32 @@ void rasterize_fast(const float* V, const int32_t* T, int64_t ntri, int h, int w
     const int nbands = (h + band_h - 1) / band_h;
     nt = std::min(nt, nbands);
 
-    // lists[t * nbands + b]: triangles of thread t's chunk whose candidate rows touch
-    // band b, in index order. Only ids are stored (the per-triangle constants are
-    // recomputed in phase 2: cheaper than writing and re-reading them through memory).
-    std::vector<std::vector<int32_t>> lists(static_cast<size_t>(nt) * nbands);
-    std::atomic<int> next_band{0};
+    // Triangles are cut into nchunks contiguous chunks, claimed dynamically in phase 1
+    // (a thread that the OS deschedules holds up little). lists[c * nbands + b]: ids of
+    // chunk c's triangles whose candidate rows touch band b, in index order. Only ids
+    // are stored: the per-triangle constants are recomputed in phase 2 (cheaper than
+    // writing and re-reading them through memory).
+    const int nchunks = static_cast<int>(std::min<int64_t>(ntri, nt * 8));
+    std::vector<std::vector<int32_t>> lists(static_cast<size_t>(nchunks) * nbands);
+    std::atomic<int> next_chunk{0}, next_band{0};
     Barrier barrier(nt);
 
-    auto work = [&](int tid) {
-        // Phase 1: bin a contiguous chunk of triangles by their clipped bounding box.
-        const int64_t a = ntri * tid / nt, b = ntri * (tid + 1) / nt;
-        std::vector<int32_t>* mine = &lists[static_cast<size_t>(tid) * nbands];
-        const size_t guess = static_cast<size_t>((b - a) / nbands + 16);
-        for (int k = 0; k < nbands; ++k) mine[k].reserve(guess);
-        for (int64_t t = a; t < b; ++t) {
-            const float* p0 = V + 3 * static_cast<int64_t>(T[3 * t]);
-            const float* p1 = V + 3 * static_cast<int64_t>(T[3 * t + 1]);
-            const float* p2 = V + 3 * static_cast<int64_t>(T[3 * t + 2]);
-            int32_t y0, y1;  // x is checked in phase 2 (few triangles are off to the side)
-            if (!clip_range(p0[1], p1[1], p2[1], h, y0, y1)) continue;
-            for (int k = y0 >> band_shift, k1 = y1 >> band_shift; k <= k1; ++k)
-                mine[k].push_back(static_cast<int32_t>(t));
+    auto work = [&](int) {
+        // Phase 1: bin chunks of triangles by their clipped candidate rows.
+        for (int c; (c = next_chunk.fetch_add(1)) < nchunks;) {
+            const int64_t a = ntri * c / nchunks, b = ntri * (c + 1) / nchunks;
+            std::vector<int32_t>* mine = &lists[static_cast<size_t>(c) * nbands];
+            const size_t guess = static_cast<size_t>((b - a) / nbands + 16);
+            for (int k = 0; k < nbands; ++k) mine[k].reserve(guess);
+            for (int64_t t = a; t < b; ++t) {
+                const float* p0 = V + 3 * static_cast<int64_t>(T[3 * t]);
+                const float* p1 = V + 3 * static_cast<int64_t>(T[3 * t + 1]);
+                const float* p2 = V + 3 * static_cast<int64_t>(T[3 * t + 2]);
+                int32_t y0, y1;  // x is checked in phase 2 (few triangles are off-side)
+                if (!clip_range(p0[1], p1[1], p2[1], h, y0, y1)) continue;
+                for (int k = y0 >> band_shift, k1 = y1 >> band_shift; k <= k1; ++k)
+                    mine[k].push_back(static_cast<int32_t>(t));
+            }
         }
         barrier.wait();
         // Phase 2: bands, each owned by one thread; chunks visited in order so every
@@ -436,7 +441,7 @@ void rasterize_fast(const float* V, const int32_t* T, int64_t ntri, int h, int w
         Setup s;
         for (int band; (band = next_band.fetch_add(1)) < nbands;) {
             const int y0 = band * band_h, y1 = std::min(h - 1, y0 + band_h - 1);
-            for (int c = 0; c < nt; ++c) {
+            for (int c = 0; c < nchunks; ++c) {
                 for (int32_t t : lists[static_cast<size_t>(c) * nbands + band]) {
                     if (!make_setup(V, T, t, h, w, s)) continue;
                     raster_rows(s, t, std::max(y0, s.ymin), std::min(y1, s.ymax), w,
