@@ -22,7 +22,7 @@
 #include <thread>
 #include <vector>
 
-#if defined(__SSE2__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(__SSE2__) && (defined(__GNUC__) || defined(__clang__)) && !defined(SIM3DR_NO_SIMD)
 #include <emmintrin.h>
 #define SIM3DR_SSE2 1
 #endif
