@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from export.checkpoints import PIPELINES, ReleaseFolder
-from export.onnx_export import MODELS_MANIFEST, default_real_inputs, export_release
+from export.onnx_export import MODELS_MANIFEST, default_real_audio, default_real_inputs, export_release
 from export.synthetic import PACK_VERSION, write_pack
 
 
@@ -49,7 +49,8 @@ def synthetic_models(seed: int = 0, progress: Callable[[str], None] = print) -> 
     def build(tmp: Path) -> None:
         progress(f"building the synthetic (UNTRAINED) models once into {final}")
         pack = write_pack(tmp / "release", seed, progress)
-        export_release(pack, tmp / "models", PIPELINES, None, default_real_inputs(), seed=seed, progress=progress)
+        export_release(pack, tmp / "models", PIPELINES, None, default_real_inputs(), seed=seed, progress=progress,
+                       real_audio=default_real_audio())
 
     return _build(final, build, progress)
 
@@ -63,6 +64,7 @@ def release_models(release: str | Path, pipeline: str, epoch: str | int | None =
 
     def build(tmp: Path) -> None:
         progress(f"exporting {release} ({pipeline}) once into {final}")
-        export_release(release, tmp / "models", (pipeline,), epoch, default_real_inputs(), progress=progress)
+        export_release(release, tmp / "models", (pipeline,), epoch, default_real_inputs(), progress=progress,
+                       real_audio=default_real_audio())
 
     return _build(final, build, progress)

@@ -204,7 +204,8 @@ def _rename_everywhere(graph: onnx.GraphProto, mapping: dict[str, str]) -> None:
 
 def fuse_voice2mesh(frontend: onnx.ModelProto, encoder: onnx.ModelProto,
                     decoder: onnx.ModelProto) -> onnx.ModelProto:
-    """One graph: ``samples`` -> frontend -> ``fbank`` -> encoder -> ``embedding`` -> decoder.
+    """One graph: ``samples`` -> frontend -> ``fbank`` -> encoder -> ``embedding`` -> decoder,
+    with outputs ``embedding`` and the decoder's outputs.
 
     The encoder takes ``fbank`` (B, 64, T) and gives ``embedding`` (B, 64); the decoder takes
     ``embedding``. Internal names get the prefixes ``frontend/``, ``encoder/``, ``decoder/``;
@@ -243,8 +244,11 @@ def fuse_voice2mesh(frontend: onnx.ModelProto, encoder: onnx.ModelProto,
     fused = compose.merge_models(fe, enc, io_map=[(f"frontend/{FRONTEND_OUTPUT}", "encoder/fbank")])
     fused = compose.merge_models(fused, dec, io_map=[("encoder/embedding", "decoder/embedding")])
 
+    # Keep the embedding as an output too: callers report it beside the mesh.
+    embedding = next(o for o in enc.graph.output if o.name == "encoder/embedding")
+    fused.graph.output.insert(0, embedding)
     out_names = [o.name for o in decoder.graph.output]
-    mapping = {f"frontend/{FRONTEND_INPUT}": FRONTEND_INPUT}
+    mapping = {f"frontend/{FRONTEND_INPUT}": FRONTEND_INPUT, "encoder/embedding": "embedding"}
     mapping.update({f"decoder/{n}": n for n in out_names})
     _rename_everywhere(fused.graph, mapping)
     fused.graph.name = "cmp_voice2mesh"

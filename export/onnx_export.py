@@ -85,37 +85,101 @@ class Verifier:
         self.progress = progress
         self.checks: list[Check] = []
 
+    def record(self, model: str, label: str, name: str, got: np.ndarray, want: np.ndarray,
+               floor: float = 0.0, absolute: bool = False) -> None:
+        """Check one output; ``absolute`` compares max abs error (not relative) to the tolerance."""
+        if got.shape != want.shape:
+            raise VerificationError(f"{model}:{name} on {label}: shape {got.shape} vs reference {want.shape}")
+        abs_err, rel_err = relative_error(got, want)
+        self.checks.append(Check(model, label, name, abs_err, rel_err, floor))
+        self.progress(f"  verify {model:<26} {label[:30]:<30} {name:<16} max abs {abs_err:.1e}  "
+                      f"rel {rel_err:.1e}" + (f"  (fp32 floor {floor:.1e})" if floor else ""))
+        error = abs_err if absolute else rel_err
+        # Pass within the tolerance, or, where PyTorch's own float32 result is that far from
+        # float64 (a network that amplifies rounding), within twice PyTorch's own error.
+        if not (error <= self.tolerance or error <= 2 * floor):
+            raise VerificationError(f"{model}:{name} differs from the reference on {label}: max "
+                                    f"{'absolute' if absolute else 'relative'} error {error:.3e} > "
+                                    f"tolerance {self.tolerance:.0e}" + (f" (float32 noise floor {floor:.1e})" if floor else ""))
+
     def compare(self, path: Path, module: nn.Module, x: torch.Tensor, input_name: str,
                 output_names: tuple[str, ...], label: str) -> None:
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        got = session.run(list(output_names), {input_name: x.numpy()})
+        """ONNX Runtime against the PyTorch module (float32, with its float64 noise floor)."""
+        got = run_onnx(path, {input_name: x.numpy()}, output_names)
         with torch.no_grad():
             want = module(x)
             exact = copy.deepcopy(module).double()(x.double())
         want = want if isinstance(want, tuple) else (want,)
         exact = exact if isinstance(exact, tuple) else (exact,)
         for name, a, b, c in zip(output_names, got, want, exact):
-            if a.shape != tuple(b.shape):
-                raise VerificationError(f"{path.name}:{name} on {label}: shape {a.shape} vs PyTorch {tuple(b.shape)}")
-            abs_err, rel_err = relative_error(a, b.numpy())
             floor = relative_error(b.numpy(), c.numpy())[1]
-            self.checks.append(Check(path.name, label, name, abs_err, rel_err, floor))
-            self.progress(f"  verify {path.name:<26} {label[:30]:<30} {name:<16} max abs {abs_err:.1e}  "
-                          f"rel {rel_err:.1e}  (fp32 floor {floor:.1e})")
-            # Pass within the tolerance, or, where PyTorch's own float32 result is that far from
-            # float64 (a network that amplifies rounding), within twice PyTorch's own error.
-            if not (rel_err <= self.tolerance or rel_err <= 2 * floor):
-                raise VerificationError(f"{path.name}:{name} differs from PyTorch on {label}: max relative "
-                                     f"error {rel_err:.3e} > tolerance {self.tolerance:.0e} "
-                                     f"(float32 noise floor {floor:.1e})")
+            self.record(path.name, label, name, a, b.numpy(), floor)
+
+
+def run_onnx(path: Path, feeds: dict[str, np.ndarray], outputs: tuple[str, ...] | None = None) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(list(outputs) if outputs else None, feeds)
 
 
 def _real_fbanks(folder: Path | None) -> list[tuple[str, np.ndarray]]:
     if folder is None or not folder.is_dir():
         return []
     return [(p.name, np.load(p).astype(np.float32)) for p in sorted(folder.glob("*.npy"))]
+
+
+def _real_voices(folder: Path | None) -> list[tuple[str, np.ndarray]]:
+    """Speech after the release's VAD, as the frontend graph receives it."""
+    from runtime.audio import load_audio
+    from runtime.demo_signal import demo_voice
+    from runtime.vad import remove_silence
+
+    voices = [("demo voice 6 s", remove_silence(demo_voice(6.0)))]
+    if folder is not None and folder.is_dir():
+        voices += [(p.name, remove_silence(load_audio(p))) for p in sorted(folder.glob("*.wav"))]
+    return voices
+
+
+def default_real_audio() -> Path | None:
+    """Real speech recordings in a development checkout (``../shared/data/voxceleb_wav``)."""
+    folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "voxceleb_wav"
+    return folder if folder.is_dir() else None
+
+
+def export_voice_graphs(out_dir: Path, pipelines: tuple[str, ...], meta: dict[str, str], verifier: Verifier,
+                        real_audio: Path | None, progress: Callable[[str], None]) -> None:
+    """``frontend.onnx`` (samples -> fbank) and ``voice2mesh_<pipeline>.onnx`` (samples -> mesh),
+    verified against the numpy frontend and against the separate graphs chained."""
+    import onnx
+
+    from export.frontend_graph import build_frontend, fuse_voice2mesh
+    from runtime.fbank import log_mel, normalise
+
+    path = out_dir / "frontend.onnx"
+    progress(f"[frontend] building {path.name}")
+    frontend = build_frontend(OPSET)
+    onnx.helper.set_model_props(frontend, meta | {"pipeline": "frontend"})
+    onnx.save(frontend, str(path))
+    voices = _real_voices(real_audio)
+    for label, samples in voices:
+        got = run_onnx(path, {"samples": samples[None].astype(np.float32)})[0]
+        verifier.record(path.name, label, "fbank", got[0].T, normalise(log_mel(samples)), absolute=True)
+
+    encoder = onnx.load(str(out_dir / "encoder.onnx"))
+    for pipeline in pipelines:
+        decoder_path = out_dir / f"decoder_{pipeline}.onnx"
+        path = out_dir / f"voice2mesh_{pipeline}.onnx"
+        progress(f"[{pipeline}] fusing {path.name}")
+        onnx.save(fuse_voice2mesh(frontend, encoder, onnx.load(str(decoder_path))), str(path))
+        names = ("embedding",) + OUTPUT_NAMES[pipeline]
+        for label, samples in voices[:2]:
+            fused = run_onnx(path, {"samples": samples[None].astype(np.float32)}, names)
+            fbank = run_onnx(out_dir / "frontend.onnx", {"samples": samples[None].astype(np.float32)})[0]
+            embedding = run_onnx(out_dir / "encoder.onnx", {"fbank": fbank})[0]
+            separate = [embedding] + run_onnx(decoder_path, {"embedding": embedding}, OUTPUT_NAMES[pipeline])
+            for name, a, b in zip(names, fused, separate):
+                verifier.record(path.name, label, name, a, b)
 
 
 def default_real_inputs() -> Path | None:
@@ -127,7 +191,7 @@ def default_real_inputs() -> Path | None:
 def export_release(release: str | Path, out_dir: str | Path, pipelines: tuple[str, ...] = PIPELINES,
                    epoch: str | int | None = None, real_inputs: Path | None = None,
                    tolerance: float = DEFAULT_TOLERANCE, seed: int = 0,
-                   progress: Callable[[str], None] = print) -> dict:
+                   progress: Callable[[str], None] = print, real_audio: Path | None = None) -> dict:
     """Export and verify the chosen pipelines of a release-layout folder; return the manifest."""
     import onnx
 
@@ -194,8 +258,11 @@ def export_release(release: str | Path, out_dir: str | Path, pipelines: tuple[st
         manifest["n_vertices"] = n_vertices
         progress(f"[{pipeline}] done in {time.perf_counter() - started:.1f} s")
 
-    for f in sorted(out_dir.glob("*.onnx")) + [out_dir / "triangles.npy"]:
-        manifest["files"][f.name] = sha256(f)
+    export_voice_graphs(out_dir, tuple(manifest["pipelines"]), base_meta, verifier, real_audio, progress)
+    written = ["encoder.onnx", "frontend.onnx", "triangles.npy"]
+    written += [f"{kind}_{p}.onnx" for p in manifest["pipelines"] for kind in ("decoder", "voice2mesh")]
+    for name in sorted(written):
+        manifest["files"][name] = sha256(out_dir / name)
     manifest["verification"] = {"tolerance": tolerance, "real_inputs": len(real),
                                 "max_rel": max(c.max_rel for c in verifier.checks),
                                 "checks": [c.__dict__ for c in verifier.checks]}

@@ -14,7 +14,8 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.checkpoints import PIPELINES  # noqa: E402
-from export.onnx_export import DEFAULT_TOLERANCE, default_real_inputs, export_release  # noqa: E402
+from export.onnx_export import (DEFAULT_TOLERANCE, default_real_audio, default_real_inputs,  # noqa: E402
+                                export_release)
 from export.synthetic import write_pack  # noqa: E402
 
 
@@ -31,6 +32,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--real-inputs", type=Path, metavar="DIR", default=default_real_inputs(),
                         help="folder of (T, 64) .npy fbanks to verify on (default: ../shared/data/"
                              "fbank_preprocessed in a development checkout, if present)")
+    parser.add_argument("--real-audio", type=Path, metavar="DIR", default=default_real_audio(),
+                        help="folder of .wav speech to verify the frontend graphs on (default: ../shared/"
+                             "data/voxceleb_wav in a development checkout, if present)")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                         help="largest relative error accepted against PyTorch (default %(default)g)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic pack")
@@ -42,10 +46,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 def run(args: argparse.Namespace) -> dict:
     pipelines = PIPELINES if args.pipeline == "both" else (args.pipeline,)
     if not args.synthetic:
-        return export_release(args.release, args.output, pipelines, args.epoch, args.real_inputs, args.tolerance)
+        return export_release(args.release, args.output, pipelines, args.epoch, args.real_inputs, args.tolerance,
+                              real_audio=args.real_audio)
     with tempfile.TemporaryDirectory(prefix="cmp-synthetic-") as tmp:
         pack = write_pack(args.pack_dir or Path(tmp) / "release", seed=args.seed)
-        return export_release(pack, args.output, pipelines, None, args.real_inputs, args.tolerance, args.seed)
+        return export_release(pack, args.output, pipelines, None, args.real_inputs, args.tolerance, args.seed,
+                              real_audio=args.real_audio)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,7 +39,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.input is None and not args.demo:
         raise CmpError("give an INPUT (audio file, or .npy fbank) or --demo for the built-in test voice")
-    predictor = Predictor(_models_folder(args), args.pipeline, args.device, args.threads, vad=not args.no_vad)
+    predictor = Predictor(_models_folder(args), args.pipeline, args.device, args.threads, vad=not args.no_vad,
+                          frontend=args.frontend)
     if args.demo:
         result = predictor.predict(demo_voice(), sample_rate=16000)
     else:
@@ -103,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     p.add_argument("--no-vad", action="store_true", help="keep silences (skip voice activity detection)")
+    p.add_argument("--frontend", choices=("numpy", "onnx"), default="numpy",
+                   help="log-mel in numpy (default), or audio through the fused voice2mesh ONNX graph")
     p.add_argument("--sample-rate", type=int, help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help="render size in pixels (default: the release's 120x120 "
                                             "overlap for unsupervised, 512 for supervised)")

@@ -9,13 +9,14 @@ from typing import Iterable, Sequence, Union
 
 import numpy as np
 
-from runtime.errors import InputError
+from runtime.errors import InputError, ModelError
 from runtime.features import check_fbank, load_fbank_file
 from runtime.result import Prediction, display_image
 from runtime.sessions import ModelsFolder
 
 Source = Union[str, os.PathLike, np.ndarray]
 MAX_DECODER_BATCH = 32
+FRONTENDS = ("numpy", "onnx")
 
 
 class _Clock:
@@ -40,13 +41,20 @@ class Predictor:
 
     ``device``: "auto" (CUDA when onnxruntime-gpu provides it, else CPU), "cpu" or "cuda".
     ``vad``: remove silence from audio input as the release does (ignored for fbank input).
+    ``frontend``: "numpy" computes the log-mel on the CPU and runs encoder and decoder;
+    "onnx" runs audio through ``voice2mesh_<pipeline>.onnx`` (log-mel, encoder and decoder in
+    one graph: one call per utterance, the better choice on a GPU). Both give the same numbers
+    to ~1e-5 (the frontend graph matches the numpy log-mel to 1e-5).
     """
 
     def __init__(self, models: str | os.PathLike, pipeline: str = "supervised", device: str = "auto",
-                 threads: int | None = None, vad: bool = True) -> None:
-        self.models = ModelsFolder.open(models, pipeline, device, threads)
+                 threads: int | None = None, vad: bool = True, frontend: str = "numpy") -> None:
+        if frontend not in FRONTENDS:
+            raise ModelError(f"unknown frontend {frontend!r}: choose one of {', '.join(FRONTENDS)}")
+        self.models = ModelsFolder.open(models, pipeline, device, threads, voice2mesh=frontend == "onnx")
         self.pipeline = pipeline
         self.vad = vad
+        self.frontend = frontend
         self._outputs = [o.name for o in self.models.decoder.get_outputs()]
 
     @property
@@ -86,8 +94,16 @@ class Predictor:
 
     def _audio_features(self, source: Source, sample_rate: int | None, vad: bool | None,
                         clock: _Clock) -> np.ndarray:
-        from runtime.audio import load_audio
         from runtime.fbank import log_mel, normalise
+
+        samples = self._samples(source, sample_rate, vad, clock)
+        fbank = normalise(log_mel(samples))
+        clock.lap("fbank")
+        return fbank
+
+    def _samples(self, source: Source, sample_rate: int | None, vad: bool | None, clock: _Clock) -> np.ndarray:
+        """16 kHz int16 samples, after voice activity detection unless switched off."""
+        from runtime.audio import load_audio
         from runtime.vad import remove_silence
 
         samples = load_audio(source, sample_rate)
@@ -95,9 +111,13 @@ class Predictor:
         if self.vad if vad is None else vad:
             samples = remove_silence(samples)
             clock.lap("vad")
-        fbank = normalise(log_mel(samples))
-        clock.lap("fbank")
-        return fbank
+        return samples
+
+    @staticmethod
+    def _is_fbank(source: Source, sample_rate: int | None) -> bool:
+        if isinstance(source, np.ndarray):
+            return sample_rate is None
+        return isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() == ".npy"
 
     # ------------------------------------------------------------------ inference
     def predict(self, source: Source, sample_rate: int | None = None, vad: bool | None = None) -> Prediction:
@@ -112,12 +132,27 @@ class Predictor:
         if len(sources) == 0:
             raise InputError("predict_batch: no inputs")
         clock = _Clock()
-        fbanks = [self.features(s, sample_rate, vad, clock) for s in sources]
-        embeddings = self.embed(fbanks)
-        clock.lap("encoder")
-        outputs = self.decode(embeddings)
-        clock.lap("decoder")
-        results = [self._result(embeddings[i], {k: v[i] for k, v in outputs.items()}) for i in range(len(sources))]
+        outputs: list[dict[str, np.ndarray] | None] = [None] * len(sources)
+        fused = self.models.voice2mesh is not None
+        fbanks: dict[int, np.ndarray] = {}
+        waves: dict[int, np.ndarray] = {}
+        for i, s in enumerate(sources):
+            if fused and not self._is_fbank(s, sample_rate):
+                waves[i] = self._samples(s, sample_rate, vad, clock)
+            else:
+                fbanks[i] = self.features(s, sample_rate, vad, clock)
+        if fbanks:
+            embeddings = self.embed(fbanks.values())
+            clock.lap("encoder")
+            decoded = self.decode(embeddings)
+            clock.lap("decoder")
+            for k, i in enumerate(fbanks):
+                outputs[i] = {"embedding": embeddings[k]} | {n: v[k] for n, v in decoded.items()}
+        if waves:
+            for i, out in self.voice_to_mesh(waves).items():
+                outputs[i] = out
+            clock.lap("voice2mesh")
+        results = [self._result(out) for out in outputs]
         clock.lap("postprocess")
         share = {k: v / len(sources) for k, v in clock.ms.items()}
         share["total"] = sum(share.values())
@@ -143,8 +178,23 @@ class Predictor:
                   for i in range(0, len(embeddings), MAX_DECODER_BATCH)]
         return {name: np.concatenate([c[k] for c in chunks]) for k, name in enumerate(self._outputs)}
 
-    def _result(self, embedding: np.ndarray, out: dict[str, np.ndarray]) -> Prediction:
-        result = Prediction(pipeline=self.pipeline, embedding=embedding, params=out["params"],
+    def voice_to_mesh(self, waves: dict[int, np.ndarray]) -> dict[int, dict[str, np.ndarray]]:
+        """Run ``voice2mesh_<pipeline>.onnx`` on int16 samples, batching equal lengths."""
+        session = self.models.voice2mesh
+        names = [o.name for o in session.get_outputs()]
+        by_length: dict[int, list[int]] = defaultdict(list)
+        for i, w in waves.items():
+            by_length[len(w)].append(i)
+        out: dict[int, dict[str, np.ndarray]] = {}
+        for _, idx in sorted(by_length.items()):
+            batch = np.stack([waves[i] for i in idx]).astype(np.float32)
+            values = session.run(names, {"samples": batch})
+            for k, i in enumerate(idx):
+                out[i] = {n: v[k] for n, v in zip(names, values)}
+        return out
+
+    def _result(self, out: dict[str, np.ndarray]) -> Prediction:
+        result = Prediction(pipeline=self.pipeline, embedding=out["embedding"], params=out["params"],
                             vertices=out["vertices"], triangles=self.models.triangles, untrained=self.untrained)
         if self.pipeline == "unsupervised":
             result.face_image = display_image(out["image"])

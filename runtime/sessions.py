@@ -72,6 +72,7 @@ class ModelsFolder:
     triangles: np.ndarray
     manifest: dict
     providers: list[str]
+    voice2mesh: object | None = None  # samples -> mesh in one graph, when asked for
 
     @property
     def untrained(self) -> bool:
@@ -79,7 +80,7 @@ class ModelsFolder:
 
     @classmethod
     def open(cls, root: str | Path, pipeline: str = "supervised", device: str = "auto",
-             threads: int | None = None) -> "ModelsFolder":
+             threads: int | None = None, voice2mesh: bool = False) -> "ModelsFolder":
         root = Path(root)
         if pipeline not in PIPELINES:
             raise ModelError(f"unknown pipeline {pipeline!r}: choose one of {', '.join(PIPELINES)}")
@@ -102,7 +103,12 @@ class ModelsFolder:
         decoder = open_session(root / decoder_file(pipeline), providers, threads)
         _check_io(decoder, root / decoder_file(pipeline), ("embedding",), ("params", "vertices"))
         triangles = load_triangles(root / TRIANGLES_FILE, manifest.get("n_vertices"))
-        return cls(root, pipeline, encoder, decoder, triangles, manifest, providers)
+        fused = None
+        if voice2mesh:
+            path = root / f"voice2mesh_{pipeline}.onnx"
+            fused = open_session(path, providers, threads)
+            _check_io(fused, path, ("samples",), ("embedding", "params", "vertices"))
+        return cls(root, pipeline, encoder, decoder, triangles, manifest, providers, fused)
 
 
 def load_triangles(path: Path, n_vertices: int | None) -> np.ndarray:

@@ -39,6 +39,15 @@ def test_files_checker_opset_and_dynamic_axes(models_dir):
         assert meta["source"] == "synthetic" and meta["untrained"] == "true"
         assert meta["n_vertices"] == "53215"
         assert all(len(h) == 64 for h in json.loads(meta["source_files"]).values())
+
+
+def test_fused_graph_io(models_dir):
+    for pipeline, outputs in (("supervised", 3), ("unsupervised", 7)):
+        model = onnx.load(str(models_dir / f"voice2mesh_{pipeline}.onnx"), load_external_data=False)
+        assert {i.name: dims(i) for i in model.graph.input} == {"samples": ["batch", "num_samples"]}
+        assert {"embedding", "params", "vertices"} <= {o.name for o in model.graph.output}
+        assert len(model.graph.output) == outputs
+        assert not {n.op_type for n in model.graph.node} & {"If", "Loop", "Scan"}
     triangles = np.load(models_dir / "triangles.npy")
     assert triangles.dtype == np.int32 and triangles.shape[1] == 3
     assert np.unique(triangles).size == 53215
@@ -48,10 +57,11 @@ def test_manifest_records_sources_and_verification(models_dir):
     manifest = json.loads((models_dir / "models.json").read_text())
     assert manifest["synthetic"] is True and "UNTRAINED" in manifest["warning"]
     assert manifest["pipelines"] == ["supervised", "unsupervised"]
-    assert set(manifest["files"]) == {"encoder.onnx", "decoder_supervised.onnx", "decoder_unsupervised.onnx",
-                                      "triangles.npy"}
+    graphs = {"encoder.onnx", "decoder_supervised.onnx", "decoder_unsupervised.onnx", "frontend.onnx",
+              "voice2mesh_supervised.onnx", "voice2mesh_unsupervised.onnx"}
+    assert set(manifest["files"]) == graphs | {"triangles.npy"}
     checks = manifest["verification"]["checks"]
-    assert {c["model"] for c in checks} == {"encoder.onnx", "decoder_supervised.onnx", "decoder_unsupervised.onnx"}
+    assert {c["model"] for c in checks} == graphs
     for c in checks:
         assert c["max_rel"] <= 1e-4 or c["max_rel"] <= 2 * c["float32_floor"], c
 

@@ -209,7 +209,7 @@ def test_fuse_voice2mesh(frontend_opset):
     fused = fuse_voice2mesh(fe, enc, dec)
     onnx.checker.check_model(fused, full_check=True)
     assert [i.name for i in fused.graph.input] == ["samples"]
-    assert [o.name for o in fused.graph.output] == ["params", "vertices"]
+    assert [o.name for o in fused.graph.output] == ["embedding", "params", "vertices"]
     assert {p.key: p.value for p in fused.metadata_props} == {"cmp.model": "supervised", "cmp.vertices": "5"}
     assert not {n.op_type for n in fused.graph.node} & {"If", "Loop"}
     # the stand-ins' clashing initializer names ("W" twice) were kept apart
@@ -217,9 +217,10 @@ def test_fuse_voice2mesh(frontend_opset):
     assert len(names) == len(set(names)) and "encoder/W" in names and "decoder/W" in names
 
     x = np.stack([_voice(32000, 0), _voice(32000, 40000)])
-    params, vertices = session(fused).run(None, {"samples": x.astype(np.float32)})
+    embedding, params, vertices = session(fused).run(None, {"samples": x.astype(np.float32)})
     feats = np.stack([normalise(log_mel(r)).T for r in x])  # (2, 64, 1000)
     emb = feats.mean(axis=2) @ w
+    np.testing.assert_allclose(embedding, emb, atol=1e-4)
     np.testing.assert_allclose(params, emb @ w1, atol=1e-4)
     np.testing.assert_allclose(vertices, (emb @ w2).reshape(2, 5, 3), atol=1e-4)
 

@@ -14,7 +14,7 @@ import pytest
 from runtime import Predictor
 from runtime.errors import InputError, ModelError
 from runtime.result import display_image
-from tests.conftest import FBANKS, requires
+from tests.conftest import FBANKS, WAVS, requires
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +153,36 @@ def test_runtime_never_imports_torch(models_dir):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1], check=True)
     assert "LOADED []" in out.stdout, out.stdout + out.stderr
+
+
+@requires(WAVS, "the real speech recordings")
+def test_audio_through_numpy_and_fused_onnx_frontends_agree(models_dir, unsupervised):
+    fused = Predictor(models_dir, "unsupervised", device="cpu", frontend="onnx")
+    assert fused.models.voice2mesh is not None
+    for wav in WAVS[:3]:
+        a, b = unsupervised.predict(wav), fused.predict(str(wav))
+        assert "voice2mesh" in b.timings and "fbank" in a.timings and "vad" in a.timings
+        # The frontend graph matches the numpy log-mel to ~1e-5 absolute; the network keeps that small.
+        np.testing.assert_allclose(b.embedding, a.embedding, atol=1e-5)
+        np.testing.assert_allclose(b.vertices, a.vertices, atol=1e-3 * np.abs(a.vertices).max())
+    # fbank input still goes through encoder and decoder
+    r = fused.predict(np.random.default_rng(0).normal(size=(1000, 64)).astype(np.float32))
+    assert "encoder" in r.timings and "voice2mesh" not in r.timings
+
+
+@requires(WAVS, "the real speech recordings")
+def test_audio_array_and_file_give_the_same_mesh(supervised):
+    from runtime.audio import load_audio
+
+    samples = load_audio(WAVS[0])
+    a = supervised.predict(WAVS[0])
+    b = supervised.predict(samples, sample_rate=16000)
+    np.testing.assert_array_equal(a.vertices, b.vertices)
+    stereo_float = np.stack([samples, samples], axis=1).astype(np.float32) / 32768
+    c = supervised.predict(stereo_float, sample_rate=16000)
+    np.testing.assert_array_equal(a.vertices, c.vertices)
+
+
+def test_unknown_frontend(models_dir):
+    with pytest.raises(ModelError, match=re.escape("unknown frontend 'torch': choose one of numpy, onnx")):
+        Predictor(models_dir, frontend="torch")
