@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from runtime.mesh_io import read_png
-from tests.conftest import FBANKS
+from tests.conftest import FBANKS, WAVS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,3 +89,43 @@ def test_export_command_reports_release_errors_in_one_line(tmp_path):
     done = cmp_face("export", "--release", str(tmp_path), "-o", str(tmp_path / "m"))
     assert done.returncode == 2
     assert done.stderr.strip().startswith(f"cmp-face: error: release folder {tmp_path} is incomplete")
+
+
+@pytest.mark.skipif(not WAVS, reason="the real speech recordings are not in ../shared/data")
+def test_fbank_command_writes_the_release_features(tmp_path):
+    from runtime.audio import load_audio
+    from runtime.fbank import compute_fbank
+
+    out = tmp_path / "feats" / "a.npy"
+    done = cmp_face("fbank", str(WAVS[0]), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    feats = np.load(out)
+    assert feats.dtype == np.float32 and feats.shape[1] == 64 and feats.shape[0] >= 1000
+    np.testing.assert_array_equal(feats, compute_fbank(load_audio(WAVS[0])))
+    assert f"{feats.shape[0]} frames x 64 filters" in done.stdout
+
+
+def test_fbank_command_errors(tmp_path):
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    done = cmp_face("fbank", str(empty), "-o", str(tmp_path / "x.npy"))
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"cmp-face: error: audio file is empty (0 bytes): {empty}"
+    silent = tmp_path / "silent.wav"
+    import wave
+    with wave.open(str(silent), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes(np.zeros(48000, np.int16).tobytes())
+    done = cmp_face("fbank", str(silent), "-o", str(tmp_path / "x.npy"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().startswith("cmp-face: error: no speech found in 3.00 s of audio")
+    assert not (tmp_path / "x.npy").exists()
+
+
+@pytest.mark.skipif(not WAVS, reason="the real speech recordings are not in ../shared/data")
+def test_predict_wav_with_fused_frontend(models_dir, tmp_path):
+    done = cmp_face("predict", str(WAVS[1]), "-o", str(tmp_path / "o"), "--models", str(models_dir),
+                    "--frontend", "onnx", "--pipeline", "unsupervised", "--size", "256")
+    assert done.returncode == 0, done.stderr
+    assert "voice2mesh" in done.stdout
+    assert read_png(tmp_path / "o" / "render.png").shape == (256, 256, 3)
