@@ -1,0 +1,1 @@
+"""Benchmarks of cmp-deploy (latency harness: benchmarks/latency.py)."""

@@ -1,0 +1,245 @@
+"""Outputs of the latency harness: the JSON document, a Markdown table and a PNG plot."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+STAGE_ORDER = [
+    ("decode_wav16k_mono", "audio decode, 16 kHz mono WAV"),
+    ("decode_wav44k_stereo", "audio decode + resample, 44.1 kHz stereo WAV"),
+    ("vad", "VAD (silence removal)"),
+    ("logmel", "log-mel + normalise"),
+    ("encoder", "encoder"),
+    ("decoder_supervised", "decoder, supervised (+ mesh)"),
+    ("decoder_unsupervised", "decoder, unsupervised (+ mesh, pose)"),
+    ("mesh_supervised", "mesh reconstruction, supervised"),
+    ("mesh_unsupervised", "mesh reconstruction + alignment, unsupervised"),
+    ("render_512", "lit render, 512x512"),
+    ("render_overlap_120", "overlap render, 120x120"),
+    ("e2e_voice2mesh_supervised", "**voice -> mesh, supervised**"),
+    ("e2e_voice2mesh_unsupervised", "**voice -> mesh, unsupervised**"),
+    ("e2e_voice2image_supervised", "**voice -> image, supervised (512)**"),
+    ("e2e_voice2image_unsupervised", "**voice -> image, unsupervised (120 overlap)**"),
+]
+STAGE_LABEL = dict(STAGE_ORDER)
+
+# (name, stage, target ms, the issue's figure for the release-style path)
+TARGETS = [
+    ("voice -> mesh, supervised", "e2e_voice2mesh_supervised", 10.0, 35.0),
+    ("voice -> mesh, unsupervised", "e2e_voice2mesh_unsupervised", 25.0, 77.0),
+    ("lit render, 53215 vertices, 512x512", "render_512", 10.0, 47.0),
+]
+
+
+def _f(x: float | None, digits: int = 2) -> str:
+    if x is None or not math.isfinite(x):
+        return "-"
+    if x >= 100:
+        return f"{x:.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    return f"{x:.{digits}f}"
+
+
+def _label(doc: dict, bid: str) -> str:
+    for b in doc["backends"]:
+        if b["id"] == bid:
+            return b["label"]
+    return bid
+
+
+def markdown(doc: dict) -> str:
+    m, v = doc["machine"], doc["versions"]
+    base = doc["baseline"]
+    ours = [b["id"] for b in doc["backends"] if b["kind"] == "ours"]
+    inp = doc["input"]
+    lines = [
+        f"# Latency: {doc['machine_name']}",
+        "",
+        f"{doc['date']} · {m['cpu']} ({m['logical_cpus']} logical CPUs, {m['ram_gib']:.0f} GiB) · {m['os']}"
+        + (f" · GPU: {m['gpu']}" if m.get("gpu") else ""),
+        f"python {v['python']}, numpy {v['numpy']}, onnxruntime {v['onnxruntime']}, torch {v['torch']} · "
+        f"threads pinned to **{doc['threads']}** (ORT intra-op, torch, OpenMP/BLAS, Sim3DR) · "
+        f"git {doc['git']} · {'QUICK (smoke test, few repetitions)' if doc['quick'] else 'full run'}",
+        f"Input: {inp['description']}: {inp['seconds']:.2f} s, {inp['voiced_seconds']:.2f} s after VAD, "
+        f"{inp['fbank_frames']} fbank frames into the encoder. Load average at start/end: "
+        f"{doc['load_average']['start'][0]:.2f} / {doc['load_average']['end'][0]:.2f}.",
+        f"Reproduce: `{doc['command']}`",
+        "",
+    ]
+    if doc.get("untrained"):
+        lines += ["Models: the synthetic pack (release shapes and sizes, untrained weights): speed is "
+                  "representative, outputs are not.", ""]
+
+    # --- targets
+    lines += ["## Targets (batch 1, p50; the issue's figures for the release-style path in brackets)", "",
+              "| target | limit | release-style, measured | backend | p50 | p90 | speed-up | met |",
+              "|---|---:|---:|---|---:|---:|---:|---|"]
+    for t in doc["targets"]:
+        base_cell = f"{_f(t['baseline_p50_ms'])} ms (~{_f(t['issue_release_ms'])})" if t["baseline_p50_ms"] \
+            else f"not run (~{_f(t['issue_release_ms'])})"
+        for b in ours:
+            r = t["ours"].get(b)
+            if not r:
+                continue
+            met = "yes" if r["met"] else f"**no** (+{_f(r['p50_ms'] - t['target_ms'])} ms)"
+            lines.append(f"| {t['name']} | <= {_f(t['target_ms'])} ms | {base_cell} | {_label(doc, b)} | "
+                         f"{_f(r['p50_ms'])} ms | {_f(r['p90_ms'])} ms | "
+                         f"{'x' + _f(r['ratio']) if r['ratio'] else '-'} | {met} |")
+    lines.append("")
+
+    # --- stages
+    lines += ["## Latency by stage (batch 1, ms)", "",
+              "| stage | backend | p50 | p90 | p99 | mean | n | speed-up vs baseline (p50) |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for sid, label in STAGE_ORDER:
+        rows = [r for r in doc["stages"] if r["stage"] == sid]
+        for r in rows:
+            lines.append(f"| {label} | {_label(doc, r['backend'])} | {_f(r['p50_ms'])} | {_f(r['p90_ms'])} | "
+                         f"{_f(r['p99_ms'])} | {_f(r['mean_ms'])} | {r['n']} | "
+                         f"{'x' + _f(r['ratio']) if r.get('ratio') else '-'} |")
+    lines.append("")
+    lines += ["What is inside each row:", ""]
+    for sid, _ in STAGE_ORDER:
+        for r in doc["stages"]:
+            if r["stage"] == sid:
+                lines.append(f"- `{sid}` / {_label(doc, r['backend'])}: {r['what']}")
+    for u in doc["unavailable"]:
+        lines.append(f"- `{u['stage']}` / {_label(doc, u['backend'])}: not measured: {u['reason']}")
+    lines.append("")
+
+    # --- throughput
+    lines += ["## Throughput (utterances per second; batch of identical-length utterances)", "",
+              "`models` = encoder + decoder (incl. mesh) from fbank; `e2e` = int16 samples -> mesh "
+              "(VAD + fbank per utterance, then batched networks).", ""]
+    bids = ([base] if base else []) + ours
+    head = "| kind | pipeline | utterance | batch | " + " | ".join(f"{_label(doc, b)} utt/s (ms/batch)"
+                                                               for b in bids)
+    head += " | " + " | ".join(f"speed-up {_label(doc, b)}" for b in ours) + " |" if base else " |"
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
+    keys = sorted({(r["kind"], r["pipeline"], r["seconds"], r["batch"]) for r in doc["throughput"]},
+                  key=lambda k: (k[0] != "models", k[1], k[2], k[3]))
+    for k in keys:
+        cells = [k[0], k[1], f"{k[2]:g} s", str(k[3])]
+        rows = {r["backend"]: r for r in doc["throughput"]
+                if (r["kind"], r["pipeline"], r["seconds"], r["batch"]) == k}
+        for b in bids:
+            r = rows.get(b)
+            cells.append(f"{_f(r['utt_per_s'], 1)} ({_f(r['p50_ms'])})" if r else "-")
+        if base:
+            for b in ours:
+                r = rows.get(b)
+                cells.append(f"x{_f(r['ratio'])}" if r and r.get("ratio") else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+
+    # --- memory, threads, skipped, parity
+    lines += ["## Peak memory and threads (one process per backend)", "",
+              "| backend | peak RSS (MiB) | threads | torch imported | measured in | other processes' CPU share "
+              "meanwhile |", "|---|---:|---|---|---:|---:|"]
+    noisy = []
+    for b in doc["backends"]:
+        th = ", ".join(f"{k}={v}" for k, v in b["threads"].items() if k != "env" and k != "providers")
+        load = (b.get("machine_load") or {}).get("other_processes_cpu_share")
+        if load is not None and load > 0.05:
+            noisy.append(b["label"])
+        lines.append(f"| {b['label']} | {b['peak_rss_mib']:.0f} | {th} | {'yes' if b['torch_imported'] else 'no'}"
+                     f" | {b['wall_s']:.0f} s | {'-' if load is None else f'{100 * load:.1f}%'} |")
+    if noisy:
+        lines += ["", f"**Warning**: other processes used more than 5% of the CPUs while {', '.join(noisy)} "
+                      "ran: those numbers are disturbed (re-run on a quiet machine)."]
+    lines += ["", "## Not measured", ""]
+    for s in doc["skipped"]:
+        lines.append(f"- `{s['backend']}`: {s['reason']}")
+    if doc.get("parity"):
+        lines += ["", "## Same inputs, same outputs (baseline vs each backend)", ""]
+        for bid, p in doc["parity"].items():
+            lines.append(f"- {_label(doc, bid)}: " + ", ".join(f"{k} {v}" for k, v in p.items()))
+    lines.append("")
+    return "\n".join(lines)
+
+
+def write_json(doc: dict, path: Path) -> None:
+    path.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+
+
+def plot(doc: dict, path: Path) -> None:
+    import matplotlib
+    import matplotlib.ticker
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = {(r["stage"], r["backend"]): r for r in doc["stages"]}
+    bids = [b["id"] for b in doc["backends"]]
+    parts = [("vad", "VAD", "#9e9e9e"), ("logmel", "log-mel", "#4e79a7"), ("encoder", "encoder", "#f28e2b"),
+             ("decoder", "decoder (+mesh)", "#e15759"), ("render", "render", "#59a14f")]
+    render_of = {"supervised": "render_512", "unsupervised": "render_overlap_120"}
+
+    fig = plt.figure(figsize=(12, 9.5), constrained_layout=True)
+    gs = fig.add_gridspec(2, 2, height_ratios=[1.15, 1])
+    ax = fig.add_subplot(gs[0, :])
+    labels, y = [], 0
+    for pipe in ("supervised", "unsupervised"):
+        for bid in bids:
+            left = 0.0
+            seg_ok = False
+            for key, name, color in parts:
+                sid = {"decoder": f"decoder_{pipe}", "render": render_of[pipe]}.get(key, key)
+                r = stages.get((sid, bid))
+                if not r:
+                    continue
+                seg_ok = True
+                ax.barh(y, r["p50_ms"], left=left, color=color, edgecolor="white", linewidth=0.5,
+                        label=name if y == 0 else None)
+                if r["p50_ms"] > 2.5:
+                    ax.text(left + r["p50_ms"] / 2, y, _f(r["p50_ms"], 1), ha="center", va="center",
+                            fontsize=7, color="white")
+                left += r["p50_ms"]
+            if not seg_ok:
+                continue
+            e2e = stages.get((f"e2e_voice2image_{pipe}", bid))
+            if e2e:
+                ax.plot([e2e["p50_ms"]], [y], marker="D", color="black", markersize=5,
+                        label="measured end to end" if y == 0 else None)
+                ax.text(max(left, e2e["p50_ms"]) + 1.5, y, f"end to end {_f(e2e['p50_ms'], 1)} ms", va="center",
+                        fontsize=8)
+            labels.append(f"{pipe}\n{_label(doc, bid)}")
+            y += 1
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("ms (p50, batch 1)")
+    ax.set_xlim(0, ax.get_xlim()[1] * 1.08)
+    ax.set_title(f"voice -> rendered image, {doc['input']['seconds']:.0f} s utterance, {doc['threads']} threads: "
+                 "bars = stages timed separately, diamond = end to end timed as a whole", fontsize=9)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=6, fontsize=8, frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+
+    for col, pipe in enumerate(("supervised", "unsupervised")):
+        ax2 = fig.add_subplot(gs[1, col])
+        rows = [r for r in doc["throughput"] if r["kind"] == "models" and r["pipeline"] == pipe]
+        for bid, style in zip(bids, ["--", "-", "-.", ":", "-", "--"]):
+            for sec in sorted({r["seconds"] for r in rows}):
+                pts = sorted((r["batch"], r["utt_per_s"]) for r in rows if r["backend"] == bid and r["seconds"] == sec)
+                if pts:
+                    ax2.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o",
+                             label=f"{_label(doc, bid).split(' (')[0]}, {sec:g} s")
+        ax2.set_xscale("log", base=2)
+        ax2.set_yscale("log")
+        from matplotlib.ticker import ScalarFormatter
+        for axis in (ax2.xaxis, ax2.yaxis):
+            axis.set_major_formatter(ScalarFormatter())
+        ax2.yaxis.set_minor_formatter(ScalarFormatter())
+        batches = sorted({r["batch"] for r in rows})
+        ax2.set_xticks(batches, [str(b) for b in batches])
+        ax2.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax2.tick_params(axis="y", which="minor", labelsize=7)
+        ax2.set_xlabel("batch size")
+        ax2.set_ylabel("utterances / s (encoder + decoder)")
+        ax2.set_title(f"throughput, {pipe}", fontsize=10)
+        ax2.grid(alpha=0.3, which="both")
+        ax2.legend(fontsize=7)
+    fig.suptitle(f"cmp-deploy latency: {doc['machine_name']}, {doc['date'][:10]}"
+                 + (" (QUICK smoke run)" if doc["quick"] else ""), fontsize=12)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

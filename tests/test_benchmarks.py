@@ -1,0 +1,165 @@
+"""The latency harness (benchmarks/latency.py): a --quick run end to end, so it cannot rot,
+plus its building blocks (timing statistics, the release-style log-mel, backend discovery)."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.timing import Budget, Stats, measure  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- building blocks
+def test_stats_percentiles_from_known_samples():
+    s = Stats.from_ns([int(x * 1e6) for x in range(1, 101)])  # 1..100 ms
+    assert s.n == 100
+    assert s.p50_ms == pytest.approx(50.5)
+    assert s.p90_ms == pytest.approx(90.1)
+    assert s.p99_ms == pytest.approx(99.01)
+    assert s.mean_ms == pytest.approx(50.5)
+    assert s.min_ms == pytest.approx(1.0) and s.max_ms == pytest.approx(100.0)
+
+
+def test_measure_honours_warmup_min_reps_and_budget():
+    calls = []
+    s = measure(lambda: calls.append(time.sleep(0.001)), Budget(warmup=2, min_reps=5, max_reps=8, seconds=0.0))
+    assert s.n == 5 and len(calls) == 7
+    assert s.valid() and s.p50_ms >= 0.9
+    s = measure(lambda: None, Budget(warmup=0, min_reps=1, max_reps=30, seconds=10.0))
+    assert s.n == 30  # max_reps caps a generous time budget
+
+
+def test_release_style_logmel_equals_runtime_fbank():
+    from benchmarks.release_style import SphinxMFCC, get_fbank
+    from runtime import fbank
+    from runtime.demo_signal import demo_voice
+
+    x = demo_voice(2.0)[:31_977]  # a length that leaves cyclically filled tail frames
+    mfc = SphinxMFCC()
+    np.testing.assert_allclose(mfc.filters, fbank.mel_filterbank(), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(mfc.sig2logspec(x).astype(np.float32), fbank.log_mel(x), rtol=0, atol=2e-5)
+    np.testing.assert_allclose(get_fbank(x), fbank.normalise(fbank.log_mel(x)), rtol=0, atol=2e-5)
+
+
+def test_discovery_gives_reasons_for_what_cannot_run(tmp_path, models_dir):
+    from benchmarks.backends import discover
+
+    backends, skipped = discover(models_dir, tmp_path / "no-release", threads=1)
+    ids = [b.id for b in backends]
+    assert "ort-cpu-fp32" in ids
+    reasons = {s["backend"]: s["reason"] for s in skipped}
+    assert "release-style" in reasons and "--release" in reasons["release-style"]
+    assert "no INT8 models" in reasons["ort-cpu-int8"]
+    assert not set(ids) & set(reasons)
+    assert all(r.strip() for r in reasons.values())
+
+
+# ----------------------------------------------------------------------------- the --quick run
+@pytest.fixture(scope="module")
+def quick(models_dir, tmp_path_factory):
+    pytest.importorskip("matplotlib", reason="the harness plots with matplotlib (pip install -e '.[bench]')")
+    out = tmp_path_factory.mktemp("latency")
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "latency.py"), "--quick",
+                           "--models", str(models_dir), "--out", str(out)],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+    doc = json.loads((out / "latency.json").read_text())
+    return out, doc, proc.stdout, time.perf_counter() - t0
+
+
+def test_quick_writes_table_json_and_png(quick):
+    out, doc, stdout, _ = quick
+    md = (out / "latency.md").read_text()
+    assert "## Targets" in md and "## Latency by stage" in md and "## Throughput" in md
+    assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "latency.png").stat().st_size > 10_000
+    assert "wrote" in stdout
+    assert doc["quick"] is True and doc["threads"] >= 1
+    for key in ("python", "numpy", "onnxruntime", "torch"):
+        assert doc["versions"][key]
+    assert doc["machine"]["cpu"] and doc["machine"]["logical_cpus"] >= 1
+
+
+def _numbers(row: dict) -> list[float]:
+    return [row[k] for k in ("mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms")]
+
+
+def test_quick_rows_are_measured_numbers(quick):
+    _, doc, _, _ = quick
+    measured = {b["id"] for b in doc["backends"]}
+    assert "ort-cpu-fp32" in measured and doc["baseline"] == "release-style" and "release-style" in measured
+    assert doc["stages"] and doc["throughput"]
+    for row in doc["stages"] + doc["throughput"]:
+        assert row["backend"] in measured
+        assert row["n"] >= 1
+        for x in _numbers(row):
+            assert math.isfinite(x) and x > 0, row
+    for row in doc["throughput"]:
+        assert math.isfinite(row["utt_per_s"]) and row["utt_per_s"] > 0
+        assert row["utt_per_s"] == pytest.approx(row["batch"] / (row["p50_ms"] / 1e3))
+    stages = {(r["stage"], r["backend"]) for r in doc["stages"]}
+    for sid in ("vad", "logmel", "encoder", "decoder_supervised", "decoder_unsupervised", "render_512",
+                "e2e_voice2mesh_supervised", "e2e_voice2mesh_unsupervised", "e2e_voice2image_supervised"):
+        assert (sid, "ort-cpu-fp32") in stages and (sid, "release-style") in stages
+    for b in doc["backends"]:
+        assert b["peak_rss_mib"] > 0
+    ours = next(b for b in doc["backends"] if b["id"] == "ort-cpu-fp32")
+    assert ours["torch_imported"] is False  # the runtime never needs torch
+
+
+def test_quick_ratios_are_baseline_over_ours_from_the_same_json(quick):
+    _, doc, _, _ = quick
+    base = {r["stage"]: r["p50_ms"] for r in doc["stages"] if r["backend"] == doc["baseline"]}
+    checked = 0
+    for row in doc["stages"]:
+        if row["backend"] == doc["baseline"]:
+            assert row["ratio"] is None
+        elif row["stage"] in base:
+            assert row["ratio"] == pytest.approx(base[row["stage"]] / row["p50_ms"], rel=1e-9)
+            checked += 1
+        else:
+            assert row["ratio"] is None
+    assert checked >= 10
+    tbase = {(r["kind"], r["pipeline"], r["batch"], r["seconds"]): r["p50_ms"] for r in doc["throughput"]
+             if r["backend"] == doc["baseline"]}
+    for row in doc["throughput"]:
+        key = (row["kind"], row["pipeline"], row["batch"], row["seconds"])
+        if row["backend"] != doc["baseline"] and key in tbase:
+            assert row["ratio"] == pytest.approx(tbase[key] / row["p50_ms"], rel=1e-9)
+    for t in doc["targets"]:
+        for r in t["ours"].values():
+            assert r["ratio"] == pytest.approx(t["baseline_p50_ms"] / r["p50_ms"], rel=1e-9)
+            assert r["met"] == (r["p50_ms"] <= t["target_ms"])
+
+
+def test_quick_skipped_backends_carry_a_reason_and_no_rows(quick):
+    _, doc, stdout, _ = quick
+    import onnxruntime as ort
+
+    measured = {b["id"] for b in doc["backends"]}
+    skipped = {s["backend"]: s["reason"] for s in doc["skipped"]}
+    assert all(isinstance(r, str) and r.strip() for r in skipped.values())
+    assert not measured & set(skipped)
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert "CUDAExecutionProvider" in skipped["ort-cuda-fp32"]
+        assert f"skipped ort-cuda-fp32: {skipped['ort-cuda-fp32']}" in stdout
+    for s in doc["unavailable"]:  # a stage a backend does not have is explained, not zeroed
+        assert s["reason"].strip() and (s["stage"], s["backend"]) not in {(r["stage"], r["backend"])
+                                                                           for r in doc["stages"]}
+
+
+def test_quick_outputs_agree_between_baseline_and_ours(quick):
+    _, doc, _, _ = quick
+    par = doc["parity"]["ort-cpu-fp32"]
+    assert float(par["embedding"].split()[-1]) < 1e-4
+    assert float(par["vertices_supervised"].split()[-1]) < 1e-4
