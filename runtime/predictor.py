@@ -76,21 +76,11 @@ class Predictor:
         with ``sample_rate``.
         """
         clock = clock or _Clock()
-        if isinstance(source, np.ndarray):
-            if sample_rate is None:
-                if source.ndim == 1:
-                    raise InputError("a 1-D array is audio: pass sample_rate=... (or give (T, 64) fbank features)")
-                fbank = check_fbank(source)
-                clock.lap("features")
-                return fbank
-            return self._audio_features(source, sample_rate, vad, clock)
-        if isinstance(source, (str, os.PathLike)):
-            if Path(source).suffix.lower() == ".npy":
-                fbank = load_fbank_file(source)
-                clock.lap("features")
-                return fbank
-            return self._audio_features(source, sample_rate, vad, clock)
-        raise InputError(f"unsupported input type {type(source).__name__}: give a path or a numpy array")
+        if self._is_fbank(source, sample_rate):
+            fbank = check_fbank(source) if isinstance(source, np.ndarray) else load_fbank_file(source)
+            clock.lap("features")
+            return fbank
+        return self._audio_features(source, sample_rate, vad, clock)
 
     def _audio_features(self, source: Source, sample_rate: int | None, vad: bool | None,
                         clock: _Clock) -> np.ndarray:
@@ -115,9 +105,14 @@ class Predictor:
 
     @staticmethod
     def _is_fbank(source: Source, sample_rate: int | None) -> bool:
+        """Arrays without a sample rate and ``.npy`` files are features; the rest is audio."""
         if isinstance(source, np.ndarray):
+            if sample_rate is None and source.ndim == 1:
+                raise InputError("a 1-D array is audio: pass sample_rate=... (or give (T, 64) fbank features)")
             return sample_rate is None
-        return isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() == ".npy"
+        if isinstance(source, (str, os.PathLike)):
+            return Path(source).suffix.lower() == ".npy"
+        raise InputError(f"unsupported input type {type(source).__name__}: give a path or a numpy array")
 
     # ------------------------------------------------------------------ inference
     def predict(self, source: Source, sample_rate: int | None = None, vad: bool | None = None) -> Prediction:
