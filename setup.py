@@ -8,7 +8,8 @@ sim3dr = Extension(
     sources=["Sim3DR/_sim3dr.pyx", "Sim3DR/src/rasterize.cpp"],
     include_dirs=[numpy.get_include(), "Sim3DR/src"],
     language="c++",
-    extra_compile_args=["-O3", "-std=c++17", "-pthread"],
+    # No fused multiply-adds: the rasteriser must reproduce the release's float32 arithmetic.
+    extra_compile_args=["-O3", "-std=c++17", "-pthread", "-ffp-contract=off"],
     extra_link_args=["-pthread"],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
 )

@@ -52,6 +52,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     written.append(write_png(out / "render.png", image))
     if result.face_image is not None:
         written.append(write_png(out / "face.png", result.face_image))
+    if args.ply:
+        written.append(result.write_ply(out / "mesh.ply"))
+    if args.depth:
+        written.extend(result.write_depth(out / "depth.png", args.size))
     if predictor.untrained:
         _progress("WARNING: these models come from the synthetic asset pack: UNTRAINED weights, "
                   "the face does not depend on the voice. Pass --release DIR for the real models.")
@@ -92,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", parents=[common], help="predict a face mesh from a voice",
                        description="Write OUT/mesh.obj, OUT/result.npz, OUT/render.png (and OUT/face.png "
-                                   "for the unsupervised pipeline).")
+                                   "for the unsupervised pipeline; OUT/mesh.ply and OUT/depth.png on request).")
     p.add_argument("input", nargs="?", type=Path, help="audio file (WAV, FLAC, ...) or .npy fbank (T, 64)")
     p.add_argument("--demo", action="store_true", help="use the built-in synthetic voiced test signal")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT")
@@ -109,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-rate", type=int, help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help="render size in pixels (default: the release's 120x120 "
                                             "overlap for unsupervised, 512 for supervised)")
+    p.add_argument("--ply", action="store_true", help="also write OUT/mesh.ply (binary)")
+    p.add_argument("--depth", action="store_true",
+                   help="also write OUT/depth.png (16-bit, near is bright) and OUT/depth.npy (float32)")
     p.set_defaults(func=cmd_predict)
 
     f = sub.add_parser("fbank", parents=[common], help="write the release's normalised fbank of an audio file")

@@ -16,7 +16,8 @@ import Sim3DR
 from Sim3DR.lighting import render_lit
 from runtime.errors import InputError
 
-__all__ = ["DARK_GREY", "render_aligned", "render_frontal", "render_overlap", "resize_image"]
+__all__ = ["DARK_GREY", "aligned_to_image", "depth_map", "frontal_to_image", "render_aligned", "render_frontal",
+           "render_overlap", "resize_image"]
 
 #: Default background of renders that have no image frame (BGR).
 DARK_GREY = (48, 48, 48)
@@ -115,22 +116,17 @@ def render_overlap(vertices_img, triangles, face_image_bgr: np.ndarray) -> np.nd
         return render_lit(v, triangles, face, alpha=1.0)
 
 
-def render_frontal(vertices, triangles, size: int = 512, background: Background = None,
-                   margin: float = 0.05) -> np.ndarray:
-    """Lit frontal render of a mesh in 3DMM coordinates (x right, y up, z toward the
-    viewer, any units), e.g. the supervised mesh that has no image frame.
-
-    y is flipped to image rows, the x/y bounding box is centred and scaled (aspect kept)
-    to fill ``size`` x ``size`` minus ``margin`` (a fraction of the side) on each side,
-    and z is scaled by the same factor. ``background``: BGR colour (default dark grey)
-    or a uint8 image (resized to fit)."""
+def frontal_to_image(vertices, size: int = 512, margin: float = 0.05) -> np.ndarray:
+    """A mesh in 3DMM coordinates (x right, y up, z toward the viewer, any units) placed in
+    a ``size`` x ``size`` image: y flipped to rows, the x/y bounding box centred and scaled
+    (aspect kept) to fill the image minus ``margin`` (a fraction of the side) on each side,
+    z scaled by the same factor. Returns float32 (N, 3) image coordinates."""
     size = _check_size(size)
     if not 0.0 <= margin < 0.5:
         raise InputError(f"margin: expected a number in [0, 0.5), got {margin!r}")
     v = _as_n3(vertices).astype(np.float64)
-    canvas = _background(background, size)
     if v.shape[0] == 0:
-        return canvas
+        return v.astype(np.float32)
     v[:, 1] = -v[:, 1]
     lo, hi = v.min(axis=0), v.max(axis=0)
     extent = max(hi[0] - lo[0], hi[1] - lo[1])
@@ -138,23 +134,49 @@ def render_frontal(vertices, triangles, size: int = 512, background: Background 
     out = np.empty_like(v)
     out[:, :2] = (v[:, :2] - (lo[:2] + hi[:2]) / 2.0) * scale + (size - 1) / 2.0
     out[:, 2] = (v[:, 2] - lo[2]) * scale
-    with _input_errors():
-        return render_lit(out.astype(np.float32), triangles, canvas, alpha=1.0)
+    return out.astype(np.float32)
 
 
-def render_aligned(vertices_img, triangles, size: int = 512,
-                   background: Background = None, frame: int = FRAME) -> np.ndarray:
-    """Lit render of an aligned mesh (image coordinates of a ``frame`` x ``frame`` image)
-    at ``size`` x ``size``: pixel centres map as ``x' = (x + 0.5) * size / frame - 0.5``
-    (same for y), z is scaled by ``size / frame`` (lighting is unchanged by the uniform
-    scale). ``background``: the frame image (e.g. the 120x120 face, resized bilinearly)
-    or a BGR colour (default dark grey)."""
+def aligned_to_image(vertices_img, size: int = 512, frame: int = FRAME) -> np.ndarray:
+    """An aligned mesh (image coordinates of a ``frame`` x ``frame`` image) scaled to
+    ``size`` x ``size``: pixel centres map as ``x' = (x + 0.5) * size / frame - 0.5`` (same
+    for y), z is scaled by ``size / frame`` (lighting is unchanged by the uniform scale)."""
     size, frame = _check_size(size), _check_size(frame)
     v = _as_n3(vertices_img)
     k = np.float32(size / frame)
     out = np.empty_like(v)
     out[:, :2] = (v[:, :2] + np.float32(0.5)) * k - np.float32(0.5)
     out[:, 2] = v[:, 2] * k
-    canvas = _background(background, size)
+    return out
+
+
+def render_frontal(vertices, triangles, size: int = 512, background: Background = None,
+                   margin: float = 0.05) -> np.ndarray:
+    """Lit frontal render of a mesh in 3DMM coordinates (:func:`frontal_to_image`), e.g. the
+    supervised mesh that has no image frame. ``background``: BGR colour (default dark grey)
+    or a uint8 image (resized to fit)."""
+    out = frontal_to_image(vertices, size, margin)
+    canvas = _background(background, int(size))  # size was validated above
+    if out.shape[0] == 0:
+        return canvas
     with _input_errors():
         return render_lit(out, triangles, canvas, alpha=1.0)
+
+
+def render_aligned(vertices_img, triangles, size: int = 512,
+                   background: Background = None, frame: int = FRAME) -> np.ndarray:
+    """Lit render of an aligned mesh (:func:`aligned_to_image`) at ``size`` x ``size``.
+    ``background``: the frame image (e.g. the 120x120 face, resized bilinearly) or a BGR
+    colour (default dark grey)."""
+    out = aligned_to_image(vertices_img, size, frame)
+    canvas = _background(background, int(size))  # size was validated above
+    with _input_errors():
+        return render_lit(out, triangles, canvas, alpha=1.0)
+
+
+def depth_map(vertices_image, triangles, size: int) -> np.ndarray:
+    """Float32 (size, size) z-buffer of a mesh already in image coordinates; -inf where empty."""
+    with _input_errors():
+        depth, _ = Sim3DR.rasterize_buffers(vertices_image, triangles, _check_size(size), size)
+    return depth
+

@@ -66,6 +66,23 @@ class Prediction:
         return render_aligned(self.vertices, self.triangles, size or self.face_image.shape[0],
                               self.face_image if background is None else background)
 
+    def image_vertices(self, size: int | None = None) -> np.ndarray:
+        """``vertices`` in the pixel frame of :meth:`render` at ``size`` (float32 (N, 3), z toward
+        the viewer)."""
+        from runtime.render import FRAME, aligned_to_image, frontal_to_image
+
+        if self.pipeline == "supervised":
+            return frontal_to_image(self.vertices, size or 512)
+        return aligned_to_image(self.vertices, size or FRAME)
+
+    def depth(self, size: int | None = None) -> np.ndarray:
+        """Float32 (size, size) depth map of the mesh as :meth:`render` draws it (larger z is
+        nearer, -inf where the face does not cover the pixel)."""
+        from runtime.render import FRAME, depth_map
+
+        size = size or (512 if self.pipeline == "supervised" else FRAME)
+        return depth_map(self.image_vertices(size), self.triangles, size)
+
     def overlay(self, image: np.ndarray, alpha: float = 0.6) -> np.ndarray:
         """Blend the lit mesh over a square uint8 BGR ``image`` (``alpha`` = mesh opacity)."""
         from Sim3DR.lighting import overlay
@@ -89,3 +106,9 @@ class Prediction:
         from runtime.mesh_io import write_ply
 
         return write_ply(path, self.vertices, self.triangles, colors)
+
+    def write_depth(self, path: str | Path, size: int | None = None) -> tuple[Path, Path]:
+        """The depth map as a 16-bit PNG (0 empty, 1..65535 far..near) and a float32 ``.npy``."""
+        from runtime.mesh_io import write_depth
+
+        return write_depth(path, self.depth(size))

@@ -186,3 +186,36 @@ def test_audio_array_and_file_give_the_same_mesh(supervised):
 def test_unknown_frontend(models_dir):
     with pytest.raises(ModelError, match=re.escape("unknown frontend 'torch': choose one of numpy, onnx")):
         Predictor(models_dir, frontend="torch")
+
+
+def test_render_overlay_depth_and_mesh_files(supervised, unsupervised, tmp_path):
+    from runtime.mesh_io import read_png
+    from runtime.render import render_overlap
+
+    sup = supervised.predict(fbank(1000, 7))
+    image = sup.render()
+    assert image.shape == (512, 512, 3) and image.dtype == np.uint8
+    depth = sup.depth()
+    covered = np.isfinite(depth)
+    # the depth map covers exactly the pixels the render drew (the background is uniform grey)
+    np.testing.assert_array_equal(covered, (image != image[0, 0]).any(axis=2) | covered)
+    assert 0.3 < covered.mean() < 0.95
+    png, npy = sup.write_depth(tmp_path / "depth.png")
+    assert read_png(png).dtype == np.uint16 and np.array_equal(np.load(npy), depth)
+
+    uns = unsupervised.predict(fbank(1000, 8))
+    np.testing.assert_array_equal(uns.render(), render_overlap(uns.vertices, uns.triangles, uns.face_image))
+    assert uns.render(size=240).shape == (240, 240, 3)
+    assert uns.depth().shape == (120, 120)
+    blended = uns.overlay(np.full((200, 200, 3), 255, np.uint8), alpha=0.5)
+    assert blended.shape == (200, 200, 3) and blended.min() >= 127  # half white everywhere
+    with pytest.raises(InputError, match=re.escape(
+            "overlay: expected a square uint8 (H, H, 3) BGR image, got uint8 (100, 200, 3)")):
+        uns.overlay(np.zeros((100, 200, 3), np.uint8))
+
+    ply = sup.write_ply(tmp_path / "m.ply")
+    header = ply.read_bytes()[:300].split(b"end_header")[0].decode()
+    assert "element vertex 53215" in header and f"element face {len(sup.triangles)}" in header
+    obj = sup.write_obj(tmp_path / "m.obj", colors=np.full((53215, 3), 0.5, np.float32))
+    first = obj.read_text().splitlines()[0].split()
+    assert first[0] == "v" and len(first) == 7 and first[4:] == ["0.5", "0.5", "0.5"]
