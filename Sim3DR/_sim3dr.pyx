@@ -34,6 +34,17 @@ cdef extern from "rasterize.h" namespace "sim3dr":
         const float* colors, int channels, float* image, int h, int w,
         float* depth, float alpha) nogil
 
+cdef extern from "lighting.h" namespace "sim3dr":
+    cdef cppclass LightParams:
+        float ambient, directional, specular, exponent
+        float color_ambient[3]
+        float color_directional[3]
+        float light_pos[3]
+        float view_pos[3]
+    void c_light_vertices "sim3dr::light_vertices"(
+        const float* vertices, const float* normals, int64_t nver, const LightParams& p,
+        float* light) nogil
+
 # Pointer of a possibly empty memoryview (&view[0, 0] is invalid when a dimension is 0).
 cdef inline const float* _fptr(const float[:, ::1] a):
     return &a[0, 0] if a.shape[0] > 0 and a.shape[1] > 0 else NULL
@@ -128,3 +139,20 @@ def rasterize_baseline_f32(const float[:, ::1] vertices, const int32_t[:, ::1] t
         c_rasterize_baseline_f32(v, t, triangles.shape[0], c, <int>image.shape[2],
                                  &image[0, 0, 0], <int>image.shape[0], <int>image.shape[1],
                                  &depth[0, 0], alpha)
+
+
+def light_vertices(const float[:, ::1] vertices, const float[:, ::1] normals, float[:, ::1] light,
+                   float ambient, float directional, float specular, float exponent,
+                   color_ambient, color_directional, light_pos, view_pos):
+    """The release's per-vertex lighting written into ``light`` (N, 3)."""
+    if vertices.shape[0] == 0:
+        return
+    cdef LightParams p
+    p.ambient, p.directional, p.specular, p.exponent = ambient, directional, specular, exponent
+    for k in range(3):
+        p.color_ambient[k] = color_ambient[k]
+        p.color_directional[k] = color_directional[k]
+        p.light_pos[k] = light_pos[k]
+        p.view_pos[k] = view_pos[k]
+    with nogil:
+        c_light_vertices(&vertices[0, 0], &normals[0, 0], vertices.shape[0], p, &light[0, 0])

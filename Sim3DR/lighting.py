@@ -1,4 +1,4 @@
-"""The release's lighting pipeline (``docs/ORIGINAL.md`` section 3), vectorised numpy.
+"""The release's lighting pipeline (``docs/ORIGINAL.md`` section 3).
 
 Per vertex: ambient + diffuse + specular light from a point light and a viewer at
 ``(0, 0, 5)`` in a normalised copy of the vertex coordinates; the normals come from
@@ -10,10 +10,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from . import (Sim3DRInputError, _check_alpha, _check_triangles, _check_vertices,
+from . import (Sim3DRInputError, _check_alpha, _check_triangles, _check_vertices, _sim3dr,
                get_normal, rasterize)
 
-__all__ = ["LIGHT_DEFAULTS", "light_colors", "normalize_vertices", "overlay", "render_lit"]
+__all__ = ["LIGHT_DEFAULTS", "light_colors", "overlay", "render_lit"]
 
 _F = np.float32
 
@@ -30,25 +30,11 @@ LIGHT_DEFAULTS = dict(
 )
 
 
-def _unit_rows(a: np.ndarray) -> np.ndarray:
-    """Rows divided by their length (rows of length 0 become 0 rather than NaN)."""
-    n = np.sqrt(np.sum(a * a, axis=1, keepdims=True))
-    return np.divide(a, n, out=np.zeros_like(a), where=n > 0)
-
-
-def normalize_vertices(vertices: np.ndarray) -> np.ndarray:
-    """The release's normalised copy used for light directions: subtract the per-axis
-    minimum, divide by the single largest coordinate (skipped when it is 0), multiply by
-    2, subtract half of each axis's own maximum."""
-    v = np.array(vertices, dtype=_F, copy=True)
-    v -= v.min(axis=0, keepdims=True)
-    top = v.max() if v.size else _F(0)
-    if top > 0:
-        v /= top
-    v *= _F(2)
-    if v.size:
-        v -= v.max(axis=0, keepdims=True) / _F(2)
-    return v
+def _vec3(name: str, value: Sequence[float]) -> tuple[float, float, float]:
+    a = np.asarray(value, dtype=np.float64)
+    if a.shape != (3,) or not np.isfinite(a).all():
+        raise Sim3DRInputError(f"{name}: expected 3 finite numbers, got {value!r}")
+    return tuple(float(x) for x in a)
 
 
 def light_colors(vertices, triangles, normals: Optional[np.ndarray] = None,
@@ -62,7 +48,9 @@ def light_colors(vertices, triangles, normals: Optional[np.ndarray] = None,
 
     ``normals`` may be passed to skip recomputing :func:`Sim3DR.get_normal`. The specular
     term keeps the release's quirk: ``sum((e * r) ** exp)`` over xyz, not
-    ``<e, r> ** exp``; it is clipped to [0, 1] where ``cos != 0`` and 0 elsewhere."""
+    ``<e, r> ** exp``; it is clipped to [0, 1] where ``cos != 0`` and 0 elsewhere.
+    Computed in one C++ pass (``Sim3DR/src/lighting.cpp``); the numpy formulation,
+    :func:`Sim3DR.reference.light_colors_reference`, is what the tests hold it to."""
     v = _check_vertices(vertices)
     t = _check_triangles(triangles, v.shape[0])
     if normals is None:
@@ -71,22 +59,12 @@ def light_colors(vertices, triangles, normals: Optional[np.ndarray] = None,
     if normal.shape != v.shape:
         raise Sim3DRInputError(
             f"normals: expected shape {v.shape} to match vertices, got {normal.shape}")
-    light = np.zeros_like(v)
-    if intensity_ambient > 0:
-        light += _F(intensity_ambient) * np.asarray(color_ambient, dtype=_F)[None, :]
-    if intensity_directional > 0:
-        vn = normalize_vertices(v)
-        color_d = np.asarray(color_directional, dtype=_F)[None, :]
-        direction = _unit_rows(np.asarray(light_pos, dtype=_F)[None, :] - vn)
-        cos = np.sum(normal * direction, axis=1, keepdims=True)
-        light += _F(intensity_directional) * (color_d * np.clip(cos, 0, 1))
-        if intensity_specular > 0:
-            to_view = _unit_rows(np.asarray(view_pos, dtype=_F)[None, :] - vn)
-            reflection = _F(2) * cos * normal - direction
-            spec = np.sum((to_view * reflection) ** _F(specular_exp), axis=1, keepdims=True)
-            spec = np.where(cos != 0, np.clip(spec, 0, 1), _F(0))
-            light += _F(intensity_specular) * color_d * spec
-    return np.clip(light, 0, 1).astype(_F, copy=False)
+    light = np.empty_like(v)
+    _sim3dr.light_vertices(v, np.ascontiguousarray(normal), light, intensity_ambient, intensity_directional,
+                           intensity_specular, specular_exp, _vec3("color_ambient", color_ambient),
+                           _vec3("color_directional", color_directional), _vec3("light_pos", light_pos),
+                           _vec3("view_pos", view_pos))
+    return light
 
 
 def render_lit(vertices, triangles, background: np.ndarray, alpha: float = 1.0,

@@ -147,3 +147,57 @@ def rasterize_baseline(vertices, triangles, colors, image: np.ndarray, alpha: fl
     else:
         _sim3dr.rasterize_baseline_f32(v, t, c, img, d, a)
     return image
+
+
+# --------------------------------------------------------------------------- lighting
+
+_F = np.float32
+
+
+def _unit_rows(a: np.ndarray) -> np.ndarray:
+    """Rows divided by their length (rows of length 0 become 0 rather than NaN)."""
+    n = np.sqrt(np.sum(a * a, axis=1, keepdims=True))
+    return np.divide(a, n, out=np.zeros_like(a), where=n > 0)
+
+
+def normalize_vertices(vertices: np.ndarray) -> np.ndarray:
+    """The release's normalised copy used for light directions: subtract the per-axis
+    minimum, divide by the single largest coordinate (skipped when it is 0), multiply by
+    2, subtract half of each axis's own maximum."""
+    v = np.array(vertices, dtype=_F, copy=True)
+    v -= v.min(axis=0, keepdims=True)
+    top = v.max() if v.size else _F(0)
+    if top > 0:
+        v /= top
+    v *= _F(2)
+    if v.size:
+        v -= v.max(axis=0, keepdims=True) / _F(2)
+    return v
+
+
+def light_colors_reference(vertices, triangles, normals=None, intensity_ambient: float = 0.3,
+                           intensity_directional: float = 0.6, intensity_specular: float = 0.1,
+                           specular_exp: float = 5, color_ambient=(1.0, 1.0, 1.0),
+                           color_directional=(1.0, 1.0, 1.0), light_pos=(0.0, 0.0, 5.0),
+                           view_pos=(0.0, 0.0, 5.0)) -> np.ndarray:
+    """The release's lighting in vectorised numpy float32, the reference for
+    :func:`Sim3DR.lighting.light_colors` (the C++ pass) and the release-style benchmark."""
+    v = np.ascontiguousarray(vertices, dtype=_F)
+    normal = (np.asarray(normals, dtype=_F) if normals is not None
+              else normals_reference(v, np.asarray(triangles)).astype(_F))
+    light = np.zeros_like(v)
+    if intensity_ambient > 0:
+        light += _F(intensity_ambient) * np.asarray(color_ambient, dtype=_F)[None, :]
+    if intensity_directional > 0:
+        vn = normalize_vertices(v)
+        color_d = np.asarray(color_directional, dtype=_F)[None, :]
+        direction = _unit_rows(np.asarray(light_pos, dtype=_F)[None, :] - vn)
+        cos = np.sum(normal * direction, axis=1, keepdims=True)
+        light += _F(intensity_directional) * (color_d * np.clip(cos, 0, 1))
+        if intensity_specular > 0:
+            to_view = _unit_rows(np.asarray(view_pos, dtype=_F)[None, :] - vn)
+            reflection = _F(2) * cos * normal - direction
+            spec = np.sum((to_view * reflection) ** _F(specular_exp), axis=1, keepdims=True)
+            spec = np.where(cos != 0, np.clip(spec, 0, 1), _F(0))
+            light += _F(intensity_specular) * color_d * spec
+    return np.clip(light, 0, 1).astype(_F, copy=False)

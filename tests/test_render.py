@@ -15,7 +15,8 @@ import Sim3DR
 from runtime.errors import InputError
 from runtime.mesh_io import depth_to_u16, read_png, write_depth, write_obj, write_ply, write_png
 from runtime.render import render_aligned, render_frontal, render_overlap, resize_image
-from Sim3DR.lighting import LIGHT_DEFAULTS, light_colors, normalize_vertices, overlay, render_lit
+from Sim3DR.lighting import LIGHT_DEFAULTS, light_colors, overlay, render_lit
+from Sim3DR.reference import light_colors_reference, normalize_vertices
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bfm_3ddfa"
 
@@ -97,6 +98,20 @@ def test_light_colors_overrides_and_back_faces():
     assert back.min() > 0.3
     red = light_colors(v, t, color_ambient=(1, 0, 0), intensity_directional=0.0)
     np.testing.assert_allclose(red[:, 1:], 0, atol=0)
+
+
+def test_cpp_lighting_matches_numpy_reference():
+    rng = np.random.default_rng(3)
+    v, t = grid_mesh()
+    for verts, tris in ((v, t), (v, t[:, ::-1]), (v * np.float32(1e4) + np.float32(5e4), t)):
+        for params in ({}, {"specular_exp": 3, "light_pos": (1.0, -2.0, 4.0), "view_pos": (0.0, 1.0, 3.0)},
+                       {"color_directional": (1.0, 0.5, 0.25), "intensity_specular": 0.5}):
+            np.testing.assert_allclose(light_colors(verts, tris, **params),
+                                       light_colors_reference(verts, tris, **params), atol=2e-6)
+    noisy = v + rng.normal(0, 0.01, v.shape).astype(np.float32)
+    np.testing.assert_allclose(light_colors(noisy, t), light_colors_reference(noisy, t), atol=2e-6)
+    with pytest.raises(Sim3DR.Sim3DRInputError, match=re.escape("light_pos: expected 3 finite numbers, got (0, 0)")):
+        light_colors(v, t, light_pos=(0, 0))
 
 
 def test_normalize_vertices():
