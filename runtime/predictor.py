@@ -45,13 +45,17 @@ class Predictor:
     "onnx" runs audio through ``voice2mesh_<pipeline>.onnx`` (log-mel, encoder and decoder in
     one graph: one call per utterance, the better choice on a GPU). Both give the same numbers
     to ~1e-5 (the frontend graph matches the numpy log-mel to 1e-5).
+    ``spinning``: let ONNX Runtime's idle threads busy-wait (off by default: it steals the
+    cores our numpy and C++ stages need; turn it on for back-to-back batched inference).
     """
 
     def __init__(self, models: str | os.PathLike, pipeline: str = "supervised", device: str = "auto",
-                 threads: int | None = None, vad: bool = True, frontend: str = "numpy") -> None:
+                 threads: int | None = None, vad: bool = True, frontend: str = "numpy",
+                 spinning: bool = False) -> None:
         if frontend not in FRONTENDS:
             raise ModelError(f"unknown frontend {frontend!r}: choose one of {', '.join(FRONTENDS)}")
-        self.models = ModelsFolder.open(models, pipeline, device, threads, voice2mesh=frontend == "onnx")
+        self.models = ModelsFolder.open(models, pipeline, device, threads, voice2mesh=frontend == "onnx",
+                                        spinning=spinning)
         self.pipeline = pipeline
         self.vad = vad
         self.frontend = frontend
