@@ -194,6 +194,16 @@ def rasterize(vertices, triangles, colors, image: np.ndarray, alpha: float = 1.0
     depth_buffer: optional ``(H, W)`` float32 z-buffer, updated in place (see
     :func:`new_depth_buffer`); a fresh one initialised to :data:`DEPTH_INIT` by default.
     """
+    args = _draw_arguments(vertices, triangles, colors, image, alpha, depth_buffer)
+    if args is not None:
+        draw = _sim3dr.rasterize_u8 if args[3].dtype == np.uint8 else _sim3dr.rasterize_f32
+        draw(*args, resolve_num_threads(num_threads))
+    return image
+
+
+def _draw_arguments(vertices, triangles, colors, image, alpha, depth_buffer):
+    """Checked (vertices, triangles, colours, image, depth, alpha) for the C++ draw
+    functions, or None when the image is empty."""
     img = _check_image(image)
     v = _check_vertices(vertices)
     t = _check_triangles(triangles, v.shape[0])
@@ -201,14 +211,8 @@ def rasterize(vertices, triangles, colors, image: np.ndarray, alpha: float = 1.0
     a = _check_alpha(alpha)
     h, w = img.shape[:2]
     if h == 0 or w == 0:
-        return image
-    d = _check_depth(depth_buffer, h, w)
-    n = resolve_num_threads(num_threads)
-    if img.dtype == np.uint8:
-        _sim3dr.rasterize_u8(v, t, c, img, d, a, n)
-    else:
-        _sim3dr.rasterize_f32(v, t, c, img, d, a, n)
-    return image
+        return None
+    return v, t, c, img, _check_depth(depth_buffer, h, w), a
 
 
 def rasterize_buffers(vertices, triangles, height: int, width: int,

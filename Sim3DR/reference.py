@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from . import (DEPTH_INIT, _check_alpha, _check_colors, _check_depth, _check_image,
-               _check_triangles, _check_vertices, _sim3dr)
+               _check_triangles, _check_vertices, _draw_arguments, _sim3dr)
 
 _F = np.float32
 
@@ -133,25 +133,14 @@ def rasterize_baseline(vertices, triangles, colors, image: np.ndarray, alpha: fl
                        depth_buffer: Optional[np.ndarray] = None) -> np.ndarray:
     """The plain single-threaded C++ loop (benchmark baseline); same results as
     :func:`Sim3DR.rasterize`."""
-    img = _check_image(image)
-    v = _check_vertices(vertices)
-    t = _check_triangles(triangles, v.shape[0])
-    c = _check_colors(colors, v.shape[0], img.shape[2])
-    a = _check_alpha(alpha)
-    h, w = img.shape[:2]
-    if h == 0 or w == 0:
-        return image
-    d = _check_depth(depth_buffer, h, w)
-    if img.dtype == np.uint8:
-        _sim3dr.rasterize_baseline_u8(v, t, c, img, d, a)
-    else:
-        _sim3dr.rasterize_baseline_f32(v, t, c, img, d, a)
+    args = _draw_arguments(vertices, triangles, colors, image, alpha, depth_buffer)
+    if args is not None:
+        draw = _sim3dr.rasterize_baseline_u8 if args[3].dtype == np.uint8 else _sim3dr.rasterize_baseline_f32
+        draw(*args)
     return image
 
 
 # --------------------------------------------------------------------------- lighting
-
-_F = np.float32
 
 
 def _unit_rows(a: np.ndarray) -> np.ndarray:

@@ -12,6 +12,21 @@ FBANKS = sorted((DATA / "fbank_preprocessed").glob("*.npy"))
 WAVS = sorted((DATA / "voxceleb_wav").glob("*.wav"))
 
 
+def real_face():
+    """The real 38365-vertex BFM face (N, 3) float32 in [0, 1] and its (M, 3) int32 triangles."""
+    import pickle
+
+    import numpy as np
+
+    folder = DATA / "bfm_3ddfa"
+    if not (folder / "ncc_code.npy").exists() or not (folder / "tri.pkl").exists():
+        pytest.skip(f"real BFM face not available under {folder}")
+    v = np.load(folder / "ncc_code.npy").T.astype(np.float32)
+    with open(folder / "tri.pkl", "rb") as f:
+        t = np.ascontiguousarray(pickle.load(f).T, dtype=np.int32)
+    return np.ascontiguousarray(v), t
+
+
 def requires(paths: list[Path], what: str):
     return pytest.mark.skipif(not paths, reason=f"{what} not found under {DATA} (the shared test data)")
 

@@ -1,7 +1,6 @@
 """Lighting, runtime.render helpers and runtime.mesh_io writers."""
 from __future__ import annotations
 
-import pickle
 import re
 import struct
 import time
@@ -17,17 +16,7 @@ from runtime.mesh_io import depth_to_u16, read_png, write_depth, write_obj, writ
 from runtime.render import render_aligned, render_frontal, render_overlap, resize_image
 from Sim3DR.lighting import LIGHT_DEFAULTS, light_colors, overlay, render_lit
 from Sim3DR.reference import light_colors_reference, normalize_vertices
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bfm_3ddfa"
-
-
-def real_face():
-    if not (DATA / "ncc_code.npy").exists() or not (DATA / "tri.pkl").exists():
-        pytest.skip(f"real BFM face not available under {DATA}")
-    v = np.load(DATA / "ncc_code.npy").T.astype(np.float32)
-    with open(DATA / "tri.pkl", "rb") as f:
-        t = np.ascontiguousarray(pickle.load(f).T, dtype=np.int32)
-    return np.ascontiguousarray(v), t
+from tests.conftest import real_face
 
 
 def grid_mesh(n=12, bump=0.3):

@@ -1,9 +1,7 @@
 """Sim3DR: rasteriser rules, exactness against the numpy reference, normals, errors."""
 from __future__ import annotations
 
-import pickle
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,18 +10,7 @@ import Sim3DR
 from Sim3DR import Sim3DRInputError, get_normal, rasterize, rasterize_buffers
 from Sim3DR.reference import (buffers_reference, normals_reference, rasterize_baseline,
                               rasterize_reference)
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bfm_3ddfa"
-
-
-def real_face():
-    """The real 38365-vertex BFM face (N, 3) float32 in [0, 1] and its (M, 3) triangles."""
-    if not (DATA / "ncc_code.npy").exists() or not (DATA / "tri.pkl").exists():
-        pytest.skip(f"real BFM face not available under {DATA}")
-    v = np.load(DATA / "ncc_code.npy").T.astype(np.float32)
-    with open(DATA / "tri.pkl", "rb") as f:
-        t = np.ascontiguousarray(pickle.load(f).T, dtype=np.int32)
-    return np.ascontiguousarray(v), t
+from tests.conftest import real_face
 
 
 def face_in_image(size: int):
