@@ -15,8 +15,8 @@ reason, so the harness never reports a row it could not measure:
   CUDA), each probed;
 * ``<id>-onnxfrontend``: each FP32 backend again with ``Predictor(frontend="onnx")`` (log-mel,
   encoder and decoder in one ``voice2mesh_<pipeline>.onnx`` graph), when those files exist;
-* what-ifs, only when asked for (``--what-if``): ``ort-cpu-fp32-nospin`` (the shipped models
-  with ``session.intra_op.allow_spinning = 0``), labelled as not the shipped default;
+* non-default configurations, only when asked for (``--what-if``): ``ort-cpu-fp32-spinning``
+  (ONNX Runtime's idle threads busy-waiting, ``Predictor(spinning=True)``), labelled so;
 * native TensorRT engines (``*.engine`` / ``*.plan``): reported with the reason they are
   not run (no runner for them in ``runtime/`` yet) or why not (``import tensorrt`` fails).
 
@@ -44,7 +44,7 @@ class Backend:
     device: str = "cpu"
     provider_options: list[dict] = field(default_factory=list)
     frontend: str = "numpy"       # "onnx": Predictor(frontend="onnx"), the fused voice2mesh graphs
-    spinning: bool = True         # False: a what-if with ONNX Runtime's thread spinning switched off
+    spinning: bool | None = None  # None: the runtime's default; True/False: ONNX Runtime thread spinning
     note: str = ""
 
     def as_dict(self) -> dict:
@@ -203,10 +203,9 @@ def discover(models: Path, release: Path | None, threads: int, want_baseline: bo
             backends.append(Backend(bid, f"{b.label}, ONNX frontend", "ours", "fp32", b.providers,
                                     {**b.files, **fused_files}, b.device, b.provider_options, frontend="onnx"))
     if what_if and any(b.id == "ort-cpu-fp32" for b in backends):
-        backends.append(Backend("ort-cpu-fp32-nospin", "ONNX Runtime CPU FP32, spinning off (what-if)", "ours",
-                                "fp32", ["CPUExecutionProvider"], dict(fp32), "cpu", [{}], spinning=False,
-                                note="not the shipped default: sessions opened with "
-                                     "session.intra_op.allow_spinning=0"))
+        backends.append(Backend("ort-cpu-fp32-spinning", "ONNX Runtime CPU FP32, spinning on (not the default)",
+                                "ours", "fp32", ["CPUExecutionProvider"], dict(fp32), "cpu", [{}], spinning=True,
+                                note="sessions with session.intra_op.allow_spinning=1 (Predictor(spinning=True))"))
 
     # --- native TensorRT engines
     engines = sorted(p.name for p in models.glob("*.engine")) + sorted(p.name for p in models.glob("*.plan"))

@@ -61,6 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--retries", type=int, default=None, metavar="N",
                     help="re-measure a backend up to N times when other processes used more than 5%% of the "
                          "CPUs meanwhile (default 2, 0 with --quick)")
+    ap.add_argument("--stages-only", action="store_true", help="batch-1 rows only (no throughput grid)")
     ap.add_argument("--what-if", action="store_true",
                     help="also measure configurations that are not the shipped default (labelled so)")
     ap.add_argument("--only", nargs="*", metavar="ID", help="only these backend ids (e.g. ort-cpu-fp32)")
@@ -231,7 +232,7 @@ def wait_idle(limit_s: float, threshold: float = 0.10) -> dict:
             return {"waited_s": round(time.perf_counter() - start, 1), "quiet": True, "busy_share": last}
         if time.perf_counter() - start > limit_s:
             return {"waited_s": round(time.perf_counter() - start, 1), "quiet": False, "busy_share": last}
-        if not announced:
+        if not announced and last >= threshold:
             print(f"  waiting for a quiet machine ({100 * last:.0f}% of the CPUs busy; at most {limit_s:.0f} s)",
                   flush=True)
             announced = True
@@ -329,7 +330,8 @@ def assemble(args, backends, skipped, results, inputs_info, meta) -> dict:
         "backends": [{**{k: v for k, v in b.as_dict().items() if k in ("id", "label", "kind", "precision",
                                                                        "providers", "device", "frontend",
                                                                        "spinning", "note")},
-                      "peak_rss_mib": results[b.id]["peak_rss_mib"], "threads": results[b.id]["threads"],
+                      "peak_rss_mib": results[b.id]["peak_rss_mib"],
+                      "peak_rss_batch1_mib": results[b.id].get("peak_rss_batch1_mib"), "threads": results[b.id]["threads"],
                       "torch_imported": results[b.id]["torch_imported"], "wall_s": results[b.id]["wall_s"],
                       "machine_load": results[b.id].get("machine_load")}
                      for b in backends if b.id in results],
@@ -379,6 +381,8 @@ def main(argv=None) -> int:
         seconds_grid, batches, e2e_seconds, e2e_batches = [3.0], [1, 2], [3.0], [2]
     else:
         seconds_grid, batches, e2e_seconds, e2e_batches = [3.0, 10.0, 30.0], [1, 8, 32], [3.0, 10.0, 30.0], [1, 8, 32]
+    if args.stages_only:
+        seconds_grid, batches, e2e_seconds, e2e_batches = [], [], [], []
     gpu = _gpu_name() if any(b.device == "cuda" for b in backends) else None
     name = machine_name(cores, gpu)
     out = args.out or ROOT / "benchmarks" / "results" / name

@@ -3,11 +3,12 @@
     python benchmarks/profile_targets.py [--models DIR] [--threads N] [--reps 30]
 
 1. voice -> mesh through ``Predictor`` stage by stage (its own ``timings``), with ONNX
-   Runtime's intra-op thread spinning on (the shipped default) and off, numpy and ONNX frontend;
+   Runtime's intra-op thread spinning on and off, numpy and ONNX frontend;
 2. ONNX Runtime's own profiler (``SessionOptions.enable_profiling``): time per operator type
    in the encoder and both decoders, batch 1;
-3. the lit 512x512 render split into its steps (scene transform, normals, each lighting
-   term, rasterisation with 1 and N threads, the plain baseline rasteriser).
+3. the lit 512x512 render split into its steps (scene transform, lighting, normals,
+   rasterisation with 1 and N threads; the release's numpy lighting and the plain baseline
+   rasteriser for comparison).
 Medians over ``--reps`` runs. Nothing is written except ORT's profile files in a temp dir.
 """
 from __future__ import annotations
@@ -37,14 +38,13 @@ def med(fn, reps: int) -> float:
     return float(np.median(ts))
 
 
-def session(path, threads: int, spinning: bool = True, profile_dir: str | None = None):
+def session(path, threads: int, spinning: bool = False, profile_dir: str | None = None):
     import onnxruntime as ort
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
-    if not spinning:
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     if profile_dir:
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(profile_dir) / Path(path).stem)
@@ -61,18 +61,21 @@ def predictor_stages(models: Path, threads: int, reps: int) -> None:
 
     x = demo_voice(6.0)
     has_frontend = "frontend" in inspect.signature(Predictor).parameters
+    has_spinning = "spinning" in inspect.signature(Predictor).parameters
     print("\n1. Predictor.predict(6 s synthetic voice), median ms per stage (its own timings)")
     for pipe in ("supervised", "unsupervised"):
         for frontend in (["numpy", "onnx"] if has_frontend and (models / f"voice2mesh_{pipe}.onnx").is_file()
                          else ["numpy"]):
             for spinning in (True, False):
                 kw = {"frontend": frontend} if has_frontend else {}
+                if has_spinning:
+                    kw["spinning"] = spinning
                 p = Predictor(models, pipe, device="cpu", threads=threads, **kw)
-                if not spinning:
-                    p.models.encoder = session(models / "encoder.onnx", threads, False)
-                    p.models.decoder = session(models / f"decoder_{pipe}.onnx", threads, False)
+                if not has_spinning:
+                    p.models.encoder = session(models / "encoder.onnx", threads, spinning)
+                    p.models.decoder = session(models / f"decoder_{pipe}.onnx", threads, spinning)
                     if getattr(p.models, "voice2mesh", None) is not None:
-                        p.models.voice2mesh = session(models / f"voice2mesh_{pipe}.onnx", threads, False)
+                        p.models.voice2mesh = session(models / f"voice2mesh_{pipe}.onnx", threads, spinning)
                 for _ in range(3):
                     p.predict(x, sample_rate=16000)
                 runs, walls = [], []
@@ -122,33 +125,26 @@ def render_steps(models: Path, threads: int, reps: int) -> None:
     import numpy as np
 
     import Sim3DR
-    from benchmarks.release_style import frontal_to_image
+    from benchmarks.release_style import frontal_to_image, numpy_light
     from runtime.demo_signal import demo_voice
     from runtime.predictor import Predictor
     from runtime.render import render_frontal
-    from Sim3DR.lighting import _unit_rows, light_colors, normalize_vertices
+    from Sim3DR.lighting import light_colors
     from Sim3DR.reference import rasterize_baseline
 
-    f32 = np.float32
     r = Predictor(models, "supervised", device="cpu", threads=threads).predict(demo_voice(6.0), sample_rate=16000)
     v, t = frontal_to_image(r.vertices, 512), r.triangles
     bg = np.full((512, 512, 3), 48, np.uint8)
     normal = Sim3DR.get_normal(v, t)
-    vn = normalize_vertices(v)
-    d = _unit_rows(np.asarray((0, 0, 5), f32)[None, :] - vn)
-    cos = np.sum(normal * d, axis=1, keepdims=True)
-    refl = f32(2) * cos * normal - d
     colors = light_colors(v, t)
     print(f"\n3. lit render of the {len(v)}-vertex mesh ({len(t)} triangles) at 512x512, median ms")
     rows = [
         ("runtime.render.render_frontal (all of it)", lambda: render_frontal(r.vertices, t, 512)),
-        ("  scene transform (float64 numpy)", lambda: frontal_to_image(r.vertices, 512)),
-        ("  light_colors (all of it)", lambda: light_colors(v, t)),
-        ("    get_normal (C++)", lambda: Sim3DR.get_normal(v, t)),
-        ("    normalize_vertices (numpy)", lambda: normalize_vertices(v)),
-        ("    light direction unit rows (numpy)", lambda: _unit_rows(np.asarray((0, 0, 5), f32)[None, :] - vn)),
-        ("    specular sum((e*r)**5) (numpy power)", lambda: np.sum((d * refl) ** f32(5), axis=1)),
-        ("    same with multiplications", lambda: (lambda a: np.sum((a * a) * (a * a) * a, axis=1))(d * refl)),
+        ("  scene transform (numpy, float64)", lambda: frontal_to_image(r.vertices, 512)),
+        ("  background canvas", lambda: np.full((512, 512, 3), 48, np.uint8)),
+        ("  Sim3DR.lighting.light_colors (all of it)", lambda: light_colors(v, t)),
+        ("    of which get_normal (C++)", lambda: Sim3DR.get_normal(v, t)),
+        ("  the release's numpy lighting (baseline)", lambda: numpy_light(v, t, normal)),
         ("  Sim3DR.rasterize, 1 thread", lambda: Sim3DR.rasterize(v, t, colors, bg.copy(), num_threads=1)),
         (f"  Sim3DR.rasterize, {threads} threads", lambda: Sim3DR.rasterize(v, t, colors, bg.copy(),
                                                                           num_threads=threads)),

@@ -19,7 +19,8 @@ release writes it (``shared/docs/ORIGINAL.md``), for the comparison a user would
   as in the release;
 * 3DMM reconstruction and pose alignment: numpy float32 ``u + w_shp @ shape + w_exp @ exp``
   as the release (not inside a network);
-* rendering: numpy lighting (:func:`Sim3DR.lighting.light_colors`, the release's formulas)
+* rendering: numpy lighting (:func:`Sim3DR.reference.light_colors_reference`, the release's
+  vectorised numpy formulas, normals from the C++ ``get_normal`` as the release's Cython one)
   and :func:`Sim3DR.reference.rasterize_baseline`, the plain single-threaded C++ loop.
 """
 from __future__ import annotations
@@ -226,13 +227,24 @@ def display_image(img_chw: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.astype(np.uint8).transpose(1, 2, 0)[:, :, ::-1])
 
 
+def numpy_light(v: np.ndarray, triangles: np.ndarray, normals: np.ndarray) -> np.ndarray:
+    """The release's per-vertex lighting in numpy (normals from the C++ ``get_normal``, as the
+    release's Cython ``get_normal``): ``Sim3DR.reference.light_colors_reference``; on older
+    trees, where ``Sim3DR.lighting.light_colors`` itself was that numpy code, that one."""
+    try:
+        from Sim3DR.reference import light_colors_reference
+    except ImportError:
+        from Sim3DR.lighting import light_colors as light_colors_reference
+    return light_colors_reference(v, triangles, normals=normals)
+
+
 def render_lit_baseline(vertices_n3: np.ndarray, triangles: np.ndarray, background: np.ndarray) -> np.ndarray:
     """numpy lighting + the plain single-threaded C++ rasteriser, over a copy of ``background``."""
-    from Sim3DR.lighting import light_colors
+    import Sim3DR
     from Sim3DR.reference import rasterize_baseline
 
     v = np.ascontiguousarray(vertices_n3, dtype=np.float32)
-    colors = light_colors(v, triangles)
+    colors = numpy_light(v, triangles, Sim3DR.get_normal(v, triangles))
     image = np.array(background, dtype=np.uint8, order="C", copy=True)
     return rasterize_baseline(v, triangles, colors, image, alpha=1.0)
 

@@ -49,6 +49,14 @@ def _label(doc: dict, bid: str) -> str:
     return bid
 
 
+def _short(doc: dict, bid: str) -> str:
+    """A table-width name: 'release-style', 'ORT CPU FP32', 'ORT CPU FP32, ONNX frontend', ..."""
+    label = _label(doc, bid)
+    if bid == doc.get("baseline"):
+        return label.split(" (")[0]
+    return label.replace("ONNX Runtime", "ORT")
+
+
 def markdown(doc: dict) -> str:
     m, v = doc["machine"], doc["versions"]
     base = doc["baseline"]
@@ -84,7 +92,7 @@ def markdown(doc: dict) -> str:
             if not r:
                 continue
             met = "yes" if r["met"] else f"**no** (+{_f(r['p50_ms'] - t['target_ms'])} ms)"
-            lines.append(f"| {t['name']} | <= {_f(t['target_ms'])} ms | {base_cell} | {_label(doc, b)} | "
+            lines.append(f"| {t['name']} | <= {_f(t['target_ms'])} ms | {base_cell} | {_short(doc, b)} | "
                          f"{_f(r['p50_ms'])} ms | {_f(r['p90_ms'])} ms | "
                          f"{'x' + _f(r['ratio']) if r['ratio'] else '-'} | {met} |")
     lines.append("")
@@ -96,17 +104,21 @@ def markdown(doc: dict) -> str:
     for sid, label in STAGE_ORDER:
         rows = [r for r in doc["stages"] if r["stage"] == sid]
         for r in rows:
-            lines.append(f"| {label} | {_label(doc, r['backend'])} | {_f(r['p50_ms'])} | {_f(r['p90_ms'])} | "
+            lines.append(f"| {label} | {_short(doc, r['backend'])} | {_f(r['p50_ms'])} | {_f(r['p90_ms'])} | "
                          f"{_f(r['p99_ms'])} | {_f(r['mean_ms'])} | {r['n']} | "
                          f"{'x' + _f(r['ratio']) if r.get('ratio') else '-'} |")
     lines.append("")
     lines += ["What is inside each row:", ""]
     for sid, _ in STAGE_ORDER:
+        groups: dict[str, list[str]] = {}
         for r in doc["stages"]:
             if r["stage"] == sid:
-                lines.append(f"- `{sid}` / {_label(doc, r['backend'])}: {r['what']}")
-    for u in doc["unavailable"]:
-        lines.append(f"- `{u['stage']}` / {_label(doc, u['backend'])}: not measured: {u['reason']}")
+                groups.setdefault(r["what"], []).append(_short(doc, r["backend"]))
+        for u in doc["unavailable"]:
+            if u["stage"] == sid:
+                groups.setdefault(f"not measured: {u['reason']}", []).append(_short(doc, u["backend"]))
+        if groups:
+            lines.append(f"- `{sid}`: " + "; ".join(f"{' / '.join(names)}: {what}" for what, names in groups.items()))
     lines.append("")
 
     # --- throughput
@@ -114,9 +126,9 @@ def markdown(doc: dict) -> str:
               "`models` = encoder + decoder (incl. mesh) from fbank; `e2e` = int16 samples -> mesh "
               "(VAD + fbank per utterance, then batched networks).", ""]
     bids = ([base] if base else []) + ours
-    head = "| kind | pipeline | utterance | batch | " + " | ".join(f"{_label(doc, b)} utt/s (ms/batch)"
+    head = "| kind | pipeline | utterance | batch | " + " | ".join(f"{_short(doc, b)} utt/s (ms/batch)"
                                                                for b in bids)
-    head += " | " + " | ".join(f"speed-up {_label(doc, b)}" for b in ours) + " |" if base else " |"
+    head += " | " + " | ".join(f"speed-up, {_short(doc, b)}" for b in ours) + " |" if base else " |"
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     keys = sorted({(r["kind"], r["pipeline"], r["seconds"], r["batch"]) for r in doc["throughput"]},
                   key=lambda k: (k[0] != "models", k[1], k[2], k[3]))
@@ -136,15 +148,16 @@ def markdown(doc: dict) -> str:
 
     # --- memory, threads, skipped, parity
     lines += ["## Peak memory and threads (one process per backend)", "",
-              "| backend | peak RSS (MiB) | threads | torch imported | measured in | other processes' CPU share "
-              "meanwhile |", "|---|---:|---|---|---:|---:|"]
+              "| backend | peak RSS, batch-1 rows (MiB) | peak RSS, whole run (MiB) | threads | torch imported | "
+              "measured in | other processes' CPU share meanwhile |", "|---|---:|---:|---|---|---:|---:|"]
     noisy = []
     for b in doc["backends"]:
         th = ", ".join(f"{k}={v}" for k, v in b["threads"].items() if k != "env" and k != "providers")
         load = (b.get("machine_load") or {}).get("other_processes_cpu_share")
         if load is not None and load > 0.05:
             noisy.append(b["label"])
-        lines.append(f"| {b['label']} | {b['peak_rss_mib']:.0f} | {th} | {'yes' if b['torch_imported'] else 'no'}"
+        b1 = b.get("peak_rss_batch1_mib")
+        lines.append(f"| {b['label']} | {'-' if b1 is None else f'{b1:.0f}'} | {b['peak_rss_mib']:.0f} | {th} | {'yes' if b['torch_imported'] else 'no'}"
                      f" | {b['wall_s']:.0f} s | {'-' if load is None else f'{100 * load:.1f}%'} |")
     if noisy:
         lines += ["", f"**Warning**: other processes used more than 5% of the CPUs while {', '.join(noisy)} "
@@ -218,6 +231,10 @@ def plot(doc: dict, path: Path) -> None:
     for col, pipe in enumerate(("supervised", "unsupervised")):
         ax2 = fig.add_subplot(gs[1, col])
         rows = [r for r in doc["throughput"] if r["kind"] == "models" and r["pipeline"] == pipe]
+        if not rows:
+            ax2.axis("off")
+            ax2.text(0.5, 0.5, f"no throughput grid measured ({pipe})", ha="center", va="center")
+            continue
         for bid, style in zip(bids, ["--", "-", "-.", ":", "-", "--"]):
             for sec in sorted({r["seconds"] for r in rows}):
                 pts = sorted((r["batch"], r["utt_per_s"]) for r in rows if r["backend"] == bid and r["seconds"] == sec)

@@ -31,6 +31,7 @@ class Budget:
 
 FULL = Budget(warmup=3, min_reps=15, max_reps=400, seconds=2.5)
 THROUGHPUT = Budget(warmup=1, min_reps=5, max_reps=200, seconds=1.5)
+E2E_THROUGHPUT = Budget(warmup=1, min_reps=3, max_reps=100, seconds=1.0)
 QUICK = Budget(warmup=1, min_reps=2, max_reps=20, seconds=0.1)
 
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.timing import FULL, QUICK, THROUGHPUT, Budget, measure  # noqa: E402
+from benchmarks.timing import E2E_THROUGHPUT, FULL, QUICK, THROUGHPUT, Budget, measure  # noqa: E402
 
 SR = 16000
 
@@ -34,6 +34,11 @@ class Recorder:
         self.stages: dict[str, dict] = {}
         self.unavailable: dict[str, str] = {}
         self.throughput: list[dict] = []
+        self.peak_batch1_mib: float | None = None
+
+    def mark_batch1_done(self) -> None:
+        """Peak RSS so far: everything up to here ran at batch 1 (ru_maxrss only grows)."""
+        self.peak_batch1_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
     def stage(self, sid: str, what: str, fn: Callable[[], object], budget: Budget | None = None) -> None:
         stats = measure(fn, budget or self.budget)
@@ -83,7 +88,10 @@ def run_ours(backend: dict, cfg: dict, rec: Recorder, inputs: dict) -> dict:
     threads = cfg["threads"]
     models = Path(cfg["models"])
     providers = backend["providers"]
-    simple = (backend["precision"] == "fp32" and backend["spinning"]
+    import inspect
+    params = inspect.signature(Predictor).parameters
+    spin = backend["spinning"]
+    simple = (backend["precision"] == "fp32" and (spin is None or "spinning" in params)
               and providers[0] in ("CPUExecutionProvider", "CUDAExecutionProvider"))
     device = "cuda" if providers[0] == "CUDAExecutionProvider" else "cpu"
     fused = backend["frontend"] == "onnx"
@@ -91,8 +99,11 @@ def run_ours(backend: dict, cfg: dict, rec: Recorder, inputs: dict) -> dict:
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
-    if not backend["spinning"]:
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Sessions opened here (other files / providers) follow the runtime's default unless told.
+    effective = spin if spin is not None else (params["spinning"].default if "spinning" in params else None)
+    if effective is not None:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if effective else "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "1" if effective else "0")
 
     def sess(path):
         return ort.InferenceSession(path, so, providers=providers,
@@ -100,6 +111,8 @@ def run_ours(backend: dict, cfg: dict, rec: Recorder, inputs: dict) -> dict:
     preds = {}
     for pipeline in ("supervised", "unsupervised"):
         kw = {"frontend": "onnx"} if fused else {}
+        if spin is not None and "spinning" in params:
+            kw["spinning"] = spin
         if simple:  # the shipped path, exactly as a user opens it
             preds[pipeline] = Predictor(models, pipeline, device=device, threads=threads, **kw)
         else:       # other files / options: the same Predictor with this backend's sessions
@@ -149,7 +162,7 @@ def run_ours(backend: dict, cfg: dict, rec: Recorder, inputs: dict) -> dict:
     r_uns = uns.predict(x, sample_rate=SR)
     size = cfg["render_size"]
     rec.stage(f"render_{size}", f"runtime.render.render_frontal: lit {len(r_sup.vertices)}-vertex mesh at "
-              f"{size}x{size} (numpy lighting + multi-threaded Sim3DR)",
+              f"{size}x{size} (Sim3DR lighting + rasteriser, {threads} threads)",
               lambda: render_frontal(r_sup.vertices, tri, size))
     rec.stage("render_overlap_120", "runtime.render.render_overlap: the release's 120x120 _overlap.png",
               lambda: render_overlap(r_uns.vertices, tri, r_uns.face_image))
@@ -172,7 +185,9 @@ def run_ours(backend: dict, cfg: dict, rec: Recorder, inputs: dict) -> dict:
               "render_overlap_120": r_uns.render()}
 
     # --- throughput
+    rec.mark_batch1_done()
     tb = QUICK if cfg["quick"] else THROUGHPUT
+    etb = QUICK if cfg["quick"] else E2E_THROUGHPUT
     for pipe, pred in preds.items():
         for seconds in cfg["seconds"]:
             fbs = fbank_of(inputs["by_seconds"][seconds])
@@ -185,12 +200,13 @@ def run_ours(backend: dict, cfg: dict, rec: Recorder, inputs: dict) -> dict:
             s = inputs["by_seconds"][seconds]
             for batch in cfg["e2e_batches"]:
                 rec.rate("e2e", pipe, batch, seconds,
-                         lambda p=pred, b=[s] * batch: p.predict_batch(b, sample_rate=SR), tb)
+                         lambda p=pred, b=[s] * batch: p.predict_batch(b, sample_rate=SR), etb)
 
     import Sim3DR
     info = {"ort_intra_op_threads": threads, "ort_inter_op_threads": 1,
             "sim3dr_threads": Sim3DR.resolve_num_threads(),
-            "providers": sup.models.encoder.get_providers(), "ort_spinning": backend["spinning"]}
+            "providers": sup.models.encoder.get_providers(),
+            "ort_spinning": effective}
     return {"parity": parity, "threads": info}
 
 
@@ -264,7 +280,9 @@ def run_baseline(backend: dict, cfg: dict, rec: Recorder, inputs: dict) -> dict:
               "render_overlap_120": rs.render_lit_baseline(aligned, tri, face)}
 
     # --- throughput (batched the way a user of the release would batch: stacked tensors)
+    rec.mark_batch1_done()
     tb = QUICK if cfg["quick"] else THROUGHPUT
+    etb = QUICK if cfg["quick"] else E2E_THROUGHPUT
 
     def models_sup(x3):
         return model.mesh_supervised(model.supervised_params(model.embed(x3)))
@@ -286,7 +304,7 @@ def run_baseline(backend: dict, cfg: dict, rec: Recorder, inputs: dict) -> dict:
                 def e2e(f=fn, s=s, b=batch):
                     feats = np.stack([rs.get_fbank(rs.remove_silence(s)) for _ in range(b)])
                     return f(feats)
-                rec.rate("e2e", pipe, batch, seconds, e2e, tb)
+                rec.rate("e2e", pipe, batch, seconds, e2e, etb)
 
     info = {"torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
             "rasterizer_threads": 1}
@@ -312,6 +330,7 @@ def main(spec_path: str, result_path: str) -> int:
         "unavailable": rec.unavailable,
         "throughput": rec.throughput,
         "peak_rss_mib": peak_kib / 1024.0,
+        "peak_rss_batch1_mib": rec.peak_batch1_mib,
         "threads": {"env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                                              "OPENBLAS_NUM_THREADS", "SIM3DR_NUM_THREADS")},
                     **extra["threads"]},
