@@ -189,7 +189,7 @@ def plot(doc: dict, path: Path) -> None:
              ("decoder", "decoder (+mesh)", "#e15759"), ("render", "render", "#59a14f")]
     render_of = {"supervised": "render_512", "unsupervised": "render_overlap_120"}
 
-    fig = plt.figure(figsize=(12, 9.5), constrained_layout=True)
+    fig = plt.figure(figsize=(12, 10.5), constrained_layout=True)
     gs = fig.add_gridspec(2, 2, height_ratios=[1.15, 1])
     ax = fig.add_subplot(gs[0, :])
     labels, y = [], 0
@@ -228,6 +228,11 @@ def plot(doc: dict, path: Path) -> None:
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=6, fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
 
+    from matplotlib.lines import Line2D
+    palette = ["#4e79a7", "#e15759", "#59a14f", "#f28e2b", "#b07aa1", "#76b7b2", "#9c755f", "#edc948"]
+    colour = {bid: palette[i % len(palette)] for i, bid in enumerate(bids)}
+    lengths = sorted({r["seconds"] for r in doc["throughput"] if r["kind"] == "models"})
+    styles = {sec: st for sec, st in zip(lengths, [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-.")] * 4)}
     for col, pipe in enumerate(("supervised", "unsupervised")):
         ax2 = fig.add_subplot(gs[1, col])
         rows = [r for r in doc["throughput"] if r["kind"] == "models" and r["pipeline"] == pipe]
@@ -235,27 +240,31 @@ def plot(doc: dict, path: Path) -> None:
             ax2.axis("off")
             ax2.text(0.5, 0.5, f"no throughput grid measured ({pipe})", ha="center", va="center")
             continue
-        for bid, style in zip(bids, ["--", "-", "-.", ":", "-", "--"]):
-            for sec in sorted({r["seconds"] for r in rows}):
+        for bid in bids:
+            for sec in lengths:
                 pts = sorted((r["batch"], r["utt_per_s"]) for r in rows if r["backend"] == bid and r["seconds"] == sec)
                 if pts:
-                    ax2.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o",
-                             label=f"{_label(doc, bid).split(' (')[0]}, {sec:g} s")
+                    marker, line = styles[sec]
+                    ax2.plot([q[0] for q in pts], [q[1] for q in pts], line, marker=marker, color=colour[bid])
         ax2.set_xscale("log", base=2)
         ax2.set_yscale("log")
         from matplotlib.ticker import ScalarFormatter
         for axis in (ax2.xaxis, ax2.yaxis):
             axis.set_major_formatter(ScalarFormatter())
         ax2.yaxis.set_minor_formatter(ScalarFormatter())
+        ax2.tick_params(axis="y", which="minor", labelsize=7)
         batches = sorted({r["batch"] for r in rows})
         ax2.set_xticks(batches, [str(b) for b in batches])
         ax2.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax2.tick_params(axis="y", which="minor", labelsize=7)
         ax2.set_xlabel("batch size")
         ax2.set_ylabel("utterances / s (encoder + decoder)")
-        ax2.set_title(f"throughput, {pipe}", fontsize=10)
+        ax2.set_title(f"throughput, {pipe} (from fbank)", fontsize=10)
         ax2.grid(alpha=0.3, which="both")
-        ax2.legend(fontsize=7)
+    if doc["throughput"]:
+        handles = [Line2D([], [], color=colour[b], lw=3, label=_short(doc, b)) for b in bids]
+        handles += [Line2D([], [], color="grey", marker=styles[s][0], ls=styles[s][1], label=f"{s:g} s utterances")
+                    for s in lengths]
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=8, frameon=False)
     fig.suptitle(f"cmp-deploy latency: {doc['machine_name']}, {doc['date'][:10]}"
                  + (" (QUICK smoke run)" if doc["quick"] else ""), fontsize=12)
     fig.savefig(path, dpi=110)
