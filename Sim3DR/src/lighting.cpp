@@ -22,7 +22,8 @@ inline float power(float x, float e, int integer_e) {
 inline void unit_towards(const float* to, const float* from, float* out) {
   const float d[3] = {to[0] - from[0], to[1] - from[1], to[2] - from[2]};
   const float n = std::sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]);
-  for (int k = 0; k < 3; ++k) out[k] = n > 0 ? d[k] / n : 0.0f;
+  const float inv = n > 0 ? 1.0f / n : 0.0f;  // one division instead of three
+  for (int k = 0; k < 3; ++k) out[k] = d[k] * inv;
 }
 
 }  // namespace
