@@ -45,8 +45,10 @@ class Predictor:
     "onnx" runs audio through ``voice2mesh_<pipeline>.onnx`` (log-mel, encoder and decoder in
     one graph: one call per utterance, the better choice on a GPU). Both give the same numbers
     to ~1e-5 (the frontend graph matches the numpy log-mel to 1e-5).
-    ``spinning``: let ONNX Runtime's idle threads busy-wait (off by default: it steals the
-    cores our numpy and C++ stages need; turn it on for back-to-back batched inference).
+    ``spinning``: let ONNX Runtime's idle threads busy-wait. Off by default: on a small CPU the
+    spinning threads steal the cores our numpy and C++ stages need, and the encoder's and
+    decoder's thread pools spin against each other (benchmarks/NOTES.md); measure before
+    turning it on.
     """
 
     def __init__(self, models: str | os.PathLike, pipeline: str = "supervised", device: str = "auto",
