@@ -84,6 +84,17 @@ class Verifier:
         self.tolerance = tolerance
         self.progress = progress
         self.checks: list[Check] = []
+        self._sessions: dict[Path, object] = {}         # one ONNX Runtime session per file
+        self._float64: dict[int, nn.Module] = {}        # one float64 copy per PyTorch module
+
+    def run(self, path: Path, feeds: dict[str, np.ndarray],
+            outputs: tuple[str, ...] | None = None) -> list[np.ndarray]:
+        """Run an ONNX file on the CPU provider (its session is opened once)."""
+        import onnxruntime as ort
+
+        if path not in self._sessions:
+            self._sessions[path] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return self._sessions[path].run(list(outputs) if outputs else None, feeds)
 
     def record(self, model: str, label: str, name: str, got: np.ndarray, want: np.ndarray,
                floor: float = 0.0, absolute: bool = False) -> None:
@@ -105,22 +116,17 @@ class Verifier:
     def compare(self, path: Path, module: nn.Module, x: torch.Tensor, input_name: str,
                 output_names: tuple[str, ...], label: str) -> None:
         """ONNX Runtime against the PyTorch module (float32, with its float64 noise floor)."""
-        got = run_onnx(path, {input_name: x.numpy()}, output_names)
+        got = self.run(path, {input_name: x.numpy()}, output_names)
+        if id(module) not in self._float64:
+            self._float64[id(module)] = copy.deepcopy(module).double()
         with torch.no_grad():
             want = module(x)
-            exact = copy.deepcopy(module).double()(x.double())
+            exact = self._float64[id(module)](x.double())
         want = want if isinstance(want, tuple) else (want,)
         exact = exact if isinstance(exact, tuple) else (exact,)
         for name, a, b, c in zip(output_names, got, want, exact):
             floor = relative_error(b.numpy(), c.numpy())[1]
             self.record(path.name, label, name, a, b.numpy(), floor)
-
-
-def run_onnx(path: Path, feeds: dict[str, np.ndarray], outputs: tuple[str, ...] | None = None) -> list[np.ndarray]:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(list(outputs) if outputs else None, feeds)
 
 
 def _real_fbanks(folder: Path | None) -> list[tuple[str, np.ndarray]]:
@@ -163,7 +169,7 @@ def export_voice_graphs(out_dir: Path, pipelines: tuple[str, ...], meta: dict[st
     onnx.save(frontend, str(path))
     voices = _real_voices(real_audio)
     for label, samples in voices:
-        got = run_onnx(path, {"samples": samples[None].astype(np.float32)})[0]
+        got = verifier.run(path, {"samples": samples[None].astype(np.float32)})[0]
         verifier.record(path.name, label, "fbank", got[0].T, normalise(log_mel(samples)), absolute=True)
 
     encoder = onnx.load(str(out_dir / "encoder.onnx"))
@@ -174,10 +180,10 @@ def export_voice_graphs(out_dir: Path, pipelines: tuple[str, ...], meta: dict[st
         onnx.save(fuse_voice2mesh(frontend, encoder, onnx.load(str(decoder_path))), str(path))
         names = ("embedding",) + OUTPUT_NAMES[pipeline]
         for label, samples in voices[:2]:
-            fused = run_onnx(path, {"samples": samples[None].astype(np.float32)}, names)
-            fbank = run_onnx(out_dir / "frontend.onnx", {"samples": samples[None].astype(np.float32)})[0]
-            embedding = run_onnx(out_dir / "encoder.onnx", {"fbank": fbank})[0]
-            separate = [embedding] + run_onnx(decoder_path, {"embedding": embedding}, OUTPUT_NAMES[pipeline])
+            fused = verifier.run(path, {"samples": samples[None].astype(np.float32)}, names)
+            fbank = verifier.run(out_dir / "frontend.onnx", {"samples": samples[None].astype(np.float32)})[0]
+            embedding = verifier.run(out_dir / "encoder.onnx", {"fbank": fbank})[0]
+            separate = [embedding] + verifier.run(decoder_path, {"embedding": embedding}, OUTPUT_NAMES[pipeline])
             for name, a, b in zip(names, fused, separate):
                 verifier.record(path.name, label, name, a, b)
 
