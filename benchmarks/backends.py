@@ -93,13 +93,6 @@ def first_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
-def _predictor_has_frontend() -> bool:
-    import inspect
-
-    from runtime.predictor import Predictor
-    return "frontend" in inspect.signature(Predictor).parameters
-
-
 def discover(models: Path, release: Path | None, threads: int, want_baseline: bool = True,
              what_if: bool = False) -> tuple[list[Backend], list[dict]]:
     """Runnable backends (baseline first) and ``[{"backend", "reason"}]`` for the others."""
@@ -193,8 +186,6 @@ def discover(models: Path, release: Path | None, threads: int, want_baseline: bo
         bid = f"{b.id}-onnxfrontend"
         if fused_missing:
             skip(bid, f"{models} has no {', '.join(fused_missing)} (exported by an older cmp-deploy?)")
-        elif not _predictor_has_frontend():
-            skip(bid, "this runtime's Predictor has no frontend= option")
         else:
             reason = probe(fused_files["frontend"], b.providers, threads)
             if reason:

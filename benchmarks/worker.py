@@ -88,42 +88,36 @@ def run_ours(backend: dict, cfg: dict, rec: Recorder, inputs: dict) -> dict:
     threads = cfg["threads"]
     models = Path(cfg["models"])
     providers = backend["providers"]
-    import inspect
-    params = inspect.signature(Predictor).parameters
-    spin = backend["spinning"]
-    simple = (backend["precision"] == "fp32" and (spin is None or "spinning" in params)
+    spinning = bool(backend["spinning"])  # None: the runtime's default (off)
+    simple = (backend["precision"] == "fp32"
               and providers[0] in ("CPUExecutionProvider", "CUDAExecutionProvider"))
     device = "cuda" if providers[0] == "CUDAExecutionProvider" else "cpu"
     fused = backend["frontend"] == "onnx"
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    # Sessions opened here (other files / providers) follow the runtime's default unless told.
-    effective = spin if spin is not None else (params["spinning"].default if "spinning" in params else None)
-    if effective is not None:
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if effective else "0")
-        so.add_session_config_entry("session.inter_op.allow_spinning", "1" if effective else "0")
+    frontend = "onnx" if fused else "numpy"
 
     def sess(path):
-        return ort.InferenceSession(path, so, providers=providers,
-                                    provider_options=backend["provider_options"] or None)
+        """Other files or provider options: the runtime's session settings, this backend's files."""
+        if not backend["provider_options"] or backend["provider_options"] == [{}]:
+            return open_session(Path(path), providers, threads, spinning)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = threads, 1, 3
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "1" if spinning else "0")
+        return ort.InferenceSession(path, so, providers=providers, provider_options=backend["provider_options"])
     preds = {}
     for pipeline in ("supervised", "unsupervised"):
-        kw = {"frontend": "onnx"} if fused else {}
-        if spin is not None and "spinning" in params:
-            kw["spinning"] = spin
         if simple:  # the shipped path, exactly as a user opens it
-            preds[pipeline] = Predictor(models, pipeline, device=device, threads=threads, **kw)
+            preds[pipeline] = Predictor(models, pipeline, device=device, threads=threads, frontend=frontend,
+                                        spinning=spinning)
         else:       # other files / options: the same Predictor with this backend's sessions
-            preds[pipeline] = Predictor(models, pipeline, device="cpu", threads=threads, **kw)
+            preds[pipeline] = Predictor(models, pipeline, device="cpu", threads=threads, frontend=frontend,
+                                        spinning=spinning)
             preds[pipeline].models.encoder = sess(backend["files"]["encoder"])
             preds[pipeline].models.decoder = sess(backend["files"][f"decoder_{pipeline}"])
             preds[pipeline].models.providers = providers
         got = preds[pipeline].models.encoder.get_providers()[0]
         if got != providers[0]:
             raise RuntimeError(f"encoder session runs on {got}, not {providers[0]}")
-    _ = open_session  # (imported to fail early if the runtime API moved)
     sup, uns = preds["supervised"], preds["unsupervised"]
     tri = sup.triangles
     x = inputs["samples"]
@@ -206,7 +200,7 @@ def run_ours(backend: dict, cfg: dict, rec: Recorder, inputs: dict) -> dict:
     info = {"ort_intra_op_threads": threads, "ort_inter_op_threads": 1,
             "sim3dr_threads": Sim3DR.resolve_num_threads(),
             "providers": sup.models.encoder.get_providers(),
-            "ort_spinning": effective}
+            "ort_spinning": spinning}
     return {"parity": parity, "threads": info}
 
 
