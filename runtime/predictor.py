@@ -19,6 +19,14 @@ MAX_DECODER_BATCH = 32
 FRONTENDS = ("numpy", "onnx")
 
 
+def _equal_length_groups(lengths: dict[int, int]) -> list[list[int]]:
+    """Indices grouped by length, shortest first: only equal lengths can share a batch."""
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, n in lengths.items():
+        groups[n].append(i)
+    return [groups[n] for n in sorted(groups)]
+
+
 class _Clock:
     """Accumulates milliseconds per stage."""
 
@@ -164,11 +172,8 @@ class Predictor:
     def embed(self, fbanks: Iterable[np.ndarray]) -> np.ndarray:
         """(B, 64) embeddings of (T, 64) fbanks, batching those of equal length."""
         fbanks = list(fbanks)
-        by_length: dict[int, list[int]] = defaultdict(list)
-        for i, fb in enumerate(fbanks):
-            by_length[fb.shape[0]].append(i)
         out = np.empty((len(fbanks), 64), np.float32)
-        for _, idx in sorted(by_length.items()):
+        for idx in _equal_length_groups({i: fb.shape[0] for i, fb in enumerate(fbanks)}):
             batch = np.ascontiguousarray(np.stack([fbanks[i].T for i in idx]))
             out[idx] = self.models.encoder.run(["embedding"], {"fbank": batch})[0]
         return out
@@ -183,11 +188,8 @@ class Predictor:
         """Run ``voice2mesh_<pipeline>.onnx`` on int16 samples, batching equal lengths."""
         session = self.models.voice2mesh
         names = [o.name for o in session.get_outputs()]
-        by_length: dict[int, list[int]] = defaultdict(list)
-        for i, w in waves.items():
-            by_length[len(w)].append(i)
         out: dict[int, dict[str, np.ndarray]] = {}
-        for _, idx in sorted(by_length.items()):
+        for idx in _equal_length_groups({i: len(w) for i, w in waves.items()}):
             batch = np.stack([waves[i] for i in idx]).astype(np.float32)
             values = session.run(names, {"samples": batch})
             for k, i in enumerate(idx):
