@@ -46,29 +46,30 @@ def _triangles(triangles, nver: int) -> np.ndarray:
     return t.astype(np.int64, copy=False)
 
 
-def _colors_u8(colors, nver: int) -> np.ndarray:
-    """Colours as uint8 RGB (floats in [0, 1] are scaled by 255 and rounded)."""
+def _checked_colors(colors, nver: int) -> np.ndarray:
+    """A numeric (nver, 3) colour array; floats must be finite."""
     c = np.asarray(colors)
     if c.dtype.kind not in "biuf" or c.shape != (nver, 3):
         raise InputError(f"colors: expected a numeric ({nver}, 3) array, got {c.dtype} "
                          f"with shape {c.shape}")
+    if c.dtype != np.uint8 and not np.isfinite(c).all():
+        raise InputError("colors: contains NaN or infinite values")
+    return c
+
+
+def _colors_u8(colors, nver: int) -> np.ndarray:
+    """Colours as uint8 RGB (floats in [0, 1] are scaled by 255 and rounded)."""
+    c = _checked_colors(colors, nver)
     if c.dtype == np.uint8:
         return c
-    if not np.isfinite(c).all():
-        raise InputError("colors: contains NaN or infinite values")
     return np.clip(np.rint(c.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
 
 
 def _colors_unit(colors, nver: int) -> np.ndarray:
     """Colours as float in [0, 1] (uint8 divided by 255)."""
-    c = np.asarray(colors)
-    if c.dtype.kind not in "biuf" or c.shape != (nver, 3):
-        raise InputError(f"colors: expected a numeric ({nver}, 3) array, got {c.dtype} "
-                         f"with shape {c.shape}")
+    c = _checked_colors(colors, nver)
     if c.dtype == np.uint8:
         return c.astype(np.float64) / 255.0
-    if not np.isfinite(c).all():
-        raise InputError("colors: contains NaN or infinite values")
     return np.clip(c.astype(np.float64), 0.0, 1.0)
 
 
