@@ -5,34 +5,40 @@
 No validation happens here beyond what typed memoryviews enforce (dtype, ndim,
 C-contiguity, writability): call the checked API in ``Sim3DR/__init__.py`` instead.
 Index ranges, finiteness and matching shapes are the caller's responsibility.
+
+Every C++ function is declared ``except +``: a C++ exception (std::bad_alloc, a
+std::system_error) becomes a Python exception (MemoryError, RuntimeError) instead of
+crossing the ``nogil`` boundary and aborting the interpreter.
 """
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
 
 cdef extern from "rasterize.h" namespace "sim3dr":
-    int hardware_threads() nogil
+    int kMaxThreads
+    int hardware_threads() except + nogil
+    void c_set_thread_start_limit "sim3dr::set_thread_start_limit"(int n) except + nogil
     void c_get_normal "sim3dr::get_normal"(
         const float* vertices, int64_t nver, const int32_t* triangles, int64_t ntri,
-        float* normals) nogil
-    void c_rasterize_u8 "sim3dr::rasterize_u8"(
+        float* normals) except + nogil
+    int c_rasterize_u8 "sim3dr::rasterize_u8"(
         const float* vertices, const int32_t* triangles, int64_t ntri,
         const float* colors, int channels, uint8_t* image, int h, int w,
-        float* depth, float alpha, int num_threads) nogil
-    void c_rasterize_f32 "sim3dr::rasterize_f32"(
+        float* depth, float alpha, int num_threads) except + nogil
+    int c_rasterize_f32 "sim3dr::rasterize_f32"(
         const float* vertices, const int32_t* triangles, int64_t ntri,
         const float* colors, int channels, float* image, int h, int w,
-        float* depth, float alpha, int num_threads) nogil
-    void c_rasterize_index "sim3dr::rasterize_index"(
+        float* depth, float alpha, int num_threads) except + nogil
+    int c_rasterize_index "sim3dr::rasterize_index"(
         const float* vertices, const int32_t* triangles, int64_t ntri, int h, int w,
-        float* depth, int32_t* tri_index, int num_threads) nogil
+        float* depth, int32_t* tri_index, int num_threads) except + nogil
     void c_rasterize_baseline_u8 "sim3dr::rasterize_baseline_u8"(
         const float* vertices, const int32_t* triangles, int64_t ntri,
         const float* colors, int channels, uint8_t* image, int h, int w,
-        float* depth, float alpha) nogil
+        float* depth, float alpha) except + nogil
     void c_rasterize_baseline_f32 "sim3dr::rasterize_baseline_f32"(
         const float* vertices, const int32_t* triangles, int64_t ntri,
         const float* colors, int channels, float* image, int h, int w,
-        float* depth, float alpha) nogil
+        float* depth, float alpha) except + nogil
 
 cdef extern from "lighting.h" namespace "sim3dr":
     cdef cppclass LightParams:
@@ -43,7 +49,7 @@ cdef extern from "lighting.h" namespace "sim3dr":
         float view_pos[3]
     void c_light_vertices "sim3dr::light_vertices"(
         const float* vertices, const float* normals, int64_t nver, const LightParams& p,
-        float* light) nogil
+        float* light) except + nogil
 
 # Pointer of a possibly empty memoryview (&view[0, 0] is invalid when a dimension is 0).
 cdef inline const float* _fptr(const float[:, ::1] a):
@@ -53,9 +59,19 @@ cdef inline const int32_t* _iptr(const int32_t[:, ::1] a):
     return &a[0, 0] if a.shape[0] > 0 and a.shape[1] > 0 else NULL
 
 
+#: Most threads one rasterisation uses (larger requests are lowered to it).
+MAX_THREADS = kMaxThreads
+
+
 def hardware_concurrency():
-    """Number of hardware threads reported by the C++ runtime (at least 1)."""
+    """Number of hardware threads reported by the C++ runtime (1 to MAX_THREADS)."""
     return hardware_threads()
+
+
+def set_thread_start_limit(int n):
+    """Fault injection for tests: every call may start at most ``n`` worker threads,
+    further starts fail as if the OS refused them; ``n < 0`` removes the limit."""
+    c_set_thread_start_limit(n)
 
 
 def get_normal(const float[:, ::1] vertices, const int32_t[:, ::1] triangles,
@@ -71,44 +87,52 @@ def get_normal(const float[:, ::1] vertices, const int32_t[:, ::1] triangles,
 def rasterize_u8(const float[:, ::1] vertices, const int32_t[:, ::1] triangles,
                  const float[:, ::1] colors, uint8_t[:, :, ::1] image,
                  float[:, ::1] depth, float alpha, int num_threads):
-    """Fast (tiled, threaded) rasterisation into a uint8 image, in place."""
+    """Fast (tiled, threaded) rasterisation into a uint8 image, in place; returns the
+    number of threads that did the work (0 when there was nothing to draw)."""
     if triangles.shape[0] == 0 or image.shape[0] == 0 or image.shape[1] == 0:
-        return
+        return 0
+    cdef int used
     cdef const float* v = _fptr(vertices)
     cdef const int32_t* t = _iptr(triangles)
     cdef const float* c = _fptr(colors)
     with nogil:
-        c_rasterize_u8(v, t, triangles.shape[0], c, <int>image.shape[2], &image[0, 0, 0],
-                       <int>image.shape[0], <int>image.shape[1], &depth[0, 0], alpha,
-                       num_threads)
+        used = c_rasterize_u8(v, t, triangles.shape[0], c, <int>image.shape[2],
+                              &image[0, 0, 0], <int>image.shape[0], <int>image.shape[1],
+                              &depth[0, 0], alpha, num_threads)
+    return used
 
 
 def rasterize_f32(const float[:, ::1] vertices, const int32_t[:, ::1] triangles,
                   const float[:, ::1] colors, float[:, :, ::1] image,
                   float[:, ::1] depth, float alpha, int num_threads):
-    """Fast (tiled, threaded) rasterisation into a float32 image, in place."""
+    """Fast (tiled, threaded) rasterisation into a float32 image, in place; returns the
+    number of threads that did the work."""
     if triangles.shape[0] == 0 or image.shape[0] == 0 or image.shape[1] == 0:
-        return
+        return 0
+    cdef int used
     cdef const float* v = _fptr(vertices)
     cdef const int32_t* t = _iptr(triangles)
     cdef const float* c = _fptr(colors)
     with nogil:
-        c_rasterize_f32(v, t, triangles.shape[0], c, <int>image.shape[2], &image[0, 0, 0],
-                        <int>image.shape[0], <int>image.shape[1], &depth[0, 0], alpha,
-                        num_threads)
+        used = c_rasterize_f32(v, t, triangles.shape[0], c, <int>image.shape[2],
+                               &image[0, 0, 0], <int>image.shape[0], <int>image.shape[1],
+                               &depth[0, 0], alpha, num_threads)
+    return used
 
 
 def rasterize_index(const float[:, ::1] vertices, const int32_t[:, ::1] triangles,
                     float[:, ::1] depth, int32_t[:, ::1] tri_index, int num_threads):
-    """Depth and winning-triangle buffers, in place."""
+    """Depth and winning-triangle buffers, in place; returns the number of threads."""
     if triangles.shape[0] == 0 or depth.shape[0] == 0 or depth.shape[1] == 0:
-        return
+        return 0
+    cdef int used
     cdef const float* v = _fptr(vertices)
     cdef const int32_t* t = _iptr(triangles)
     with nogil:
-        c_rasterize_index(v, t, triangles.shape[0], <int>depth.shape[0],
-                          <int>depth.shape[1], &depth[0, 0], &tri_index[0, 0],
-                          num_threads)
+        used = c_rasterize_index(v, t, triangles.shape[0], <int>depth.shape[0],
+                                 <int>depth.shape[1], &depth[0, 0], &tri_index[0, 0],
+                                 num_threads)
+    return used
 
 
 def rasterize_baseline_u8(const float[:, ::1] vertices, const int32_t[:, ::1] triangles,

@@ -19,18 +19,22 @@ inline float power(float x, float e, int integer_e) {
 }
 
 // Unit vector from a to b (zero when a == b), as the reference's row normalisation.
-inline void unit_towards(const float* to, const float* from, float* out) {
-  const float d[3] = {to[0] - from[0], to[1] - from[1], to[2] - from[2]};
-  const float n = std::sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]);
-  const float inv = n > 0 ? 1.0f / n : 0.0f;  // one division instead of three
-  for (int k = 0; k < 3; ++k) out[k] = d[k] * inv;
+// In double: a float32 difference or squared length of far-apart finite points
+// overflows to inf (and the direction to NaN or 0).
+inline void unit_towards(const float* to, const double* from, float* out) {
+  const double d[3] = {to[0] - from[0], to[1] - from[1], to[2] - from[2]};
+  const double n = std::sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]);
+  const double inv = n > 0 ? 1.0 / n : 0.0;  // one division instead of three
+  for (int k = 0; k < 3; ++k) out[k] = static_cast<float>(d[k] * inv);
 }
 
 }  // namespace
 
 void light_vertices(const float* vertices, const float* normals, int64_t nver,
                     const LightParams& p, float* light) {
-  // The normalised copy's affine map: vn = (v - lo) * scale - half_max, per axis.
+  // The normalised copy's affine map: vn = (v - lo) * scale - half_max, per axis, in
+  // double: in float32 the extent of finite vertices can overflow (|v| ~ 3e38) and its
+  // inverse too (extent ~ 1e-40), which made the light NaN.
   float lo[3] = {std::numeric_limits<float>::max(), std::numeric_limits<float>::max(),
                  std::numeric_limits<float>::max()};
   float hi[3] = {std::numeric_limits<float>::lowest(), std::numeric_limits<float>::lowest(),
@@ -40,19 +44,20 @@ void light_vertices(const float* vertices, const float* normals, int64_t nver,
       lo[k] = std::min(lo[k], vertices[3 * i + k]);
       hi[k] = std::max(hi[k], vertices[3 * i + k]);
     }
-  float top = 0.0f;
-  for (int k = 0; k < 3; ++k) top = std::max(top, hi[k] - lo[k]);
-  const float scale = top > 0 ? 2.0f / top : 2.0f;
-  float half_max[3];
-  for (int k = 0; k < 3; ++k) half_max[k] = (hi[k] - lo[k]) * scale / 2.0f;
+  double top = 0.0;
+  for (int k = 0; k < 3; ++k) top = std::max(top, double(hi[k]) - lo[k]);
+  const double scale = top > 0 ? 2.0 / top : 2.0;
+  double half_max[3];
+  for (int k = 0; k < 3; ++k) half_max[k] = (double(hi[k]) - lo[k]) * scale / 2.0;
 
   const int integer_e = (p.exponent == std::floor(p.exponent) && p.exponent >= 0 && p.exponent <= 16)
                             ? static_cast<int>(p.exponent) : -1;
   for (int64_t i = 0; i < nver; ++i) {
     const float* n = normals + 3 * i;
-    float vn[3], out[3];
+    double vn[3];
+    float out[3];
     for (int k = 0; k < 3; ++k) {
-      vn[k] = (vertices[3 * i + k] - lo[k]) * scale - half_max[k];
+      vn[k] = (double(vertices[3 * i + k]) - lo[k]) * scale - half_max[k];
       out[k] = p.ambient > 0 ? p.ambient * p.color_ambient[k] : 0.0f;
     }
     if (p.directional > 0) {

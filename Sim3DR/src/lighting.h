@@ -15,7 +15,9 @@ struct LightParams {
 // per-axis minimum, divide by the largest coordinate, times 2, minus half of each
 // axis's maximum); ambient + directional * clip(cos, 0, 1) + specular * clip(spec, 0, 1)
 // where cos != 0, spec = sum over xyz of (e * r)^exponent (the release's element-wise
-// quirk); the result clipped to [0, 1].
+// quirk); the result clipped to [0, 1]. Finite for the parameters the Python layer
+// admits (finite intensities >= 0, an integer exponent >= 0, finite colours and
+// positions, normals of length <= 1) and any finite vertices.
 void light_vertices(const float* vertices, const float* normals, int64_t nver,
                     const LightParams& p, float* light);
 

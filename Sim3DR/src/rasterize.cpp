@@ -18,7 +18,9 @@
 #include <cmath>
 #include <condition_variable>
 #include <memory>
+#include <exception>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -35,8 +37,14 @@ namespace sim3dr {
 
 int hardware_threads() {
     unsigned n = std::thread::hardware_concurrency();
-    return n == 0 ? 1 : static_cast<int>(n);
+    return n == 0 ? 1 : static_cast<int>(std::min<unsigned>(n, kMaxThreads));
 }
+
+namespace {
+std::atomic<int> g_thread_start_limit{-1};
+}
+
+void set_thread_start_limit(int n) { g_thread_start_limit.store(n < 0 ? -1 : n); }
 
 // ---------------------------------------------------------------------------------
 // Normals
@@ -360,23 +368,32 @@ inline void raster_rows(const Setup& s, int32_t tri, int ya, int yb, int w, floa
 #endif
 }
 
-// Reusable two-phase barrier for a fixed number of threads.
+// Reusable two-phase barrier; the number of participants can be lowered while the
+// first phase runs (when fewer threads than planned could be started).
 class Barrier {
 public:
     explicit Barrier(int n) : n_(n) {}
     void wait() {
         std::unique_lock<std::mutex> lock(m_);
         const int gen = gen_;
-        if (++count_ == n_) {
-            count_ = 0;
-            ++gen_;
-            cv_.notify_all();
+        if (++count_ >= n_) {
+            release();
         } else {
             cv_.wait(lock, [&] { return gen != gen_; });
         }
     }
+    void shrink(int n) {
+        std::lock_guard<std::mutex> lock(m_);
+        n_ = n;
+        if (count_ > 0 && count_ >= n_) release();
+    }
 
 private:
+    void release() {  // with m_ held
+        count_ = 0;
+        ++gen_;
+        cv_.notify_all();
+    }
     std::mutex m_;
     std::condition_variable cv_;
     int n_, count_ = 0, gen_ = 0;
@@ -384,13 +401,19 @@ private:
 
 // Bands per thread in the threaded path (dynamic scheduling evens out the load).
 constexpr int kBandsPerThread = SIM3DR_BANDS_PER_THREAD;
+// At most this many (chunk, band) triangle lists (24 bytes each when empty), so that the
+// bookkeeping stays small next to the image whatever the thread count and image height.
+constexpr int64_t kMaxLists = int64_t(1) << 16;
 
-int resolve_threads(int requested) { return requested > 0 ? requested : hardware_threads(); }
+int resolve_threads(int requested) {
+    return requested > 0 ? std::min(requested, kMaxThreads) : hardware_threads();
+}
 
+// Returns the number of threads that did the work.
 template <class Shade>
-void rasterize_fast(const float* V, const int32_t* T, int64_t ntri, int h, int w,
-                    float* depth, const Shade& shade, int num_threads) {
-    if (ntri <= 0 || h <= 0 || w <= 0) return;
+int rasterize_fast(const float* V, const int32_t* T, int64_t ntri, int h, int w,
+                   float* depth, const Shade& shade, int num_threads) {
+    if (ntri <= 0 || h <= 0 || w <= 0) return 0;
     int nt = resolve_threads(num_threads);
     if (ntri < 256 || h < 8) nt = 1;
     if (nt == 1) {
@@ -398,7 +421,7 @@ void rasterize_fast(const float* V, const int32_t* T, int64_t ntri, int h, int w
         for (int64_t t = 0; t < ntri; ++t)
             if (make_setup(V, T, t, h, w, s))
                 raster_rows(s, static_cast<int32_t>(t), s.ymin, s.ymax, w, depth, shade);
-        return;
+        return 1;
     }
     // Horizontal bands, several per thread for load balance.
     // Band height: a power of two (binning uses shifts), 4..64 rows.
@@ -413,18 +436,25 @@ void rasterize_fast(const float* V, const int32_t* T, int64_t ntri, int h, int w
     // chunk c's triangles whose candidate rows touch band b, in index order. Only ids
     // are stored: the per-triangle constants are recomputed in phase 2 (cheaper than
     // writing and re-reading them through memory).
-    const int nchunks = static_cast<int>(std::min<int64_t>(ntri, nt * 8));
+    const int64_t chunk_cap = std::max<int64_t>(1, kMaxLists / nbands);
+    const int nchunks = static_cast<int>(std::min<int64_t>({ntri, int64_t(nt) * 8, chunk_cap}));
     std::vector<std::vector<int32_t>> lists(static_cast<size_t>(nchunks) * nbands);
     std::atomic<int> next_chunk{0}, next_band{0};
     Barrier barrier(nt);
+    // A worker's exception (bad_alloc while binning) is handed to the calling thread.
+    std::exception_ptr error;
+    std::mutex error_mutex;
+    std::atomic<bool> failed{false};
 
-    auto work = [&](int) {
+    auto phase1 = [&]() {
         // Phase 1: bin chunks of triangles by their clipped candidate rows.
         for (int c; (c = next_chunk.fetch_add(1)) < nchunks;) {
             const int64_t a = ntri * c / nchunks, b = ntri * (c + 1) / nchunks;
             std::vector<int32_t>* mine = &lists[static_cast<size_t>(c) * nbands];
-            const size_t guess = static_cast<size_t>((b - a) / nbands + 16);
-            for (int k = 0; k < nbands; ++k) mine[k].reserve(guess);
+            // Room for a uniform share plus a little; no slack when the lists are many.
+            const size_t guess = static_cast<size_t>((b - a) / nbands + (nbands <= 256 ? 16 : 0));
+            if (guess > 0)
+                for (int k = 0; k < nbands; ++k) mine[k].reserve(guess);
             for (int64_t t = a; t < b; ++t) {
                 const float* p0 = V + 3 * static_cast<int64_t>(T[3 * t]);
                 const float* p1 = V + 3 * static_cast<int64_t>(T[3 * t + 1]);
@@ -435,7 +465,17 @@ void rasterize_fast(const float* V, const int32_t* T, int64_t ntri, int h, int w
                     mine[k].push_back(static_cast<int32_t>(t));
             }
         }
+    };
+    auto work = [&](int) {
+        try {
+            phase1();
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(error_mutex);
+            if (!error) error = std::current_exception();
+            failed.store(true);
+        }
         barrier.wait();
+        if (failed.load()) return;
         // Phase 2: bands, each owned by one thread; chunks visited in order so every
         // pixel sees its triangles in index order.
         Setup s;
@@ -452,9 +492,25 @@ void rasterize_fast(const float* V, const int32_t* T, int64_t ntri, int h, int w
     };
     std::vector<std::thread> pool;
     pool.reserve(nt - 1);
-    for (int tid = 1; tid < nt; ++tid) pool.emplace_back(work, tid);
+    // When the OS refuses a thread (std::system_error), carry on with those started.
+    const int limit = g_thread_start_limit.load();
+    for (int tid = 1; tid < nt; ++tid) {
+        try {
+            if (limit >= 0 && tid > limit)
+                throw std::system_error(
+                    std::make_error_code(std::errc::resource_unavailable_try_again),
+                    "sim3dr: thread start refused (set_thread_start_limit)");
+            pool.emplace_back(work, tid);
+        } catch (const std::exception&) {
+            break;
+        }
+    }
+    const int started = static_cast<int>(pool.size()) + 1;
+    if (started < nt) barrier.shrink(started);
     work(0);
     for (auto& th : pool) th.join();
+    if (error) std::rethrow_exception(error);
+    return started;
 }
 
 // The plain loop: everything recomputed at every candidate pixel.
@@ -515,30 +571,34 @@ void with_shader(const float* colors, int channels, T* image, float a, float b, 
     }
 }
 
-void rasterize_u8(const float* vertices, const int32_t* triangles, int64_t ntri,
-                  const float* colors, int channels, uint8_t* image, int h, int w,
-                  float* depth, float alpha, int num_threads) {
+int rasterize_u8(const float* vertices, const int32_t* triangles, int64_t ntri,
+                 const float* colors, int channels, uint8_t* image, int h, int w,
+                 float* depth, float alpha, int num_threads) {
+    int used = 0;
     with_shader<ShadeU8>(colors, channels, image, 1.0f - alpha, alpha * 255.0f,
                          [&](const auto& shade) {
-                             rasterize_fast(vertices, triangles, ntri, h, w, depth, shade,
-                                            num_threads);
+                             used = rasterize_fast(vertices, triangles, ntri, h, w, depth,
+                                                   shade, num_threads);
                          });
+    return used;
 }
 
-void rasterize_f32(const float* vertices, const int32_t* triangles, int64_t ntri,
-                   const float* colors, int channels, float* image, int h, int w,
-                   float* depth, float alpha, int num_threads) {
+int rasterize_f32(const float* vertices, const int32_t* triangles, int64_t ntri,
+                  const float* colors, int channels, float* image, int h, int w,
+                  float* depth, float alpha, int num_threads) {
+    int used = 0;
     with_shader<ShadeF32>(colors, channels, image, 1.0f - alpha, alpha,
                           [&](const auto& shade) {
-                              rasterize_fast(vertices, triangles, ntri, h, w, depth, shade,
-                                             num_threads);
+                              used = rasterize_fast(vertices, triangles, ntri, h, w, depth,
+                                                    shade, num_threads);
                           });
+    return used;
 }
 
-void rasterize_index(const float* vertices, const int32_t* triangles, int64_t ntri,
-                     int h, int w, float* depth, int32_t* tri_index, int num_threads) {
+int rasterize_index(const float* vertices, const int32_t* triangles, int64_t ntri,
+                    int h, int w, float* depth, int32_t* tri_index, int num_threads) {
     const ShadeIndex shade{tri_index};
-    rasterize_fast(vertices, triangles, ntri, h, w, depth, shade, num_threads);
+    return rasterize_fast(vertices, triangles, ntri, h, w, depth, shade, num_threads);
 }
 
 void rasterize_baseline_u8(const float* vertices, const int32_t* triangles, int64_t ntri,

@@ -19,7 +19,11 @@
 // The fast functions bin triangles into horizontal bands processed by std::thread
 // workers (one band = one thread at a time, per-pixel triangle order preserved), with
 // per-triangle constants hoisted; they are bit-identical to the *_baseline functions,
-// which are the plain single-threaded per-triangle, per-pixel loop.
+// which are the plain single-threaded per-triangle, per-pixel loop. They use at most
+// kMaxThreads threads and never more than there are bands; when the OS refuses to start
+// a thread they go on with the threads already started (at least the caller's). They
+// return the number of threads that did the work (0 when there was nothing to draw).
+// Errors (std::bad_alloc) are thrown on the calling thread, never inside a worker.
 #pragma once
 
 #include <cstdint>
@@ -29,8 +33,15 @@ namespace sim3dr {
 // Initial z-buffer value of the release.
 constexpr float kDepthInit = -1e8f;
 
-// std::thread::hardware_concurrency(), at least 1.
+// Most threads one call uses (larger requests are lowered to it).
+constexpr int kMaxThreads = 256;
+
+// std::thread::hardware_concurrency(), at least 1, at most kMaxThreads.
 int hardware_threads();
+
+// Fault injection for tests: with n >= 0 every call may start at most n worker threads
+// (further starts fail as if the OS refused them); n < 0 removes the limit.
+void set_thread_start_limit(int n);
 
 // Area-weighted vertex normals: the unnormalised (v1-v0)x(v2-v0) of every triangle is
 // summed into its three vertices (in double precision), then each sum is divided by
@@ -40,19 +51,19 @@ void get_normal(const float* vertices, int64_t nver, const int32_t* triangles,
 
 // Draw into a uint8 image: pixel = truncate((1-alpha)*pixel + alpha*255*colour),
 // clamped to [0, 255] before truncation. num_threads <= 0 means hardware_threads().
-void rasterize_u8(const float* vertices, const int32_t* triangles, int64_t ntri,
+int rasterize_u8(const float* vertices, const int32_t* triangles, int64_t ntri,
                   const float* colors, int channels, uint8_t* image, int h, int w,
                   float* depth, float alpha, int num_threads);
 
 // Draw into a float32 image: pixel = (1-alpha)*pixel + alpha*colour.
-void rasterize_f32(const float* vertices, const int32_t* triangles, int64_t ntri,
-                   const float* colors, int channels, float* image, int h, int w,
-                   float* depth, float alpha, int num_threads);
+int rasterize_f32(const float* vertices, const int32_t* triangles, int64_t ntri,
+                  const float* colors, int channels, float* image, int h, int w,
+                  float* depth, float alpha, int num_threads);
 
 // Depth and triangle-index buffers only: tri_index[pixel] = index of the triangle
 // that won the pixel (left untouched where none did).
-void rasterize_index(const float* vertices, const int32_t* triangles, int64_t ntri,
-                     int h, int w, float* depth, int32_t* tri_index, int num_threads);
+int rasterize_index(const float* vertices, const int32_t* triangles, int64_t ntri,
+                    int h, int w, float* depth, int32_t* tri_index, int num_threads);
 
 // Straightforward single-threaded reference loops (full barycentric computation,
 // including the division, at every candidate pixel). Used as the benchmark baseline.
