@@ -23,24 +23,39 @@ WAV files (RIFF little-endian and RIFX big-endian) are parsed by our own reader:
 PCM 8 (unsigned) / 16 / 24 / 32-bit, IEEE float 32 / 64-bit, WAVE_FORMAT_EXTENSIBLE with
 those subformats, any channel count; unknown chunks are skipped (with RIFF's odd-size
 padding byte). Other containers go through ``soundfile`` (libsndfile). Every problem is
-raised as :class:`runtime.errors.InputError` with a specific message.
+raised as :class:`runtime.errors.InputError` with a specific message. A file that is usable
+but not what its header says (a WAV whose 'data' chunk is shorter than declared) gives an
+:class:`runtime.errors.InputWarning` (:func:`load_audio_with_warnings` returns the messages
+instead, for callers that record them).
+
+Memory is bounded by ``max_bytes`` whatever a file claims: a file larger than that is refused
+before it is read, and so is a compressed file whose header declares more than ``max_bytes``
+of audio as 16-bit PCM (its WAV size); decoding reads block by block, so memory follows what
+actually decodes, not what a header declares.
 """
 from __future__ import annotations
 
 import math
 import os
+import stat
 import struct
+import warnings
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, InputWarning
 
 TARGET_RATE = 16000
 MIN_RATE = 4000  # below / above these the header (or the caller) is wrong
 MAX_RATE = 384000
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024  # 200 MiB (about 100 min of 16 kHz stereo 16-bit)
 
-__all__ = ["load_audio", "TARGET_RATE", "MIN_RATE", "MAX_RATE", "DEFAULT_MAX_BYTES"]
+__all__ = ["load_audio", "load_audio_with_warnings", "read_limited", "TARGET_RATE", "MIN_RATE", "MAX_RATE", "DEFAULT_MAX_BYTES"]
+
+STREAMING_DATA_SIZE = 0xFFFFFFFF  # a streaming writer's 'data' size placeholder: length unknown
+PCM16_BYTES = 2  # the size limit counts decoded audio as 16-bit PCM (its WAV size)
+_UNKNOWN_FRAMES = 1 << 62
+_SOUNDFILE_BLOCK = 1 << 16  # frames per read: decoding stops at max_bytes whatever the header said
 
 WAVE_FORMAT_PCM = 0x0001
 WAVE_FORMAT_IEEE_FLOAT = 0x0003
@@ -74,17 +89,30 @@ def load_audio(source, sample_rate: float | None = None, *,
     ``source``: a file path (``str`` / ``os.PathLike``), the bytes of a file, or a numpy
     array of samples, 1-D (mono) or 2-D ``(samples, channels)``; for an array
     ``sample_rate`` (Hz) is required. Array dtypes: int16, int32 (full-scale 32-bit),
-    uint8 (offset binary 8-bit), int8, or float (float16/32/64, full scale [-1, 1]).
+    uint8 (offset binary 8-bit), int8, or float (float16/32/64, full scale [-1, 1]), in
+    either byte order.
     For files the header states the rate: ``sample_rate`` may be left out, and if given
     it must agree with the header.
-    ``max_bytes``: refuse files (or bytes) larger than this; ``None``: no limit.
+    ``max_bytes``: refuse files (or bytes) larger than this, and compressed files that
+    declare (or decode to) more than this as 16-bit PCM; ``None``: no limit.
+    Problems that still leave usable audio are reported with :class:`InputWarning`.
     """
+    samples, notes = load_audio_with_warnings(source, sample_rate, max_bytes=max_bytes)
+    for note in notes:
+        warnings.warn(note, InputWarning, stacklevel=2)
+    return samples
+
+
+def load_audio_with_warnings(source, sample_rate: float | None = None, *,
+                             max_bytes: int | None = DEFAULT_MAX_BYTES) -> tuple[np.ndarray, list[str]]:
+    """:func:`load_audio` that returns its warnings' messages instead of emitting them."""
+    notes: list[str] = []
     if isinstance(source, np.ndarray):
         if sample_rate is None:
             raise InputError("sample_rate is required when the audio is given as an array")
         rate = _check_rate(sample_rate)
         values = _array_to_scaled(source)
-        return _finish(values, rate)
+        return _finish(values, rate), notes
 
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
@@ -93,17 +121,7 @@ def load_audio(source, sample_rate: float | None = None, *,
             raise InputError(_too_large(name, len(data), max_bytes))
     elif isinstance(source, (str, os.PathLike)):
         name = os.fspath(source)
-        if not os.path.exists(name):
-            raise InputError(f"audio file not found: {name}")
-        if not os.path.isfile(name):
-            raise InputError(f"not a regular file: {name}")
-        size = os.path.getsize(name)
-        if max_bytes is not None and size > max_bytes:
-            raise InputError(_too_large(name, size, max_bytes))
-        with open(name, "rb") as fh:
-            data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
-        if max_bytes is not None and len(data) > max_bytes:  # grew while we looked
-            raise InputError(_too_large(name, len(data), max_bytes))
+        data = read_limited(name, max_bytes, "audio file")
     else:
         raise InputError(
             f"unsupported audio source of type {type(source).__name__}: "
@@ -112,21 +130,50 @@ def load_audio(source, sample_rate: float | None = None, *,
     if len(data) == 0:
         raise InputError(f"audio file is empty (0 bytes): {name}")
     if data[:4] in (b"RIFF", b"RIFX"):
-        values, rate = _read_wav(data, name)
+        values, rate = _read_wav(data, name, notes)
     else:
-        values, rate = _read_soundfile(data, name)
+        values, rate = _read_soundfile(data, name, max_bytes)
     if sample_rate is not None and _check_rate(sample_rate) != rate:
         raise InputError(
             f"sample_rate={sample_rate} was given but the header of {name} says {rate:g} Hz "
             "(leave sample_rate out for files)")
-    return _finish(values, rate)
+    return _finish(values, rate), notes
+
+
+def read_limited(name: str, max_bytes: int | None, what: str) -> bytes:
+    """The bytes of the regular file ``name``, refusing more than ``max_bytes`` (``None``: no
+    limit); every problem (missing, not a regular file, unreadable, too large) is an InputError.
+    ``what`` names the file in messages ("audio file", ".npy file")."""
+    try:
+        st = os.stat(name)
+    except FileNotFoundError:
+        raise InputError(f"{what} not found: {name}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
+        raise InputError(f"cannot read {what} {name}: {_reason(exc)}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"not a regular file: {name}")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise InputError(_too_large(name, st.st_size, max_bytes, what))
+    try:
+        with open(name, "rb") as fh:
+            # Read one byte more than allowed: files in /proc report size 0, others may grow.
+            data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
+    except OSError as exc:  # permissions, I/O errors (e.g. /proc/self/mem)
+        raise InputError(f"cannot read {what} {name}: {_reason(exc)}") from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise InputError(_too_large(name, len(data), max_bytes, what))
+    return data
 
 
 # ----------------------------------------------------------------------------- helpers
 
-def _too_large(name: str, size: int, limit: int) -> str:
-    return (f"audio file is too large: {name} has {size} bytes, the limit is {limit} bytes "
+def _too_large(name: str, size: int, limit: int, what: str = "audio file") -> str:
+    return (f"{what} is too large: {name} has {size} bytes, the limit is {limit} bytes "
             "(raise max_bytes to accept it)")
+
+
+def _reason(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 def _check_rate(rate, where: str = "") -> float:
@@ -153,6 +200,9 @@ def _array_to_scaled(arr: np.ndarray) -> np.ndarray:
     if a.shape[0] == 0:
         raise InputError("audio array has no samples (length 0)")
     dt = a.dtype
+    if not dt.isnative:  # big-endian arrays (e.g. read from a network stream): same values
+        dt = dt.newbyteorder("=")
+        a = a.astype(dt)
     if dt == np.int16:
         return a  # _finish keeps int16 as is when nothing is to be done
     if dt == np.uint8:
@@ -193,8 +243,9 @@ def _finish(values: np.ndarray, rate: float) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- WAV reader
 
-def _read_wav(data: bytes, name: str) -> tuple[np.ndarray, float]:
-    """Parse a RIFF/RIFX WAVE file; returns float64 (frames, channels) int16-scale and rate."""
+def _read_wav(data: bytes, name: str, notes: list[str]) -> tuple[np.ndarray, float]:
+    """Parse a RIFF/RIFX WAVE file; returns float64 (frames, channels) int16-scale and rate.
+    A 'data' chunk shorter than declared is read as far as it goes, with a note in ``notes``."""
     big = data[:4] == b"RIFX"
     e = ">" if big else "<"
     if len(data) < 12:
@@ -254,6 +305,11 @@ def _read_wav(data: bytes, name: str) -> tuple[np.ndarray, float]:
                 f"truncated WAV file: {name} ends inside its 'data' chunk before the first "
                 f"sample (declared {data_declared} bytes, {data_len} present)")
         raise InputError(f"WAV file has no audio samples (empty 'data' chunk): {name}")
+    if data_declared != STREAMING_DATA_SIZE and n_frames * block < data_declared:
+        notes.append(
+            f"truncated WAV file: {name} declares {data_declared} bytes of audio data but "
+            f"{data_len} are present; using the {n_frames} complete frames "
+            f"({n_frames / rate:.3f} s) that are there")
     raw = data[data_start:data_start + n_frames * block]
     values = _decode_pcm(raw, kind, width, e, name)
     return values.reshape(n_frames, channels), rate
@@ -342,7 +398,7 @@ def _decode_pcm(raw: bytes, kind: str, width: int, e: str, name: str) -> np.ndar
 
 # ----------------------------------------------------------------------------- other formats
 
-def _read_soundfile(data: bytes, name: str) -> tuple[np.ndarray, float]:
+def _read_soundfile(data: bytes, name: str, max_bytes: int | None) -> tuple[np.ndarray, float]:
     try:
         import soundfile as sf
     except (ImportError, OSError) as exc:  # OSError: libsndfile missing
@@ -354,8 +410,22 @@ def _read_soundfile(data: bytes, name: str) -> tuple[np.ndarray, float]:
         with sf.SoundFile(io.BytesIO(data)) as fh:
             rate = fh.samplerate
             fmt = fh.format
+            channels = fh.channels
             _check_rate(rate, f" in the header of {name}")
-            values = fh.read(dtype="float64", always_2d=True)
+            known = fh.frames < _UNKNOWN_FRAMES  # libsndfile's SF_COUNT_MAX: length not stated
+            if max_bytes is not None and known and fh.frames * channels * PCM16_BYTES > max_bytes:
+                raise InputError(
+                    f"audio file is too large: {name} declares {fh.frames} frames of {channels} "
+                    f"channel(s) ({fh.frames * channels * PCM16_BYTES} bytes as 16-bit PCM), the "
+                    f"limit is {max_bytes} bytes (raise max_bytes to accept it)")
+            # soundfile never reads past the declared length; block by block, memory follows
+            # what actually decodes when the header declares more than is there.
+            blocks = []
+            while True:
+                block = fh.read(_SOUNDFILE_BLOCK, dtype="float64", always_2d=True)
+                if block.shape[0] == 0:
+                    break
+                blocks.append(block)
     except InputError:
         raise
     except Exception as exc:  # libsndfile: "Format not recognised", "unspecified internal error"...
@@ -363,8 +433,9 @@ def _read_soundfile(data: bytes, name: str) -> tuple[np.ndarray, float]:
         raise InputError(
             f"not a readable audio file: {name} (neither WAV nor a format libsndfile "
             f"decodes: {detail})") from None
-    if values.shape[0] == 0:
+    if not blocks:
         raise InputError(f"{fmt} file has no audio samples: {name}")
+    values = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
     bad = ~np.isfinite(values)
     if bad.any():
         raise InputError(

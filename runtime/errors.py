@@ -19,3 +19,7 @@ class CheckpointError(CmpError):
 
 class ModelError(CmpError):
     """A models folder (ONNX files, triangles, manifest) is missing or inconsistent."""
+
+
+class InputWarning(UserWarning):
+    """The input was usable, but not what it declared (e.g. a truncated WAV file)."""

@@ -12,7 +12,7 @@ import pytest
 
 from runtime import audio
 from runtime.audio import load_audio
-from runtime.errors import InputError, NoSpeechError
+from runtime.errors import InputError, InputWarning, NoSpeechError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 WAVS = sorted((DATA / "voxceleb_wav").glob("*.wav"))
@@ -190,12 +190,27 @@ def test_odd_sized_8bit_data_then_chunk(tmp_path):
     np.testing.assert_array_equal(load_audio(write(tmp_path, "o.wav", data)), np.full(5, 72 * 256))
 
 
-def test_truncated_data_chunk_keeps_what_is_there(tmp_path):
+def test_truncated_data_chunk_keeps_what_is_there_and_warns(tmp_path):
     x = tone(1000)
-    data = wav_bytes(pcm16(x))[:-501]  # cut inside the data chunk, mid-sample
-    np.testing.assert_array_equal(load_audio(write(tmp_path, "cut.wav", data)), x[:749])
+    p = write(tmp_path, "cut.wav", wav_bytes(pcm16(x))[:-501])  # cut inside the data chunk, mid-sample
+    with pytest.warns(InputWarning) as caught:
+        got = load_audio(p)
+    np.testing.assert_array_equal(got, x[:749])
+    assert [str(w.message) for w in caught] == [
+        f"truncated WAV file: {p} declares 2000 bytes of audio data but 1499 are present; "
+        "using the 749 complete frames (0.047 s) that are there"]
+    samples, notes = audio.load_audio_with_warnings(p)  # the messages, for callers that record them
+    np.testing.assert_array_equal(samples, x[:749])
+    assert notes == [str(caught[0].message)]
+
+
+def test_streaming_placeholder_and_complete_files_do_not_warn(recwarn):
+    x = tone(1000)
     streamed = wav_bytes(pcm16(x), data_size=0xFFFFFFFF)  # a streaming writer's placeholder
     np.testing.assert_array_equal(load_audio(streamed), x)
+    np.testing.assert_array_equal(load_audio(wav_bytes(pcm16(x))), x)
+    assert audio.load_audio_with_warnings(streamed)[1] == []
+    assert not [w for w in recwarn if issubclass(w.category, InputWarning)]
 
 
 # --------------------------------------------------------------------------- arrays
@@ -210,6 +225,15 @@ def test_array_inputs():
     u = np.array([0, 128, 255], np.uint8)
     np.testing.assert_array_equal(load_audio(u, 16000), [-32768, 0, 32512])
     np.testing.assert_array_equal(load_audio(np.array([-128, 0, 127], np.int8), 16000), [-32768, 0, 32512])
+
+
+@pytest.mark.parametrize("dtype, scale", [(">i2", 1), (">i4", 65536), (">f4", 1 / 32768), (">f8", 1 / 32768)])
+def test_big_endian_arrays_are_accepted(dtype, scale):
+    x = tone(3000)
+    big = (x.astype(np.float64) * scale).astype(dtype)
+    assert not big.dtype.isnative
+    np.testing.assert_array_equal(load_audio(big, 16000), x)
+    np.testing.assert_array_equal(load_audio(np.stack([big, big], axis=1), 16000), x)
 
 
 def test_array_errors():
@@ -319,15 +343,74 @@ def test_lossless_formats_via_soundfile(tmp_path, fmt, subtype):
 @pytest.mark.parametrize("fmt,subtype", [("OGG", "VORBIS"), ("OGG", "OPUS"), ("MP3", "MPEG_LAYER_III")])
 def test_lossy_formats_via_soundfile(tmp_path, fmt, subtype):
     sf = pytest.importorskip("soundfile")
+    # Skip only when this libsndfile has no such format; any error after that is a failure.
+    if fmt not in sf.available_formats() or subtype not in sf.available_subtypes(fmt):
+        pytest.skip(f"this libsndfile ({sf.__libsndfile_version__}) cannot write {fmt}/{subtype}")
     x = tone(16000)
     p = tmp_path / f"a.{subtype.lower()}"
-    try:
-        sf.write(str(p), x.astype(np.float32) / 32768, 48000 if subtype == "OPUS" else 16000, format=fmt, subtype=subtype)
-    except Exception as exc:  # libsndfile built without this encoder
-        pytest.skip(f"this libsndfile cannot write {fmt}/{subtype}: {exc}")
+    sf.write(str(p), x.astype(np.float32) / 32768, 48000 if subtype == "OPUS" else 16000, format=fmt, subtype=subtype)
     got = load_audio(p)
     expected_len = 16000 // 3 if subtype == "OPUS" else 16000  # written at 48 kHz, read to 16 kHz
     assert got.dtype == np.int16 and abs(len(got) - expected_len) < 0.02 * expected_len
+
+
+def flac_declaring(total_frames: int, x: np.ndarray) -> bytes:
+    """A real FLAC file of ``x`` whose STREAMINFO claims ``total_frames`` samples."""
+    sf = pytest.importorskip("soundfile")
+    buf = io.BytesIO()
+    sf.write(buf, x, 16000, format="FLAC", subtype="PCM_16")
+    data = bytearray(buf.getvalue())
+    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0  # STREAMINFO first
+    # STREAMINFO bytes 10..17: rate (20 bits), channels-1 (3), bits-1 (5), total samples (36)
+    v = int.from_bytes(data[18:26], "big")
+    data[18:26] = ((v >> 36 << 36) | total_frames).to_bytes(8, "big")
+    return bytes(data)
+
+
+def test_compressed_file_declaring_too_many_frames_is_refused_before_decoding(tmp_path):
+    p = write(tmp_path, "huge.flac", flac_declaring(10**9, tone(4000)))
+    assert p.stat().st_size < 20000
+    with pytest.raises(InputError, match=msg(
+            f"audio file is too large: {p} declares 1000000000 frames of 1 channel(s) (2000000000 bytes "
+            f"as 16-bit PCM), the limit is {200 * 1024 * 1024} bytes (raise max_bytes to accept it)")):
+        load_audio(p)
+    # the honest file: limited by the same rule (8000 bytes as 16-bit PCM)
+    honest = write(tmp_path, "honest.flac", flac_declaring(4000, tone(4000)))
+    with pytest.raises(InputError, match=msg(
+            f"audio file is too large: {honest} declares 4000 frames of 1 channel(s) (8000 bytes "
+            "as 16-bit PCM), the limit is 7999 bytes (raise max_bytes to accept it)")):
+        load_audio(honest, max_bytes=7999)
+    np.testing.assert_array_equal(load_audio(honest, max_bytes=8000), tone(4000))
+
+
+def test_compressed_file_declaring_fewer_frames_reads_what_it_declares(tmp_path):
+    # libsndfile (through soundfile) never reads past the declared length
+    np.testing.assert_array_equal(load_audio(flac_declaring(1000, tone(4000))), tone(4000)[:1000])
+
+
+# --------------------------------------------------------------------------- resampler quality
+
+def _rms_db(x: np.ndarray, amplitude: float) -> float:
+    return 20 * np.log10(np.sqrt(2 * np.mean(x.astype(np.float64) ** 2)) / amplitude)
+
+
+def test_resampler_quality_48k_to_16k():
+    """Pins the resampler's quality (soxr "HQ"): what the fbank sees must not depend on it.
+
+    Stop band: 10 tones from 8.4 to 23 kHz at 48 kHz (amplitude 3000 each, peak 29887, no
+    clipping) would alias into the speech band; resampled to 16 kHz and rounded to int16,
+    "HQ" leaves nothing (RMS 0.0 LSB; 0.17 LSB before rounding), soxr's "QQ" 6708 LSB. Bound:
+    1 LSB RMS. Pass band: tones at 1 kHz and at 7.2 kHz (the top of the mel filterbank) keep
+    their level within 0.1 dB; "HQ" 0.000 dB at both, "LQ" -19.7 dB at 7.2 kHz.
+    """
+    rate = 48000
+    t = np.arange(rate) / rate
+    x = sum(3000 * np.sin(2 * np.pi * f * t + k) for k, f in enumerate(np.linspace(8400, 23000, 10)))
+    got = load_audio(np.rint(x).astype(np.int16), rate)[1000:-1000]  # away from the edges
+    assert np.sqrt(np.mean(got.astype(np.float64) ** 2)) < 1.0
+    for f in (1000, 7200):
+        y = np.rint(8192 * np.sin(2 * np.pi * f * t)).astype(np.int16)
+        assert abs(_rms_db(load_audio(y, rate)[1000:-1000], 8192)) < 0.1, f
 
 
 # --------------------------------------------------------------------------- errors
@@ -452,6 +535,19 @@ def test_non_audio_bytes(tmp_path):
     png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
     with pytest.raises(InputError, match="^" + re.escape("not a readable audio file: <bytes> (neither WAV")):
         load_audio(png)
+
+
+def test_unreadable_files(tmp_path):
+    if Path("/proc/self/mem").exists():  # a "regular" file whose read fails with EIO
+        with pytest.raises(InputError, match=msg("cannot read audio file /proc/self/mem: Input/output error")):
+            load_audio("/proc/self/mem")
+    with pytest.raises(InputError, match=msg("cannot read audio file a\x00b: embedded null byte")):
+        load_audio("a\x00b")
+    fifo = tmp_path / "fifo"
+    import os
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match=msg(f"not a regular file: {fifo}")):
+        load_audio(fifo)
 
 
 def test_file_over_the_size_limit(tmp_path):
