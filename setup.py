@@ -33,13 +33,23 @@ setup(
         "soxr>=0.3",
         # Same C detector as webrtcvad 2.0.10 (identical answers on all our recordings), as wheels.
         "webrtcvad-wheels>=2.0.14",
+        # PNG and other image codecs (the design card's opencv-python, without GUI libraries).
+        "opencv-python-headless>=4.8",
+        # Progress bars for long work (building models, folders of inputs).
+        "tqdm>=4.66",
     ],
     extras_require={
         "export": ["torch>=2.4", "onnx>=1.16", "onnxscript>=0.1", "scipy>=1.10"],
         # onnxruntime-gpu replaces onnxruntime: see README, "GPU".
         "gpu": ["onnxruntime-gpu>=1.20", "cuda-python>=12.6"],
         "bench": ["matplotlib>=3.7", "psutil>=5.9"],
-        "test": ["pytest>=7", "scipy>=1.10", "onnx>=1.16", "matplotlib>=3.7", "psutil>=5.9"],
+        # Live capture for 'cmp-face predict --mic' (PortAudio comes with the wheel).
+        "mic": ["sounddevice>=0.4.6"],
+        # Figures ('cmp-face analyze'), not needed to predict.
+        "plot": ["matplotlib>=3.7"],
+        # Coverage-guided fuzzing of the readers (tests/fuzz/, not run in CI).
+        "fuzz": ["atheris>=2.3"],
+        "test": ["pytest>=7", "hypothesis>=6.100", "scipy>=1.10", "onnx>=1.16", "matplotlib>=3.7", "psutil>=5.9"],
     },
     entry_points={"console_scripts": ["cmp-face=runtime.cli:main"]},
 )

@@ -1,4 +1,5 @@
-"""Mesh and image writers: OBJ, binary PLY, depth maps, and a dependency-free PNG codec.
+"""Mesh and image writers: OBJ, binary PLY, depth maps and PNG (OpenCV). Every writer is
+all-or-nothing: the file is written under a temporary name beside its target, then renamed.
 
 Conventions:
 * Vertices ``(N, 3)`` float, triangles ``(M, 3)`` 0-based int (written 1-based in OBJ).
@@ -8,13 +9,12 @@ Conventions:
 """
 from __future__ import annotations
 
-import struct
-import zlib
 from pathlib import Path
 from typing import Tuple, Union
 
 import numpy as np
 
+from runtime.atomic import replacing
 from runtime.errors import InputError
 
 __all__ = ["depth_to_u16", "read_png", "write_depth", "write_obj", "write_ply", "write_png"]
@@ -91,7 +91,7 @@ def write_obj(path: PathLike, vertices, triangles, colors=None) -> Path:
     body = (line * v.shape[0]) % tuple(vals.ravel().tolist())
     faces = ("f %d %d %d\n" * t.shape[0]) % tuple((t + 1).ravel().tolist())
     path = Path(path)
-    with open(path, "w", encoding="ascii", newline="\n") as f:
+    with replacing(path) as tmp, open(tmp, "w", encoding="ascii", newline="\n") as f:
         f.write(body)
         f.write(faces)
     return path
@@ -119,7 +119,7 @@ def write_ply(path: PathLike, vertices, triangles, colors=None) -> Path:
     face["n"] = 3
     face["i"] = t
     path = Path(path)
-    with open(path, "wb") as f:
+    with replacing(path) as tmp, open(tmp, "wb") as f:
         f.write(("\n".join(header) + "\n").encode("ascii"))
         f.write(vert.tobytes())
         f.write(face.tobytes())
@@ -129,107 +129,46 @@ def write_ply(path: PathLike, vertices, triangles, colors=None) -> Path:
 # --------------------------------------------------------------------------- PNG
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return (struct.pack(">I", len(data)) + kind + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-
 def write_png(path: PathLike, image, compress_level: int = 6) -> Path:
-    """Write a PNG without third-party libraries.
+    """Write a PNG with OpenCV, all-or-nothing.
 
     ``image``: uint8 ``(H, W)`` / ``(H, W, 1)`` gray, ``(H, W, 3)`` BGR, ``(H, W, 4)``
-    BGRA (stored as RGB/RGBA), or uint16 ``(H, W)`` gray (16-bit PNG)."""
+    BGRA (stored as RGB/RGBA, OpenCV's convention), or uint16 ``(H, W)`` gray (16-bit PNG)."""
+    import cv2
+
     img = np.asarray(image)
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
-    if img.ndim == 2 and img.dtype in (np.uint8, np.uint16):
-        color_type = 0
-    elif img.ndim == 3 and img.dtype == np.uint8 and img.shape[2] in (3, 4):
-        color_type = 2 if img.shape[2] == 3 else 6
-        img = np.concatenate([img[:, :, 2::-1], img[:, :, 3:]], axis=2)  # BGR(A)->RGB(A)
-    else:
+    if not ((img.ndim == 2 and img.dtype in (np.uint8, np.uint16))
+            or (img.ndim == 3 and img.dtype == np.uint8 and img.shape[2] in (3, 4))):
         raise InputError(f"image: expected uint8 gray/BGR/BGRA or uint16 gray, got "
                          f"{img.dtype} with shape {img.shape}")
-    h, w = img.shape[:2]
-    if h == 0 or w == 0:
+    if img.shape[0] == 0 or img.shape[1] == 0:
         raise InputError(f"image: PNG needs a non-empty image, got shape {img.shape}")
-    depth = 16 if img.dtype == np.uint16 else 8
-    rows = img.astype(">u2" if depth == 16 else np.uint8).reshape(h, -1).view(np.uint8)
-    raw = np.hstack([np.zeros((h, 1), np.uint8), rows])  # filter type 0 on every row
-    ihdr = struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0)
-    data = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr)
-            + _chunk(b"IDAT", zlib.compress(raw.tobytes(), compress_level))
-            + _chunk(b"IEND", b""))
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(img), [cv2.IMWRITE_PNG_COMPRESSION, compress_level])
+    if not ok:
+        raise InputError(f"image: OpenCV could not encode a {img.dtype} {img.shape} image as PNG")
     path = Path(path)
-    path.write_bytes(data)
+    with replacing(path) as tmp:
+        tmp.write_bytes(data.tobytes())
     return path
 
 
-def _unfilter(raw: np.ndarray, h: int, stride: int, bpp: int) -> np.ndarray:
-    rows = raw.reshape(h, stride + 1)
-    out = np.zeros((h, stride), np.uint8)
-    prev = np.zeros(stride, np.int32)
-    for y in range(h):
-        ftype, line = rows[y, 0], rows[y, 1:].astype(np.int32)
-        if ftype == 0:
-            cur = line
-        elif ftype == 2:
-            cur = (line + prev) & 0xFF
-        else:
-            cur = line.copy()
-            for x in range(stride):
-                a = cur[x - bpp] if x >= bpp else 0
-                b = prev[x]
-                c = prev[x - bpp] if x >= bpp else 0
-                if ftype == 1:
-                    pred = a
-                elif ftype == 3:
-                    pred = (a + b) // 2
-                elif ftype == 4:
-                    p = a + b - c
-                    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                    pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-                else:
-                    raise InputError(f"png: unknown filter type {ftype}")
-                cur[x] = (cur[x] + pred) & 0xFF
-        out[y] = cur
-        prev = cur
-    return out
-
-
 def read_png(path: PathLike) -> np.ndarray:
-    """Read a non-interlaced 8/16-bit gray, RGB or RGBA PNG (what :func:`write_png`
-    writes). Returns gray ``(H, W)`` (uint8/uint16) or BGR/BGRA uint8."""
-    data = Path(path).read_bytes()
-    if data[:8] != b"\x89PNG\r\n\x1a\n":
+    """Read a PNG with OpenCV, unchanged: gray ``(H, W)`` (uint8/uint16) or BGR/BGRA uint8."""
+    import cv2
+
+    path = Path(path)
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError as exc:
+        raise InputError(f"png: cannot read {path} ({exc.strerror or exc})") from exc
+    if data[:8].tobytes() != b"\x89PNG\r\n\x1a\n":
         raise InputError(f"png: {path} is not a PNG file")
-    pos, idat, ihdr = 8, [], None
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-        pos += 12 + length
-        if kind == b"IHDR":
-            ihdr = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            break
-    if ihdr is None:
-        raise InputError(f"png: {path} has no IHDR chunk")
-    w, h, depth, color_type, _, _, interlace = ihdr
-    channels = {0: 1, 2: 3, 6: 4}.get(color_type)
-    if channels is None or depth not in (8, 16) or interlace:
-        raise InputError(f"png: unsupported format (bit depth {depth}, colour type "
-                         f"{color_type}, interlace {interlace})")
-    bpp = channels * depth // 8
-    raw = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8)
-    pix = _unfilter(raw, h, w * bpp, bpp)
-    if depth == 16:
-        pix = pix.view(">u2").astype(np.uint16)
-    img = pix.reshape(h, w, channels)
-    if channels == 1:
-        return img[:, :, 0]
-    return np.ascontiguousarray(np.concatenate([img[:, :, 2::-1], img[:, :, 3:]], axis=2))
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise InputError(f"png: {path} is damaged or truncated")
+    return img
 
 
 # --------------------------------------------------------------------------- depth
@@ -261,6 +200,7 @@ def write_depth(path: PathLike, depth) -> Tuple[Path, Path]:
     raw = np.where(drawn, np.asarray(depth, dtype=np.float32), np.float32(-np.inf))
     png = write_png(path, u16)
     npy = Path(path).with_suffix(".npy")
-    np.save(npy, raw.astype(np.float32))
+    with replacing(npy) as tmp:
+        np.save(tmp, raw.astype(np.float32))
     return png, npy
 

@@ -1,0 +1,77 @@
+"""All-or-nothing file output: write under a temporary name in the target folder, then rename.
+
+A reader never sees a half-written file: either the old file or the complete new one. The
+temporary name keeps the suffix, because numpy and OpenCV choose behaviour from it.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from runtime.errors import CmpError
+
+
+def temporary_sibling(path: Path) -> Path:
+    """A hidden, unique name beside ``path`` with the same suffix (same filesystem: rename is atomic)."""
+    return path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial{path.suffix}")
+
+
+@contextmanager
+def replacing(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces ``path``, on failure it is removed."""
+    path = Path(path)
+    tmp = temporary_sibling(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+class OutputFolder:
+    """Stage a set of files in a hidden folder inside ``root``, then move them all into place.
+
+    Used by ``cmp-face predict``: every output of one input is written to the staging folder;
+    only when all of them are complete are they renamed into ``root``. Files of ours left by an
+    earlier run (``owned`` names) that this run does not write are removed at the same moment, so
+    the folder never mixes two runs. Files with other names are never touched.
+    """
+
+    def __init__(self, root: Path, owned: tuple[str, ...]) -> None:
+        self.root = Path(root)
+        self.owned = owned
+        self.staging: Path | None = None
+
+    def __enter__(self) -> "OutputFolder":
+        if self.root.exists() and not self.root.is_dir():
+            raise CmpError(f"{self.root}: exists and is not a folder")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.staging = self.root / f".cmp-face-{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
+        self.staging.mkdir()
+        return self
+
+    def path(self, name: str) -> Path:
+        """Where to write output ``name`` now (inside the staging folder)."""
+        assert self.staging is not None and name in self.owned, name
+        return self.staging / name
+
+    def commit(self) -> tuple[list[Path], list[str], list[str]]:
+        """Move the staged files into place. Returns (written paths, replaced names, removed names)."""
+        assert self.staging is not None
+        new = sorted(p.name for p in self.staging.iterdir())
+        replaced = [n for n in new if (self.root / n).exists()]
+        removed = [n for n in self.owned if n not in new and (self.root / n).is_file()]
+        for name in new:
+            os.replace(self.staging / name, self.root / name)
+        for name in removed:
+            (self.root / name).unlink()
+        return [self.root / n for n in new], replaced, removed
+
+    def __exit__(self, *exc) -> None:
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)

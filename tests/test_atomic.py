@@ -1,0 +1,65 @@
+"""All-or-nothing writers: a failure leaves the previous file (or nothing) and no temporary file."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtime.atomic import OutputFolder, replacing
+from runtime.mesh_io import write_obj, write_png
+
+
+def test_replacing_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "mesh.obj"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with replacing(target) as tmp:
+            assert tmp.parent == tmp_path and tmp.suffix == ".obj" and tmp.name.startswith(".mesh.")
+            tmp.write_text("half")
+            raise RuntimeError("disk full")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mesh.obj"]
+
+
+def test_writers_leave_no_partial_file_on_bad_input(tmp_path):
+    v = np.zeros((3, 3), np.float32)
+    with pytest.raises(Exception):
+        write_obj(tmp_path / "m.obj", v, np.array([[0, 1, 7]]))  # index out of range: refused before writing
+    with pytest.raises(Exception):
+        write_png(tmp_path / "i.png", np.zeros((2, 2), np.float32))
+    assert list(tmp_path.iterdir()) == []
+    write_obj(tmp_path / "m.obj", v, np.array([[0, 1, 2]]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.obj"]
+
+
+def test_output_folder_commits_all_or_nothing(tmp_path):
+    owned = ("a.txt", "b.txt", "c.txt")
+    (tmp_path / "c.txt").write_text("from an earlier run")
+    (tmp_path / "user.txt").write_text("not ours")
+    with pytest.raises(ValueError):
+        with OutputFolder(tmp_path, owned) as out:
+            out.path("a.txt").write_text("new a")
+            raise ValueError("late failure")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt", "user.txt"]
+    with OutputFolder(tmp_path, owned) as out:
+        out.path("a.txt").write_text("new a")
+        out.path("b.txt").write_text("new b")
+        written, replaced, removed = out.commit()
+    assert [p.name for p in written] == ["a.txt", "b.txt"] and replaced == [] and removed == ["c.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt", "user.txt"]
+
+
+def test_read_png_refuses_non_png_and_truncated_files(tmp_path):
+    from runtime.errors import InputError
+    from runtime.mesh_io import read_png
+
+    good = write_png(tmp_path / "g.png", np.full((8, 8, 3), 7, np.uint8))
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(good.read_bytes()[:40])
+    with pytest.raises(InputError, match=f"^png: {cut} is damaged or truncated$"):
+        read_png(cut)
+    text = tmp_path / "t.png"
+    text.write_text("hello")
+    with pytest.raises(InputError, match=f"^png: {text} is not a PNG file$"):
+        read_png(text)
+    with pytest.raises(InputError, match="^png: cannot read"):
+        read_png(tmp_path / "missing.png")
