@@ -1,70 +1,89 @@
-"""Build models folders on demand into a user cache (used by ``cmp-face`` without ``--models``).
+"""Build the cache's models folders (torch). Finding a finished one is ``runtime.cache``'s work.
 
-Layout: ``<cache>/synthetic-v<pack>-seed<seed>/{release,models}`` for the synthetic pack and
-``<cache>/release-<key>/models`` for a release folder, ``<key>`` hashing its files and epoch.
-A folder is built under a temporary name and renamed when complete, so an interrupted build
-is never mistaken for a finished one.
+Each entry is built under ``<entry>.partial-<pid>`` and renamed when complete, so an interrupted
+build is never mistaken for a finished one (``runtime.cache`` removes such leftovers once their
+process is gone). Messages name the final folder, never the partial one.
 """
 from __future__ import annotations
 
-import hashlib
-import os
+import contextlib
 import shutil
+import signal
+import sys
+import threading
 from pathlib import Path
 from typing import Callable
 
-from export.checkpoints import PIPELINES, ReleaseFolder
-from export.onnx_export import MODELS_MANIFEST, default_real_audio, default_real_inputs, export_release
-from export.synthetic import PACK_VERSION, write_pack
+from export.checkpoints import PIPELINES
+from export.onnx_export import default_real_audio, default_real_inputs, export_release, export_steps
+from export.progress import StepBar
+from export.synthetic import PACK_STEPS, write_pack
+from runtime.cache import check_models, models_for, partial_path
 
 
-def cache_root() -> Path:
-    """``$CMP_DEPLOY_CACHE``, else ``$XDG_CACHE_HOME/cmp-deploy``, else ``~/.cache/cmp-deploy``."""
-    if os.environ.get("CMP_DEPLOY_CACHE"):
-        return Path(os.environ["CMP_DEPLOY_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "cmp-deploy"
+@contextlib.contextmanager
+def _exit_on_sigterm():
+    """SIGTERM ends the build through ``finally`` (removing its partial folder) instead of at once.
+    SIGKILL cannot be caught: that leftover is removed by the next lookup (runtime.cache)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
-def _build(final: Path, build: Callable[[Path], None], progress: Callable[[str], None]) -> Path:
-    if (final / "models" / MODELS_MANIFEST).is_file():
-        return final / "models"
-    tmp = final.with_name(final.name + f".partial-{os.getpid()}")
+def _build(final: Path, steps: int, build: Callable[[Path, Callable[[str], None]], None],
+           progress: Callable[[str], None]) -> None:
+    tmp = partial_path(final)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    try:
-        build(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with _exit_on_sigterm():
+        try:
+            with StepBar(steps, progress, rewrite=lambda m: m.replace(str(tmp), str(final))) as bar:
+                build(tmp, bar)
+            try:
+                tmp.rename(final)
+            except OSError:
+                if not final.is_dir() or check_models(final / "models"):
+                    raise
+                # another process finished the same entry first: keep theirs
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     progress(f"models cached in {final / 'models'}")
-    return final / "models"
+
+
+def build_synthetic(final: Path, seed: int = 0, progress: Callable[[str], None] = print) -> None:
+    """Write the synthetic pack and export both pipelines into ``final`` (about a minute on two cores)."""
+    def build(tmp: Path, say: Callable[[str], None]) -> None:
+        say(f"building the synthetic (UNTRAINED) models once into {final}")
+        pack = write_pack(tmp / "release", seed, say)
+        export_release(pack, tmp / "models", PIPELINES, None, default_real_inputs(), seed=seed, progress=say,
+                       real_audio=default_real_audio())
+
+    _build(final, PACK_STEPS + export_steps(PIPELINES), build, progress)
+
+
+def build_release(final: Path, release: str | Path, pipeline: str, epoch: str | int | None = None,
+                  progress: Callable[[str], None] = print) -> None:
+    """Export one pipeline of a release folder into ``final``."""
+    def build(tmp: Path, say: Callable[[str], None]) -> None:
+        say(f"exporting {release} ({pipeline}) once into {final}")
+        export_release(release, tmp / "models", (pipeline,), epoch, default_real_inputs(), progress=say,
+                       real_audio=default_real_audio())
+
+    _build(final, export_steps((pipeline,)), build, progress)
 
 
 def synthetic_models(seed: int = 0, progress: Callable[[str], None] = print) -> Path:
-    """The synthetic pack's models folder, built once (about a minute on two cores)."""
-    final = cache_root() / f"synthetic-v{PACK_VERSION}-seed{seed}"
-
-    def build(tmp: Path) -> None:
-        progress(f"building the synthetic (UNTRAINED) models once into {final}")
-        pack = write_pack(tmp / "release", seed, progress)
-        export_release(pack, tmp / "models", PIPELINES, None, default_real_inputs(), seed=seed, progress=progress,
-                       real_audio=default_real_audio())
-
-    return _build(final, build, progress)
+    """The synthetic pack's models folder in the cache, built once."""
+    return models_for(None, PIPELINES[0], progress=progress, seed=seed)
 
 
 def release_models(release: str | Path, pipeline: str, epoch: str | int | None = None,
                    progress: Callable[[str], None] = print) -> Path:
     """The models folder exported from a release folder, rebuilt when its files change."""
-    folder = ReleaseFolder.locate(release, pipeline, epoch)
-    key = hashlib.sha256(repr(sorted(folder.hashes().items())).encode()).hexdigest()[:16]
-    final = cache_root() / f"release-{pipeline}-{key}"
+    return models_for(Path(release), pipeline, epoch, progress)
 
-    def build(tmp: Path) -> None:
-        progress(f"exporting {release} ({pipeline}) once into {final}")
-        export_release(release, tmp / "models", (pipeline,), epoch, default_real_inputs(), progress=progress,
-                       real_audio=default_real_audio())
-
-    return _build(final, build, progress)

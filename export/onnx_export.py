@@ -15,6 +15,7 @@ import contextlib
 import copy
 import io
 import json
+import logging
 import time
 import warnings
 from dataclasses import dataclass
@@ -25,16 +26,37 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.checkpoints import PIPELINES, load_release, sha256
+from export.checkpoints import PIPELINES, load_release
 from export.models import EMBED_DIM, SUPERVISED_OUTPUTS, UNSUPERVISED_OUTPUTS
+from export.progress import step
 from export.synthetic import WARNING, read_manifest
+from runtime.cache import FORMAT, MANIFEST, file_record
 from runtime.errors import CheckpointError, CmpError
 
 OPSET = 18
 DEFAULT_TOLERANCE = 1e-4
-MODELS_MANIFEST = "models.json"
-FORMAT_VERSION = 1
+MODELS_MANIFEST = MANIFEST
+FORMAT_VERSION = FORMAT  # models.json, read by runtime.cache
 OUTPUT_NAMES = {"supervised": SUPERVISED_OUTPUTS, "unsupervised": UNSUPERVISED_OUTPUTS}
+
+
+class _TorchvisionNotes(logging.Filter):
+    """torch.onnx's op registry logs one warning per torchvision op (nms, roi_align, ...) it
+    skips when torchvision is not installed; our models use none of them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("torchvision is not installed")
+
+
+@contextlib.contextmanager
+def _no_torchvision_notes():
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    notes = _TorchvisionNotes()
+    logger.addFilter(notes)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notes)
 
 
 def _export(module: nn.Module, example: torch.Tensor, path: Path, input_name: str,
@@ -44,7 +66,7 @@ def _export(module: nn.Module, example: torch.Tensor, path: Path, input_name: st
     import onnx
 
     captured = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(captured):
+    with warnings.catch_warnings(), contextlib.redirect_stdout(captured), _no_torchvision_notes():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(module, (example,), None, input_names=[input_name],
                                     output_names=list(output_names), dynamic_shapes=[dynamic],
@@ -75,6 +97,8 @@ class Check:
     max_abs: float
     max_rel: float
     float32_floor: float  # PyTorch float32 vs float64 on the same input: the noise floor
+    error: float          # what was compared: max_rel, or max_abs for absolute checks
+    passed_by: str        # "tolerance", or "float32 floor" (within twice PyTorch's own error)
 
 
 class Verifier:
@@ -102,7 +126,6 @@ class Verifier:
         if got.shape != want.shape:
             raise VerificationError(f"{model}:{name} on {label}: shape {got.shape} vs reference {want.shape}")
         abs_err, rel_err = relative_error(got, want)
-        self.checks.append(Check(model, label, name, abs_err, rel_err, floor))
         self.progress(f"  verify {model:<26} {label[:30]:<30} {name:<16} max abs {abs_err:.1e}  "
                       f"rel {rel_err:.1e}" + (f"  (fp32 floor {floor:.1e})" if floor else ""))
         error = abs_err if absolute else rel_err
@@ -112,6 +135,20 @@ class Verifier:
             raise VerificationError(f"{model}:{name} differs from the reference on {label}: max "
                                     f"{'absolute' if absolute else 'relative'} error {error:.3e} > "
                                     f"tolerance {self.tolerance:.0e}" + (f" (float32 noise floor {floor:.1e})" if floor else ""))
+        passed_by = "tolerance" if error <= self.tolerance else "float32 floor"
+        self.checks.append(Check(model, label, name, abs_err, rel_err, floor, error, passed_by))
+
+    def summary(self) -> str:
+        """The rule each check passed by, in one line."""
+        by_tol = [c for c in self.checks if c.passed_by == "tolerance"]
+        by_floor = [c for c in self.checks if c.passed_by != "tolerance"]
+        parts = [f"{len(by_tol)} within the tolerance {self.tolerance:.0e}"
+                 + (f" (largest error {max(c.error for c in by_tol):.1e})" if by_tol else "")]
+        if by_floor:
+            worst = max(by_floor, key=lambda c: c.error / c.float32_floor)
+            parts.append(f"{len(by_floor)} within twice PyTorch's own float32 error (largest {worst.error:.2e} "
+                         f"against a float32 floor of {worst.float32_floor:.2e}, {worst.model} {worst.output})")
+        return f"verified {len(self.checks)} outputs against their references: " + ", ".join(parts)
 
     def compare(self, path: Path, module: nn.Module, x: torch.Tensor, input_name: str,
                 output_names: tuple[str, ...], label: str) -> None:
@@ -163,7 +200,7 @@ def export_voice_graphs(out_dir: Path, pipelines: tuple[str, ...], meta: dict[st
     from runtime.fbank import log_mel, normalise
 
     path = out_dir / "frontend.onnx"
-    progress(f"[frontend] building {path.name}")
+    step(progress, f"[frontend] building and verifying {path.name}")
     frontend = build_frontend(OPSET)
     onnx.helper.set_model_props(frontend, meta | {"pipeline": "frontend"})
     onnx.save(frontend, str(path))
@@ -176,7 +213,7 @@ def export_voice_graphs(out_dir: Path, pipelines: tuple[str, ...], meta: dict[st
     for pipeline in pipelines:
         decoder_path = out_dir / f"decoder_{pipeline}.onnx"
         path = out_dir / f"voice2mesh_{pipeline}.onnx"
-        progress(f"[{pipeline}] fusing {path.name}")
+        step(progress, f"[{pipeline}] fusing and verifying {path.name}")
         onnx.save(fuse_voice2mesh(frontend, encoder, onnx.load(str(decoder_path))), str(path))
         names = ("embedding",) + OUTPUT_NAMES[pipeline]
         for label, samples in voices[:2]:
@@ -186,6 +223,11 @@ def export_voice_graphs(out_dir: Path, pipelines: tuple[str, ...], meta: dict[st
             separate = [embedding] + verifier.run(decoder_path, {"embedding": embedding}, OUTPUT_NAMES[pipeline])
             for name, a, b in zip(names, fused, separate):
                 verifier.record(path.name, label, name, a, b)
+
+
+def export_steps(pipelines: tuple[str, ...]) -> int:
+    """How many ``step`` messages :func:`export_release` prints (for a progress bar)."""
+    return 3 + 5 * len(pipelines)
 
 
 def default_real_inputs() -> Path | None:
@@ -220,7 +262,7 @@ def export_release(release: str | Path, out_dir: str | Path, pipelines: tuple[st
     encoder_done = False
     for pipeline in pipelines:
         started = time.perf_counter()
-        progress(f"[{pipeline}] loading {release}")
+        step(progress, f"[{pipeline}] loading {release}")
         loaded = load_release(release, pipeline, epoch)
         hashes = loaded.folder.hashes()
         manifest["sources"].update(hashes)
@@ -230,7 +272,7 @@ def export_release(release: str | Path, out_dir: str | Path, pipelines: tuple[st
 
         if not encoder_done:
             path = out_dir / "encoder.onnx"
-            progress(f"[encoder] exporting {path.name}")
+            step(progress, f"[encoder] exporting {path.name}")
             enc_meta = base_meta | {"pipeline": "encoder", "source_files": json.dumps(
                 {k: v for k, v in hashes.items() if k.endswith("voice_embedding.pth")})}
             _export(loaded.encoder, torch.randn(2, 64, 1000, generator=rng), path, "fbank", ("embedding",),
@@ -239,6 +281,7 @@ def export_release(release: str | Path, out_dir: str | Path, pipelines: tuple[st
                      ("random B=3 T=317", torch.randn(3, 64, 317, generator=rng)),
                      ("random B=1 T=1751", torch.randn(1, 64, 1751, generator=rng))]
             cases += [(f"real {name}", torch.from_numpy(fb.T[None].copy())) for name, fb in real]
+            step(progress, f"[encoder] verifying {path.name} against PyTorch on {len(cases)} inputs")
             for label, x in cases:
                 verifier.compare(path, loaded.encoder, x, "fbank", ("embedding",), label)
             triangles = loaded.triangles
@@ -248,7 +291,7 @@ def export_release(release: str | Path, out_dir: str | Path, pipelines: tuple[st
             raise CheckpointError("the two pipelines use different triangle files")
 
         path = out_dir / f"decoder_{pipeline}.onnx"
-        progress(f"[{pipeline}] exporting {path.name}")
+        step(progress, f"[{pipeline}] exporting {path.name}")
         names = OUTPUT_NAMES[pipeline]
         meta = base_meta | {"pipeline": pipeline, "outputs": ",".join(names), "source_files": json.dumps(hashes)}
         unit = nn.functional.normalize(torch.randn(2, EMBED_DIM, generator=rng), dim=1)
@@ -258,6 +301,7 @@ def export_release(release: str | Path, out_dir: str | Path, pipelines: tuple[st
             with torch.no_grad():
                 emb = torch.cat([loaded.encoder(torch.from_numpy(fb.T[None].copy())) for _, fb in real])
             cases.append((f"real embeddings B={len(real)}", emb))
+        step(progress, f"[{pipeline}] verifying {path.name} against PyTorch on {len(cases)} input batches")
         for label, x in cases:
             verifier.compare(path, loaded.decoder, x, "embedding", names, label)
         manifest["pipelines"].append(pipeline)
@@ -268,11 +312,11 @@ def export_release(release: str | Path, out_dir: str | Path, pipelines: tuple[st
     written = ["encoder.onnx", "frontend.onnx", "triangles.npy"]
     written += [f"{kind}_{p}.onnx" for p in manifest["pipelines"] for kind in ("decoder", "voice2mesh")]
     for name in sorted(written):
-        manifest["files"][name] = sha256(out_dir / name)
+        manifest["files"][name] = file_record(out_dir / name)
     manifest["verification"] = {"tolerance": tolerance, "real_inputs": len(real),
                                 "max_rel": max(c.max_rel for c in verifier.checks),
                                 "checks": [c.__dict__ for c in verifier.checks]}
     (out_dir / MODELS_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    progress(f"wrote {out_dir} (largest relative error {manifest['verification']['max_rel']:.2e}, "
-             f"tolerance {tolerance:.0e})")
+    progress(verifier.summary())
+    progress(f"wrote {out_dir}")
     return manifest

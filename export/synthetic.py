@@ -19,10 +19,13 @@ from torch import nn
 
 from export.models import (IMAGE_SIZE, AlignCornersUpsample, InvertedResidual, N_VERTICES, FaceGenerator, Image3D, MobileNetV2,
                            SupervisedHeads, VoiceEmbedNet)
+from export.progress import step
+from runtime.cache import SYNTHETIC_PACK_VERSION
 
 MANIFEST = "SYNTHETIC.json"
 EPOCH = "48000"
-PACK_VERSION = 1
+PACK_VERSION = SYNTHETIC_PACK_VERSION  # names the cache entry, so defined on the torch-free side
+PACK_STEPS = 3  # step messages of write_pack, for a progress bar
 WARNING = ("UNTRAINED synthetic weights: outputs have the release's shapes and magnitudes "
            "but carry no information about the voice")
 
@@ -231,19 +234,19 @@ def write_pack(root: str | Path, seed: int = 0, progress: Callable[[str], None] 
     (models / "supervised_64").mkdir(parents=True, exist_ok=True)
     (root / "train.configs").mkdir(parents=True, exist_ok=True)
 
-    progress("synthetic pack: building the 3DMM (53215-vertex face-like mesh)")
+    step(progress, "synthetic pack: building the 3DMM (53215-vertex face-like mesh)")
     rng = np.random.default_rng(seed + 1)
     morph, tri = morphable_tensors(rng)
     savemat(str(root / "train.configs" / "tri.mat"), {"tri": (tri.T + 1).astype(np.int32)})
 
-    progress("synthetic pack: initialising and calibrating the networks (untrained)")
+    step(progress, "synthetic pack: initialising and calibrating the networks (untrained)")
     nets = build_networks(seed)
     torch.save(nets["encoder"], models / "voice_embedding.pth")
     torch.save(nets["heads"], models / "supervised_64" / f"generator_{EPOCH}.pth")
     torch.save(nets["generator"], models / f"generator_{EPOCH}.pth")
     torch.save(nets["image3d"], models / f"image3D_{EPOCH}.pth")
 
-    progress("synthetic pack: writing 2D-to-3D-pretrained.tar")
+    step(progress, "synthetic pack: writing 2D-to-3D-pretrained.tar")
     state = {f"module.IGM.backbone.{k}": v for k, v in nets["pose"].items()}
     state.update({f"module.{k}": torch.from_numpy(v) for k, v in morph.items()})
     # A training-time module the release's file also carries and our loader must ignore.

@@ -1,7 +1,9 @@
 """Export the release's networks to ONNX and verify them against PyTorch.
 
-    python export/to_onnx.py --release RELEASE_DIR -o models/
-    python export/to_onnx.py --synthetic -o models/        # untrained synthetic asset pack
+    cmp-face export --release RELEASE_DIR -o models/
+    cmp-face export --synthetic -o models/        # untrained synthetic asset pack
+
+(``python export/to_onnx.py ...`` takes the same arguments.)
 """
 from __future__ import annotations
 
@@ -15,12 +17,13 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 
 from export.checkpoints import PIPELINES  # noqa: E402
 from export.onnx_export import (DEFAULT_TOLERANCE, default_real_audio, default_real_inputs,  # noqa: E402
-                                export_release)
-from export.synthetic import write_pack  # noqa: E402
+                                export_release, export_steps)
+from export.progress import StepBar  # noqa: E402
+from export.synthetic import PACK_STEPS, write_pack  # noqa: E402
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="to_onnx.py", description=__doc__.splitlines()[0])
+    parser = parser or argparse.ArgumentParser(prog="cmp-face export", description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--release", type=Path, metavar="DIR",
                         help="folder laid out like the release (pretrained_models/, train.configs/)")
@@ -45,13 +48,15 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 def run(args: argparse.Namespace) -> dict:
     pipelines = PIPELINES if args.pipeline == "both" else (args.pipeline,)
-    if not args.synthetic:
-        return export_release(args.release, args.output, pipelines, args.epoch, args.real_inputs, args.tolerance,
-                              real_audio=args.real_audio)
-    with tempfile.TemporaryDirectory(prefix="cmp-synthetic-") as tmp:
-        pack = write_pack(args.pack_dir or Path(tmp) / "release", seed=args.seed)
-        return export_release(pack, args.output, pipelines, None, args.real_inputs, args.tolerance, args.seed,
-                              real_audio=args.real_audio)
+    steps = export_steps(pipelines) + (PACK_STEPS if args.synthetic else 0)
+    with StepBar(steps, print, desc="exporting") as progress:
+        if not args.synthetic:
+            return export_release(args.release, args.output, pipelines, args.epoch, args.real_inputs,
+                                  args.tolerance, progress=progress, real_audio=args.real_audio)
+        with tempfile.TemporaryDirectory(prefix="cmp-synthetic-") as tmp:
+            pack = write_pack(args.pack_dir or Path(tmp) / "release", seed=args.seed, progress=progress)
+            return export_release(pack, args.output, pipelines, None, args.real_inputs, args.tolerance, args.seed,
+                                  progress=progress, real_audio=args.real_audio)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,12 +38,27 @@ def cache_dir(tmp_path_factory) -> Path:
     return path
 
 
+class BuildLog(list):
+    """Records the build's messages; ``step`` marks where the progress bar advances."""
+
+    def step(self, message: str) -> None:
+        self.append(message)
+        self.steps.append(message)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[str] = []
+
+
+BUILD_LOG = BuildLog()  # what building the session's synthetic models printed
+
+
 @pytest.fixture(scope="session")
 def models_dir(cache_dir) -> Path:
     pytest.importorskip("torch", reason="building the models needs the export extra")
     from export.cache import synthetic_models
 
-    return synthetic_models(progress=lambda message: None)
+    return synthetic_models(progress=BUILD_LOG.append)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,279 @@
+"""The user's cache of models folders: find a finished entry, check it, list and clear. No torch.
+
+Layout under :func:`cache_root`::
+
+    synthetic-v<pack>-seed<seed>/{release,models}   the UNTRAINED synthetic pack and its models
+    release-<pipeline>-<key>/models                 models exported from a release folder
+                                                    (<key> hashes the release files it needs)
+
+An entry is built under ``<entry>.partial-<pid>`` and renamed when complete (``export/cache.py``),
+so a folder without that suffix is finished. Only building imports ``export`` (torch); looking
+an entry up reads ``models.json`` and compares each file's size and mtime with what it records,
+re-hashing a file only when they differ, so opening a cached entry stays cheap.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from runtime.errors import CmpError, ModelError
+from runtime.release_files import ReleaseFolder, sha256
+
+MANIFEST = "models.json"
+# models.json format: 2 records {"sha256", "size", "mtime_ns"} per file; 1 recorded the sha256
+# alone (still read: such an entry is hashed once and upgraded in place).
+FORMAT = 2
+SYNTHETIC_PACK_VERSION = 1  # bump when the synthetic pack changes: its entries are then rebuilt
+KINDS = ("synthetic", "release")
+STATES = ("ok", "corrupt", "incomplete", "building", "stale-partial")
+# A partial folder is stale once its process is gone. Process ids are reused, so one left this
+# long without a change is stale whoever holds its pid now (a build takes minutes).
+STALE_AFTER_S = 24 * 3600
+_PARTIAL = re.compile(r"^(?P<base>.+)\.partial-(?P<pid>\d+)$")
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cache_root() -> Path:
+    """``$CMP_DEPLOY_CACHE``, else ``$XDG_CACHE_HOME/cmp-deploy``, else ``~/.cache/cmp-deploy``."""
+    if os.environ.get("CMP_DEPLOY_CACHE"):
+        return Path(os.environ["CMP_DEPLOY_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cmp-deploy"
+
+
+def synthetic_entry(seed: int = 0) -> Path:
+    return cache_root() / f"synthetic-v{SYNTHETIC_PACK_VERSION}-seed{seed}"
+
+
+def release_entry(release: str | Path, pipeline: str, epoch: str | int | None = None) -> Path:
+    """The entry for one pipeline of a release folder: its name hashes the files it is built from."""
+    folder = ReleaseFolder.locate(release, pipeline, epoch)
+    key = hashlib.sha256(repr(sorted(folder.hashes().items())).encode()).hexdigest()[:16]
+    return cache_root() / f"release-{pipeline}-{key}"
+
+
+def partial_path(entry: Path) -> Path:
+    """Where this process builds (or deletes) ``entry`` before renaming it."""
+    return entry.with_name(f"{entry.name}.partial-{os.getpid()}")
+
+
+def file_record(path: Path) -> dict:
+    """What ``models.json`` records about each file (format 2)."""
+    st = path.stat()
+    return {"sha256": sha256(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def check_models(models: Path, upgrade: bool = True) -> list[str]:
+    """What is wrong with a finished models folder, one phrase per problem (empty: intact).
+
+    A file whose size and mtime match ``models.json`` is taken as intact; one whose mtime alone
+    changed is re-hashed (and, if unchanged, its new mtime recorded when ``upgrade``). A format-1
+    manifest (hashes only) is checked by hashing every file and, when ``upgrade``, rewritten as
+    format 2 so the next check is cheap.
+    """
+    path = models / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        return [f"{MANIFEST} is missing"]
+    except (OSError, ValueError) as exc:
+        return [f"{MANIFEST} is unreadable ({type(exc).__name__})"]
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    version = manifest.get("format") if isinstance(manifest, dict) else None
+    if version not in (1, FORMAT) or not isinstance(files, dict) or not files:
+        return [f"{MANIFEST} has an unknown format ({version!r})"]
+    problems, changed = [], False
+    for name, record in files.items():
+        file = models / name
+        if version == 1:
+            record = {"sha256": record}
+        try:
+            st = file.stat()
+        except FileNotFoundError:
+            problems.append(f"{name} is missing")
+            continue
+        if "size" in record and st.st_size != record["size"]:
+            problems.append(f"{name} has {st.st_size} bytes, {MANIFEST} says {record['size']}")
+        elif st.st_mtime_ns != record.get("mtime_ns"):
+            if sha256(file) != record["sha256"]:
+                problems.append(f"{name} does not match its sha256 in {MANIFEST}")
+            else:
+                files[name] = record | {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+                changed = True
+    if changed and upgrade and not problems:
+        try:
+            _write_json(path, manifest | {"format": FORMAT, "files": files})
+        except OSError:
+            pass  # a read-only cache: checked again (by hash) next time
+    return problems
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    path: Path
+    kind: str        # "synthetic" or "release"
+    size: int        # bytes on disk (sum of file sizes)
+    state: str       # one of STATES
+    created: datetime
+    problems: tuple[str, ...] = ()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    except OSError:
+        return False
+    return True
+
+
+def _walk(path: Path) -> tuple[int, float]:
+    """(total bytes of the files under ``path``, newest mtime of anything there)."""
+    total, newest = 0, path.lstat().st_mtime
+    for folder, _, names in os.walk(path):
+        for name in names:
+            try:
+                st = os.lstat(os.path.join(folder, name))
+            except OSError:
+                continue
+            total += st.st_size
+            newest = max(newest, st.st_mtime)
+    return total, newest
+
+
+def _entry(path: Path) -> Entry | None:
+    match = _PARTIAL.match(path.name)
+    base = match["base"] if match else path.name
+    kind = next((k for k in KINDS if base.startswith(f"{k}-")), None)
+    if kind is None or path.is_symlink() or not path.is_dir():
+        return None
+    size, newest = _walk(path)
+    problems: list[str] = []
+    if match:
+        pid = int(match["pid"])
+        stale = pid != os.getpid() and (not _pid_alive(pid) or time.time() - newest > STALE_AFTER_S)
+        state = "stale-partial" if stale else "building"
+    elif not (path / "models" / MANIFEST).is_file():
+        state = "incomplete"  # renamed into place only once complete: someone removed files
+    else:
+        problems = check_models(path / "models")
+        state = "corrupt" if problems else "ok"
+    created = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+    return Entry(path.name, path, kind, size, state, created, tuple(problems))
+
+
+def entries() -> list[Entry]:
+    """Every cache entry (finished or not) with its state, sorted by name."""
+    root = cache_root()
+    if not root.is_dir():
+        return []
+    found = (_entry(p) for p in sorted(root.iterdir()))
+    return [e for e in found if e is not None]
+
+
+def _remove(path: Path) -> None:
+    """Rename out of the way first (other processes then never see half an entry), then delete;
+    if deleting is interrupted, what is left is a stale partial folder removed later."""
+    match = _PARTIAL.match(path.name)
+    doomed = partial_path(path.with_name(match["base"]) if match else path)
+    if doomed != path:
+        try:
+            path.rename(doomed)
+        except FileNotFoundError:
+            return  # removed by someone else meanwhile
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def clear(names: list[str] | None = None) -> list[Path]:
+    """Remove the named entries (all finished entries and stale partial folders when ``names`` is
+    None or empty); return the paths removed. Unknown names or a build in progress change nothing."""
+    found = {e.name: e for e in entries()}
+    if not names:
+        targets = [e for e in found.values() if e.state != "building"]
+    else:
+        unknown = [n for n in dict.fromkeys(names) if n not in found]
+        if unknown:
+            raise CmpError(f"no cache entry named {', '.join(unknown)} in {cache_root()} "
+                           "(see 'cmp-face cache list')")
+        targets = [found[n] for n in dict.fromkeys(names)]
+        busy = [e.name for e in targets if e.state == "building"]
+        if busy:
+            raise CmpError(f"{', '.join(busy)} is being built by a running process: wait for it to "
+                           "finish (or stop that process) and clear it then")
+    for entry in targets:
+        _remove(entry.path)
+    return [e.path for e in targets]
+
+
+def remove_stale_partials(progress: Callable[[str], None] | None = None) -> list[Path]:
+    """Delete the partial folders that interrupted builds left behind."""
+    stale = [e for e in entries() if e.state == "stale-partial"]
+    for entry in stale:
+        _remove(entry.path)
+    if stale and progress:
+        progress(f"removed {len(stale)} unfinished build folder{'s' if len(stale) > 1 else ''} "
+                 f"left by interrupted runs ({format_size(sum(e.size for e in stale))})")
+    return [e.path for e in stale]
+
+
+def format_size(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
+
+
+def _build(entry: Path, release: Path | None, pipeline: str, epoch: str | int | None, seed: int,
+           progress: Callable[[str], None]) -> None:
+    try:
+        from export import cache as builder
+    except ImportError as exc:
+        raise CmpError(f"building models needs the export extra ({exc.name} is missing): "
+                       "pip install 'cmp-deploy[export]', or pass --models DIR") from exc
+    if release is None:
+        builder.build_synthetic(entry, seed, progress)
+    else:
+        builder.build_release(entry, release, pipeline, epoch, progress)
+
+
+def models_for(release: Path | None, pipeline: str, epoch: str | int | None = None,
+               progress: Callable[[str], None] = _stderr, *, seed: int = 0) -> Path:
+    """The finished, checked models folder for ``release`` (None: the synthetic pack), built
+    first when missing (that needs the export extra). A damaged synthetic entry is rebuilt; a
+    damaged release entry is reported with the command that rebuilds it."""
+    remove_stale_partials(progress)
+    entry = synthetic_entry(seed) if release is None else release_entry(release, pipeline, epoch)
+    models = entry / "models"
+    if entry.is_dir():
+        problems = check_models(models)
+        if not problems:
+            return models
+        damage = "; ".join(problems)
+        if release is not None:
+            raise ModelError(f"the cached models in {entry} are damaged ({damage}); rebuild them with "
+                             f"'cmp-face cache clear {entry.name}' and run this command again")
+        progress(f"the cached synthetic models in {entry} are damaged ({damage}): rebuilding them")
+        _remove(entry)
+    _build(entry, None if release is None else Path(release), pipeline, epoch, seed, progress)
+    return models
