@@ -6,12 +6,17 @@ release's (see ``docs/ORIGINAL.md`` section 3), except that degenerate triangles
 barycentric denominator exactly 0) are skipped instead of painting their bounding box.
 
 Every function validates its arguments before calling C++ and raises
-:class:`Sim3DRInputError` (a ``ValueError``) with a message naming the argument.
-Sim3DR is self-contained (it imports nothing from the ``runtime`` package, so there is no
-import cycle); ``runtime.render`` converts these errors into ``runtime.errors.InputError``.
+:class:`Sim3DRInputError` (a ``ValueError``) with a message naming the argument; a
+failure inside C++ (out of memory) raises :class:`Sim3DRError` (a ``RuntimeError``), never
+aborts the interpreter. Sim3DR is self-contained (it imports nothing from the ``runtime``
+package, so there is no import cycle); ``runtime.render`` converts these errors into
+``runtime.errors.InputError`` and ``runtime.errors.CmpError``.
 
 Threads: ``num_threads=None`` reads the environment variable ``SIM3DR_NUM_THREADS`` and
-otherwise uses the hardware concurrency. Results do not depend on the thread count.
+otherwise uses the hardware concurrency; either way 1 to :data:`MAX_THREADS`. The C++
+core uses fewer when fewer are useful (one thread for fewer than 256 triangles or 8 rows,
+never more threads than horizontal bands of at least 4 rows) and carries on with fewer
+when the OS refuses to start one. Results do not depend on the thread count.
 """
 from __future__ import annotations
 
@@ -24,6 +29,8 @@ from . import _sim3dr
 
 __all__ = [
     "DEPTH_INIT",
+    "MAX_THREADS",
+    "Sim3DRError",
     "Sim3DRInputError",
     "get_normal",
     "new_depth_buffer",
@@ -35,11 +42,30 @@ __all__ = [
 #: Initial z-buffer value (the release's): a pixel is drawn when its depth exceeds it.
 DEPTH_INIT: float = -1e8
 
+#: Most threads one call may use. More buy nothing on today's machines and each costs a
+#: stack and per-band bookkeeping (512 threads on a 65536x1 image once cost 1.7 GB).
+MAX_THREADS: int = _sim3dr.MAX_THREADS
+
 _INT32_MAX = np.iinfo(np.int32).max
 
 
 class Sim3DRInputError(ValueError):
     """An array or parameter handed to Sim3DR is unusable (message names the argument)."""
+
+
+class Sim3DRError(RuntimeError):
+    """The C++ core failed (out of memory): the message names the function."""
+
+
+def _native(what: str, fn, *args):
+    """Call a C++ function; its exceptions (already Python ones thanks to ``except +``)
+    become :class:`Sim3DRError`."""
+    try:
+        return fn(*args)
+    except MemoryError as exc:
+        raise Sim3DRError(f"{what}: out of memory") from exc
+    except RuntimeError as exc:
+        raise Sim3DRError(f"{what}: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- validation
@@ -139,22 +165,27 @@ def _check_size(name: str, value) -> int:
     return int(value)
 
 
+def _thread_count(name: str, value, shown) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or not 1 <= value <= MAX_THREADS:
+        raise Sim3DRInputError(
+            f"{name}: expected an integer from 1 to {MAX_THREADS}, got {shown!r}")
+    return int(value)
+
+
 def resolve_num_threads(num_threads: Optional[int] = None) -> int:
-    """Thread count used for ``num_threads``: the argument, else ``$SIM3DR_NUM_THREADS``,
-    else the hardware concurrency."""
-    if num_threads is None:
-        env = os.environ.get("SIM3DR_NUM_THREADS", "").strip()
-        if not env:
-            return _sim3dr.hardware_concurrency()
-        try:
-            n = int(env)
-        except ValueError:
-            n = 0
-        if n <= 0:
-            raise Sim3DRInputError(
-                f"SIM3DR_NUM_THREADS: expected a positive integer, got {env!r}")
-        return n
-    return _check_size("num_threads", num_threads)
+    """Thread count asked for by ``num_threads``: the argument, else
+    ``$SIM3DR_NUM_THREADS``, else the hardware concurrency; 1 to :data:`MAX_THREADS`."""
+    if num_threads is not None:
+        return _thread_count("num_threads", num_threads, num_threads)
+    env = os.environ.get("SIM3DR_NUM_THREADS", "").strip()
+    if not env:
+        return _sim3dr.hardware_concurrency()
+    try:
+        n = int(env)
+    except ValueError:
+        n = 0
+    return _thread_count("SIM3DR_NUM_THREADS", n, env)
 
 
 # --------------------------------------------------------------------------- public API
@@ -165,7 +196,7 @@ def new_depth_buffer(height: int, width: int) -> np.ndarray:
 
     Pass the same buffer to several :func:`rasterize` calls to z-test meshes together."""
     h, w = _check_size("height", height), _check_size("width", width)
-    return np.full((h, w), DEPTH_INIT, dtype=np.float32)
+    return _native("new_depth_buffer", np.full, (h, w), DEPTH_INIT, np.float32)
 
 
 def get_normal(vertices, triangles) -> np.ndarray:
@@ -176,7 +207,7 @@ def get_normal(vertices, triangles) -> np.ndarray:
     v = _check_vertices(vertices)
     t = _check_triangles(triangles, v.shape[0])
     out = np.empty_like(v)
-    _sim3dr.get_normal(v, t, out)
+    _native("get_normal", _sim3dr.get_normal, v, t, out)
     return out
 
 
@@ -194,10 +225,11 @@ def rasterize(vertices, triangles, colors, image: np.ndarray, alpha: float = 1.0
     depth_buffer: optional ``(H, W)`` float32 z-buffer, updated in place (see
     :func:`new_depth_buffer`); a fresh one initialised to :data:`DEPTH_INIT` by default.
     """
+    n = resolve_num_threads(num_threads)
     args = _draw_arguments(vertices, triangles, colors, image, alpha, depth_buffer)
     if args is not None:
         draw = _sim3dr.rasterize_u8 if args[3].dtype == np.uint8 else _sim3dr.rasterize_f32
-        draw(*args, resolve_num_threads(num_threads))
+        _native("rasterize", draw, *args, n)
     return image
 
 
@@ -232,8 +264,8 @@ def rasterize_buffers(vertices, triangles, height: int, width: int,
     t = _check_triangles(triangles, v.shape[0])
     d = _check_depth(depth_buffer, h, w)
     n = resolve_num_threads(num_threads)
-    index = np.full((h, w), -1, dtype=np.int32)
-    _sim3dr.rasterize_index(v, t, d, index, n)
+    index = _native("rasterize_buffers", np.full, (h, w), -1, np.int32)
+    _native("rasterize_buffers", _sim3dr.rasterize_index, v, t, d, index, n)
     depth = d.copy() if depth_buffer is not None else d
     depth[index < 0] = np.float32(background)
     return depth, index

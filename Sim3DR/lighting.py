@@ -10,8 +10,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from . import (Sim3DRInputError, _check_alpha, _check_triangles, _check_vertices, _sim3dr,
-               get_normal, rasterize)
+from . import (Sim3DRInputError, _check_alpha, _check_triangles, _check_vertices, _native,
+               _sim3dr, get_normal, rasterize)
 
 __all__ = ["LIGHT_DEFAULTS", "light_colors", "overlay", "render_lit"]
 
@@ -30,11 +30,64 @@ LIGHT_DEFAULTS = dict(
 )
 
 
-def _vec3(name: str, value: Sequence[float]) -> tuple[float, float, float]:
-    a = np.asarray(value, dtype=np.float64)
-    if a.shape != (3,) or not np.isfinite(a).all():
-        raise Sim3DRInputError(f"{name}: expected 3 finite numbers, got {value!r}")
+# Parameter ranges: with them every light value is finite (then clipped to [0, 1]).
+
+
+def _vec3(name: str, value: Sequence[float], unit: bool = False) -> tuple[float, float, float]:
+    """3 numbers, finite in float32 (the C++ type); in [0, 1] for colours."""
+    what = "3 numbers in [0, 1]" if unit else "3 finite numbers (float32 range)"
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        a = None
+    if a is None or a.shape != (3,) or not np.isfinite(a).all() \
+            or (np.abs(a) > np.finfo(np.float32).max).any() \
+            or (unit and ((a < 0) | (a > 1)).any()):
+        raise Sim3DRInputError(f"{name}: expected {what}, got {value!r}")
     return tuple(float(x) for x in a)
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _real(value) -> float:
+    """A real number as float (NaN for anything else: strings, bools, None)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return float("nan")
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float range
+        return float("inf")
+
+
+def _intensity(name: str, value) -> float:
+    x = _real(value)
+    if not 0.0 <= x <= 1.0:
+        raise Sim3DRInputError(f"{name}: expected a number in [0, 1], got {value!r}")
+    return x
+
+
+def _exponent(value) -> float:
+    """A whole number >= 0: ``(e * r) ** exp`` of a negative product is NaN for fractional
+    exponents and infinite at 0 for negative ones."""
+    x = _real(value)
+    if not (0.0 <= x <= _F32_MAX and x == int(x)):
+        raise Sim3DRInputError(f"specular_exp: expected a whole number >= 0, got {value!r}")
+    return x
+
+
+def _normals(normals, shape) -> np.ndarray:
+    n = np.asarray(normals)
+    if n.dtype.kind not in "biuf" or n.shape != shape:
+        raise Sim3DRInputError(
+            f"normals: expected a numeric array of shape {shape} to match vertices, got "
+            f"{n.dtype} with shape {n.shape}")
+    n = np.ascontiguousarray(n, dtype=_F)
+    length = np.sqrt(np.einsum("ij,ij->i", n.astype(np.float64), n.astype(np.float64)))
+    if not np.isfinite(length).all() or (length > 1.001).any():
+        raise Sim3DRInputError("normals: expected unit vectors (or zero rows) such as "
+                               "get_normal returns")
+    return n
 
 
 def light_colors(vertices, triangles, normals: Optional[np.ndarray] = None,
@@ -46,24 +99,24 @@ def light_colors(vertices, triangles, normals: Optional[np.ndarray] = None,
                  view_pos: Sequence[float] = (0.0, 0.0, 5.0)) -> np.ndarray:
     """Per-vertex light, ``(N, 3)`` float32 in [0, 1] (release defaults).
 
-    ``normals`` may be passed to skip recomputing :func:`Sim3DR.get_normal`. The specular
+    Intensities and colours are in [0, 1], ``specular_exp`` a whole number >= 0, positions
+    finite; otherwise :class:`Sim3DR.Sim3DRInputError`. ``normals`` (unit vectors or zero
+    rows) may be passed to skip recomputing :func:`Sim3DR.get_normal`. The specular
     term keeps the release's quirk: ``sum((e * r) ** exp)`` over xyz, not
     ``<e, r> ** exp``; it is clipped to [0, 1] where ``cos != 0`` and 0 elsewhere.
     Computed in one C++ pass (``Sim3DR/src/lighting.cpp``); the numpy formulation,
     :func:`Sim3DR.reference.light_colors_reference`, is what the tests hold it to."""
     v = _check_vertices(vertices)
     t = _check_triangles(triangles, v.shape[0])
-    if normals is None:
-        normals = get_normal(v, t)
-    normal = np.asarray(normals, dtype=_F)
-    if normal.shape != v.shape:
-        raise Sim3DRInputError(
-            f"normals: expected shape {v.shape} to match vertices, got {normal.shape}")
+    args = (_intensity("intensity_ambient", intensity_ambient),
+            _intensity("intensity_directional", intensity_directional),
+            _intensity("intensity_specular", intensity_specular), _exponent(specular_exp),
+            _vec3("color_ambient", color_ambient, unit=True),
+            _vec3("color_directional", color_directional, unit=True),
+            _vec3("light_pos", light_pos), _vec3("view_pos", view_pos))
+    normal = get_normal(v, t) if normals is None else _normals(normals, v.shape)
     light = np.empty_like(v)
-    _sim3dr.light_vertices(v, np.ascontiguousarray(normal), light, intensity_ambient, intensity_directional,
-                           intensity_specular, specular_exp, _vec3("color_ambient", color_ambient),
-                           _vec3("color_directional", color_directional), _vec3("light_pos", light_pos),
-                           _vec3("view_pos", view_pos))
+    _native("light_colors", _sim3dr.light_vertices, v, normal, light, *args)
     return light
 
 

@@ -152,16 +152,17 @@ def _unit_rows(a: np.ndarray) -> np.ndarray:
 def normalize_vertices(vertices: np.ndarray) -> np.ndarray:
     """The release's normalised copy used for light directions: subtract the per-axis
     minimum, divide by the single largest coordinate (skipped when it is 0), multiply by
-    2, subtract half of each axis's own maximum."""
-    v = np.array(vertices, dtype=_F, copy=True)
+    2, subtract half of each axis's own maximum. In float64 (returned as float32): the
+    extent of finite float32 vertices can overflow float32, and its inverse too."""
+    v = np.array(vertices, dtype=np.float64, copy=True)
     v -= v.min(axis=0, keepdims=True)
-    top = v.max() if v.size else _F(0)
+    top = v.max() if v.size else 0.0
     if top > 0:
         v /= top
-    v *= _F(2)
+    v *= 2
     if v.size:
-        v -= v.max(axis=0, keepdims=True) / _F(2)
-    return v
+        v -= v.max(axis=0, keepdims=True) / 2
+    return v.astype(_F)
 
 
 def light_colors_reference(vertices, triangles, normals=None, intensity_ambient: float = 0.3,

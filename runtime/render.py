@@ -14,15 +14,20 @@ import numpy as np
 
 import Sim3DR
 from Sim3DR.lighting import render_lit
-from runtime.errors import InputError
+from runtime.errors import CmpError, InputError
 
-__all__ = ["DARK_GREY", "aligned_to_image", "depth_map", "frontal_to_image", "render_aligned", "render_frontal",
-           "render_overlap", "resize_image"]
+__all__ = ["DARK_GREY", "MAX_SIZE", "aligned_to_image", "check_size", "depth_map", "frontal_to_image",
+           "render_aligned", "render_frontal", "render_overlap", "resize_image"]
 
 #: Default background of renders that have no image frame (BGR).
 DARK_GREY = (48, 48, 48)
 #: Side of the release's image frame (aligned meshes live in 120x120 image coordinates).
 FRAME = 120
+#: Largest render side in pixels. A render holds about 10 bytes per pixel at its peak
+#: (canvas 3, z-buffer 4, triangle index 4 for depth maps; the background resize works in
+#: row blocks of bounded size): ~170 MB at 4096, ~670 MB at 8192. The release's meshes
+#: (53k vertices, a 120-pixel frame) have no detail that a larger image would show.
+MAX_SIZE = 4096
 
 Background = Union[None, np.ndarray, Sequence[int]]
 
@@ -33,6 +38,8 @@ def _input_errors() -> Iterator[None]:
         yield
     except Sim3DR.Sim3DRInputError as exc:
         raise InputError(str(exc)) from exc
+    except Sim3DR.Sim3DRError as exc:
+        raise CmpError(str(exc)) from exc
 
 
 def _as_n3(vertices) -> np.ndarray:
@@ -48,9 +55,15 @@ def _as_n3(vertices) -> np.ndarray:
     return v
 
 
-def _check_size(size) -> int:
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise InputError(f"size: expected a positive integer, got {size!r}")
+def check_size(size: int | None, default: int | None = None, name: str = "size") -> int:
+    """A render side in pixels, checked: an integer from 1 to :data:`MAX_SIZE` (``None``
+    means ``default`` when one is given). Raises :class:`InputError` otherwise, e.g.
+    ``size: expected an integer from 1 to 4096 (pixels), got 0``."""
+    if size is None and default is not None:
+        size = default
+    if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)) \
+            or not 1 <= size <= MAX_SIZE:
+        raise InputError(f"{name}: expected an integer from 1 to {MAX_SIZE} (pixels), got {size!r}")
     return int(size)
 
 
@@ -65,7 +78,9 @@ def _bgr_image(name: str, image) -> np.ndarray:
 def resize_image(image: np.ndarray, height: int, width: int,
                  mode: str = "bilinear") -> np.ndarray:
     """Resize a uint8 ``(H, W, C)`` image with pixel-centre alignment (like OpenCV's
-    ``INTER_LINEAR`` / ``INTER_NEAREST``, no antialiasing); pure numpy."""
+    ``INTER_LINEAR`` / ``INTER_NEAREST``, no antialiasing) to ``height`` x ``width``
+    (each checked by :func:`check_size`); pure numpy."""
+    height, width = check_size(height, name="height"), check_size(width, name="width")
     img = np.asarray(image)
     h0, w0 = img.shape[:2]
     if (h0, w0) == (height, width):
@@ -86,10 +101,16 @@ def resize_image(image: np.ndarray, height: int, width: int,
     y1, x1 = np.minimum(y0 + 1, h0 - 1), np.minimum(x0 + 1, w0 - 1)
     fy, fx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
     f = img.astype(np.float32)
-    top = f[y0][:, x0] * (1 - fx) + f[y0][:, x1] * fx
-    bot = f[y1][:, x0] * (1 - fx) + f[y1][:, x1] * fx
-    out = top * (1 - fy) + bot * fy
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    out = np.empty((height, width) + img.shape[2:], np.uint8)
+    # Blocks of output rows: the float temporaries (~10 per value) stay at a few MB
+    # instead of 120 bytes per output pixel.
+    step = max(1, (1 << 20) // (width * img.shape[2]))
+    for a in range(0, height, step):
+        b = slice(a, a + step)
+        top = f[y0[b]][:, x0] * (1 - fx) + f[y0[b]][:, x1] * fx
+        bot = f[y1[b]][:, x0] * (1 - fx) + f[y1[b]][:, x1] * fx
+        out[b] = np.clip(np.rint(top * (1 - fy[b]) + bot * fy[b]), 0, 255)
+    return out
 
 
 def _background(background: Background, size: int) -> np.ndarray:
@@ -123,7 +144,7 @@ def frontal_to_image(vertices, size: int = 512, margin: float = 0.05) -> np.ndar
     a ``size`` x ``size`` image: y flipped to rows, the x/y bounding box centred and scaled
     (aspect kept) to fill the image minus ``margin`` (a fraction of the side) on each side,
     z scaled by the same factor. Returns float32 (N, 3) image coordinates."""
-    size = _check_size(size)
+    size = check_size(size)
     if not 0.0 <= margin < 0.5:
         raise InputError(f"margin: expected a number in [0, 0.5), got {margin!r}")
     v = _as_n3(vertices)
@@ -147,7 +168,7 @@ def aligned_to_image(vertices_img, size: int = 512, frame: int = FRAME) -> np.nd
     """An aligned mesh (image coordinates of a ``frame`` x ``frame`` image) scaled to
     ``size`` x ``size``: pixel centres map as ``x' = (x + 0.5) * size / frame - 0.5`` (same
     for y), z is scaled by ``size / frame`` (lighting is unchanged by the uniform scale)."""
-    size, frame = _check_size(size), _check_size(frame)
+    size, frame = check_size(size), check_size(frame, name="frame")
     v = _as_n3(vertices_img)
     k = np.float32(size / frame)
     out = np.empty_like(v)
@@ -161,8 +182,9 @@ def render_frontal(vertices, triangles, size: int = 512, background: Background 
     """Lit frontal render of a mesh in 3DMM coordinates (:func:`frontal_to_image`), e.g. the
     supervised mesh that has no image frame. ``background``: BGR colour (default dark grey)
     or a uint8 image (resized to fit)."""
+    size = check_size(size)
     out = frontal_to_image(vertices, size, margin)
-    canvas = _background(background, int(size))  # size was validated above
+    canvas = _background(background, size)
     if out.shape[0] == 0:
         return canvas
     with _input_errors():
@@ -174,15 +196,17 @@ def render_aligned(vertices_img, triangles, size: int = 512,
     """Lit render of an aligned mesh (:func:`aligned_to_image`) at ``size`` x ``size``.
     ``background``: the frame image (e.g. the 120x120 face, resized bilinearly) or a BGR
     colour (default dark grey)."""
+    size = check_size(size)
     out = aligned_to_image(vertices_img, size, frame)
-    canvas = _background(background, int(size))  # size was validated above
+    canvas = _background(background, size)
     with _input_errors():
         return render_lit(out, triangles, canvas, alpha=1.0)
 
 
 def depth_map(vertices_image, triangles, size: int) -> np.ndarray:
     """Float32 (size, size) z-buffer of a mesh already in image coordinates; -inf where empty."""
+    size = check_size(size)
     with _input_errors():
-        depth, _ = Sim3DR.rasterize_buffers(vertices_image, triangles, _check_size(size), size)
+        depth, _ = Sim3DR.rasterize_buffers(vertices_image, triangles, size, size)
     return depth
 

@@ -35,6 +35,7 @@ class Prediction:
     pose_offset: np.ndarray | None = None      # (3,)
     vertices_frontal: np.ndarray | None = None  # (N, 3) unaligned mesh, unsupervised only
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # the input reader's warnings (e.g. truncated WAV)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays written to ``result.npz``."""
@@ -57,30 +58,30 @@ class Prediction:
         the 120x120 generated face); with ``size`` the same scene at ``size`` pixels. Supervised:
         the frontal mesh centred and scaled into ``size`` (default 512) pixels.
         """
-        from runtime.render import render_aligned, render_frontal, render_overlap
+        from runtime.render import check_size, render_aligned, render_frontal, render_overlap
 
         if self.pipeline == "supervised":
-            return render_frontal(self.vertices, self.triangles, size or 512, background)
+            return render_frontal(self.vertices, self.triangles, check_size(size, 512), background)
         if size is None and background is None:
             return render_overlap(self.vertices, self.triangles, self.face_image)
-        return render_aligned(self.vertices, self.triangles, size or self.face_image.shape[0],
+        return render_aligned(self.vertices, self.triangles, check_size(size, self.face_image.shape[0]),
                               self.face_image if background is None else background)
 
     def image_vertices(self, size: int | None = None) -> np.ndarray:
         """``vertices`` in the pixel frame of :meth:`render` at ``size`` (float32 (N, 3), z toward
         the viewer)."""
-        from runtime.render import FRAME, aligned_to_image, frontal_to_image
+        from runtime.render import FRAME, aligned_to_image, check_size, frontal_to_image
 
         if self.pipeline == "supervised":
-            return frontal_to_image(self.vertices, size or 512)
-        return aligned_to_image(self.vertices, size or FRAME)
+            return frontal_to_image(self.vertices, check_size(size, 512))
+        return aligned_to_image(self.vertices, check_size(size, FRAME))
 
     def depth(self, size: int | None = None) -> np.ndarray:
         """Float32 (size, size) depth map of the mesh as :meth:`render` draws it (larger z is
         nearer, -inf where the face does not cover the pixel)."""
-        from runtime.render import FRAME, depth_map
+        from runtime.render import FRAME, check_size, depth_map
 
-        size = size or (512 if self.pipeline == "supervised" else FRAME)
+        size = check_size(size, 512 if self.pipeline == "supervised" else FRAME)
         return depth_map(self.image_vertices(size), self.triangles, size)
 
     def overlay(self, image: np.ndarray, alpha: float = 0.6) -> np.ndarray:

@@ -323,7 +323,15 @@ def full(msg: str) -> str:
     (lambda a: a.update(alpha=float("nan")), "alpha: expected a number in [0, 1], got nan"),
     (lambda a: a.update(depth_buffer=np.zeros((6, 5), np.float32)),
      "depth_buffer: expected a float32 array of shape (6, 6), got float32 with shape (6, 5)"),
-    (lambda a: a.update(num_threads=0), "num_threads: expected a positive integer, got 0"),
+    (lambda a: a.update(num_threads=0), "num_threads: expected an integer from 1 to 256, got 0"),
+    (lambda a: a.update(num_threads=-3), "num_threads: expected an integer from 1 to 256, got -3"),
+    (lambda a: a.update(num_threads=257),
+     "num_threads: expected an integer from 1 to 256, got 257"),
+    (lambda a: a.update(num_threads=2**31 - 1),
+     "num_threads: expected an integer from 1 to 256, got 2147483647"),
+    (lambda a: a.update(num_threads=2.0), "num_threads: expected an integer from 1 to 256, got 2.0"),
+    (lambda a: a.update(num_threads=True),
+     "num_threads: expected an integer from 1 to 256, got True"),
 ])
 def test_rasterize_errors(change, message):
     v, t, c, img = _ok()
@@ -350,10 +358,11 @@ def test_buffer_and_normal_errors(monkeypatch):
     with pytest.raises(Sim3DRInputError,
                        match=full("triangles: index 7 out of range for 3 vertices")):
         get_normal(v, np.array([[0, 7, 1]], np.int64))
-    monkeypatch.setenv("SIM3DR_NUM_THREADS", "two")
-    with pytest.raises(Sim3DRInputError,
-                       match=full("SIM3DR_NUM_THREADS: expected a positive integer, got 'two'")):
-        rasterize_buffers(v, t, 4, 4)
+    for env in ("two", "0", "-1", "257", "2147483647", "1.5"):
+        monkeypatch.setenv("SIM3DR_NUM_THREADS", env)
+        with pytest.raises(Sim3DRInputError, match=full(
+                f"SIM3DR_NUM_THREADS: expected an integer from 1 to 256, got {env!r}")):
+            rasterize_buffers(v, t, 4, 4)
 
 
 def test_dtype_casts_are_accepted():
@@ -371,11 +380,111 @@ def test_dtype_casts_are_accepted():
 
 def test_thread_count_resolution(monkeypatch):
     monkeypatch.delenv("SIM3DR_NUM_THREADS", raising=False)
-    assert Sim3DR.resolve_num_threads() >= 1
+    assert 1 <= Sim3DR.resolve_num_threads() <= Sim3DR.MAX_THREADS == 256
     assert Sim3DR.resolve_num_threads(3) == 3
-    monkeypatch.setenv("SIM3DR_NUM_THREADS", "5")
+    assert Sim3DR.resolve_num_threads(256) == 256
+    monkeypatch.setenv("SIM3DR_NUM_THREADS", " 5 ")
     assert Sim3DR.resolve_num_threads() == 5
     assert Sim3DR.resolve_num_threads(2) == 2
+
+
+def scatter_mesh(h: int, w: int, ntri: int = 600, seed: int = 0):
+    """Random triangles over an h x w image (at least 256, so the threaded path runs)."""
+    rng = np.random.default_rng(seed)
+    v = (rng.random((400, 3)) * [w, h, 10]).astype(np.float32)
+    t = rng.integers(0, 400, (ntri, 3)).astype(np.int32)
+    return v, t, rng.random((400, 3)).astype(np.float32)
+
+
+def draw_native(v, t, c, h, w, n):
+    """The C++ fast path directly: (image, depth, threads that did the work)."""
+    img, d = np.zeros((h, w, 3), np.uint8), Sim3DR.new_depth_buffer(h, w)
+    used = Sim3DR._sim3dr.rasterize_u8(v, t, c, img, d, 1.0, n)
+    return img, d, used
+
+
+def test_threads_are_limited_to_bands_and_cap():
+    v, t, c = scatter_mesh(16, 64)
+    base, base_d, used = draw_native(v, t, c, 16, 64, 1)
+    assert used == 1
+    img, d, used = draw_native(v, t, c, 16, 64, 256)
+    assert used == 4  # 16 rows: four bands of the minimum 4 rows
+    np.testing.assert_array_equal(img, base)
+    np.testing.assert_array_equal(d, base_d)
+    # Below the Python layer's check, the C++ core lowers absurd requests itself.
+    v, t, c = scatter_mesh(4096, 8)
+    base, base_d, _ = draw_native(v, t, c, 4096, 8, 1)
+    img, d, used = draw_native(v, t, c, 4096, 8, 2**31 - 1)
+    assert used == 256
+    np.testing.assert_array_equal(img, base)
+    np.testing.assert_array_equal(d, base_d)
+
+
+@pytest.fixture
+def thread_start_limit():
+    yield Sim3DR._sim3dr.set_thread_start_limit
+    Sim3DR._sim3dr.set_thread_start_limit(-1)
+
+
+@pytest.mark.parametrize("limit", [0, 1, 2])
+def test_refused_thread_starts_fall_back(thread_start_limit, limit):
+    v, t, c = scatter_mesh(64, 64)
+    base, base_d, _ = draw_native(v, t, c, 64, 64, 1)
+    thread_start_limit(limit)
+    img, d, used = draw_native(v, t, c, 64, 64, 6)
+    assert used == limit + 1  # the calling thread plus those the "OS" allowed
+    np.testing.assert_array_equal(img, base)
+    np.testing.assert_array_equal(d, base_d)
+    index = np.full((64, 64), -1, np.int32)
+    d2 = Sim3DR.new_depth_buffer(64, 64)
+    assert Sim3DR._sim3dr.rasterize_index(v, t, d2, index, 6) == limit + 1
+    ref_depth, ref_index = rasterize_buffers(v, t, 64, 64, num_threads=1)
+    np.testing.assert_array_equal(np.where(index >= 0, d2, -np.inf), ref_depth)
+    np.testing.assert_array_equal(index, ref_index)
+
+
+# Runs in a child under a tight address-space limit: the OS then refuses new threads
+# (no room for their stacks) and C++ allocations (std::bad_alloc). Before `except +`
+# and the fallback, both ended in "terminate called ..." and SIGABRT.
+_LIMITED_CHILD = r"""
+import re, resource, sys
+import numpy as np
+sys.path.insert(0, {root!r})
+import Sim3DR
+from tests.test_sim3dr import draw_native, scatter_mesh
+
+def limit_address_space(extra_mb):
+    vm = int(re.search(r"VmSize:\s+(\d+)", open("/proc/self/status").read()).group(1)) * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (vm + (extra_mb << 20), resource.RLIM_INFINITY))
+
+v, t, c = scatter_mesh(64, 64)
+base, _, _ = draw_native(v, t, c, 64, 64, 1)
+big = np.zeros((4_000_000, 3), np.float32)  # get_normal's C++ sums: 96 MB of doubles
+tri = np.array([[0, 1, 2]], np.int32)
+limit_address_space(4)  # less than one 8 MB thread stack
+img, _, used = draw_native(v, t, c, 64, 64, 8)
+print("threads", used, "equal", bool((img == base).all()))
+img2 = Sim3DR.rasterize(v, t, c, np.zeros((64, 64, 3), np.uint8), num_threads=8)
+print("api equal", bool((img2 == base).all()))
+limit_address_space(70)  # room for the checks (12 MB) and the result (48 MB) only
+try:
+    Sim3DR.get_normal(big, tri)
+except Sim3DR.Sim3DRError as exc:
+    print("error", type(exc).__name__, exc)
+"""
+
+
+def test_os_refusals_raise_or_fall_back_without_abort():
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.run([sys.executable, "-c", _LIMITED_CHILD.format(root=root)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "threads 1 equal True", "api equal True",
+        "error Sim3DRError get_normal: out of memory"], proc.stderr
 
 
 @pytest.mark.parametrize("size", [120, 512])
