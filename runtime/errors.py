@@ -21,5 +21,9 @@ class ModelError(CmpError):
     """A models folder (ONNX files, triangles, manifest) is missing or inconsistent."""
 
 
+class EngineError(ModelError):
+    """A TensorRT engine is missing, was built for another GPU/TensorRT/model, or failed to build."""
+
+
 class InputWarning(UserWarning):
     """The input was usable, but not what it declared (e.g. a truncated WAV file)."""
