@@ -1,0 +1,169 @@
+"""The Open Inference Protocol (KServe v2) REST encoding: JSON tensors and the binary tensor
+extension. No web framework here: bytes in, arrays out, and back.
+
+A request body is a JSON header, optionally followed by raw tensor bytes; the header's length
+is the ``Inference-Header-Content-Length`` HTTP header (absent: the whole body is JSON). An
+input with ``parameters.binary_data_size`` takes its values from the bytes after the header,
+in input order, little-endian, C order. An output is sent as raw bytes when the request asks
+for it (``outputs[i].parameters.binary_data`` or the request parameter ``binary_data_output``).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# v2 datatype <-> numpy (BYTES, i.e. strings, is not used by our models).
+DATATYPES = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
+             "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
+             "INT64": np.int64, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
+_NAMES = {np.dtype(v): k for k, v in DATATYPES.items()}
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+class ProtocolError(Exception):
+    """A request we answer with ``status`` and the protocol's ``{"error": message}`` body."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def bad_request(message: str) -> ProtocolError:
+    return ProtocolError(400, message)
+
+
+def datatype_of(dtype: np.dtype) -> str:
+    return _NAMES[np.dtype(dtype)]
+
+
+@dataclass
+class InferRequest:
+    id: str | None
+    inputs: dict[str, np.ndarray]
+    parameters: dict
+    outputs: list[str] | None                      # None: all of the model's outputs
+    binary: dict[str, bool] = field(default_factory=dict)  # per requested output
+
+
+def _shape(value, name: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in value):
+        raise bad_request(f"input '{name}': 'shape' must be a list of integers")
+    if any(d < 0 for d in value):
+        raise bad_request(f"input '{name}': negative dimension in shape {value}")
+    return tuple(value)
+
+
+def _json_values(data, dtype, shape: tuple[int, ...], name: str) -> np.ndarray:
+    count = math.prod(shape)
+    try:
+        array = np.asarray(data, dtype=dtype)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise bad_request(f"input '{name}': 'data' is not a list of {np.dtype(dtype).name} values ({exc})") from None
+    if array.size != count:
+        raise bad_request(f"input '{name}': 'data' holds {array.size} values, shape {list(shape)} needs {count}")
+    return array.reshape(shape)
+
+
+def parse_infer_request(body: bytes, header_length: str | None, max_elements: int) -> InferRequest:
+    """Decode an infer request; every problem is a 400 ``ProtocolError``. ``max_elements``
+    bounds what a declared shape may make us allocate (JSON data is bounded by the body)."""
+    if header_length is None:
+        head, rest = body, b""
+    else:
+        try:
+            n = int(header_length)
+        except ValueError:
+            raise bad_request(f"{HEADER_LENGTH} is not an integer: {header_length!r}") from None
+        if not 0 < n <= len(body):
+            raise bad_request(f"{HEADER_LENGTH} {n} does not fit the {len(body)}-byte body")
+        head, rest = body[:n], memoryview(body)[n:]
+    try:
+        doc = json.loads(head)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request(f"the request header is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise bad_request("the request must be a JSON object")
+    parameters = doc.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise bad_request("'parameters' must be a JSON object")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise bad_request("the request has no 'inputs' list")
+    inputs: dict[str, np.ndarray] = {}
+    offset = 0
+    for tensor in raw_inputs:
+        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+            raise bad_request("each input must be an object with a 'name'")
+        name = tensor["name"]
+        if name in inputs:
+            raise bad_request(f"input '{name}' is given twice")
+        datatype = tensor.get("datatype")
+        if datatype not in DATATYPES:
+            raise bad_request(f"input '{name}': unsupported datatype {datatype!r}")
+        dtype = np.dtype(DATATYPES[datatype]).newbyteorder("<")
+        shape = _shape(tensor.get("shape"), name)
+        count = math.prod(shape)
+        if count > max_elements:
+            raise ProtocolError(413, f"input '{name}': shape {list(shape)} has {count} values, "
+                                     f"the limit is {max_elements}")
+        params = tensor.get("parameters") or {}
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if size is not None:
+            if not isinstance(size, int) or size != count * dtype.itemsize:
+                raise bad_request(f"input '{name}': binary_data_size {size!r} does not match shape "
+                                  f"{list(shape)} of {datatype} ({count * dtype.itemsize} bytes)")
+            if offset + size > len(rest):
+                raise bad_request(f"input '{name}': the body ends before its {size} bytes of binary data")
+            array = np.frombuffer(rest[offset:offset + size], dtype=dtype).reshape(shape)
+            offset += size
+        elif "data" in tensor:
+            array = _json_values(tensor["data"], dtype, shape, name)
+        else:
+            raise bad_request(f"input '{name}' has neither 'data' nor binary_data_size")
+        inputs[name] = array.astype(dtype.newbyteorder("="), copy=False)
+    if offset != len(rest):
+        raise bad_request(f"the body holds {len(rest) - offset} bytes of binary data no input claims")
+    default_binary = parameters.get("binary_data_output") is True
+    outputs, binary = None, {}
+    raw_outputs = doc.get("outputs")
+    if raw_outputs is not None:
+        if not isinstance(raw_outputs, list):
+            raise bad_request("'outputs' must be a list")
+        outputs = []
+        for tensor in raw_outputs:
+            if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+                raise bad_request("each requested output must be an object with a 'name'")
+            p = tensor.get("parameters") or {}
+            outputs.append(tensor["name"])
+            binary[tensor["name"]] = bool(p.get("binary_data", default_binary)) if isinstance(p, dict) else default_binary
+    request_id = doc.get("id")
+    return InferRequest(request_id if isinstance(request_id, str) else None, inputs, parameters, outputs,
+                        binary or {"*": default_binary})
+
+
+def encode_infer_response(model: str, request: InferRequest, outputs: dict[str, np.ndarray]
+                          ) -> tuple[bytes, dict[str, str]]:
+    """The response body and its extra headers (``Inference-Header-Content-Length`` when any
+    output travels as binary data)."""
+    entries, blobs = [], []
+    for name, array in outputs.items():
+        entry = {"name": name, "datatype": datatype_of(array.dtype), "shape": list(array.shape)}
+        if request.binary.get(name, request.binary.get("*", False)):
+            raw = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        else:
+            entry["data"] = array.ravel().tolist()
+        entries.append(entry)
+    doc = {"model_name": model, "model_version": "1", "outputs": entries}
+    if request.id is not None:
+        doc["id"] = request.id
+    head = json.dumps(doc, separators=(",", ":")).encode()
+    if not blobs:
+        return head, {"content-type": "application/json"}
+    return b"".join([head, *blobs]), {HEADER_LENGTH: str(len(head)), "content-type": "application/octet-stream"}

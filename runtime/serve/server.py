@@ -1,0 +1,129 @@
+"""``serve()``: open the models, bind the socket, run uvicorn until SIGTERM/SIGINT, exit 0."""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+import signal
+import socket
+import threading
+from pathlib import Path
+
+from runtime.errors import CmpError, InputError, ModelError
+from runtime.serve.pipeline import MAX_REQUEST_BATCH, Limits
+
+log = logging.getLogger("cmp_face.serve")
+MAX_DELAY_MS = 1000.0
+
+
+def _imports():
+    try:
+        import starlette  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        raise CmpError(f"serving needs the serve extra ({exc.name} is missing): "
+                       "pip install 'cmp-deploy[serve]'") from exc
+    return uvicorn
+
+
+def check_options(port: int, max_batch: int, max_delay_ms: float, limits: Limits, cpu_workers: int) -> None:
+    """Everything checkable before the models are opened."""
+    if not 0 <= port <= 65535:
+        raise InputError(f"--port must be between 0 and 65535, got {port}")
+    if not 1 <= max_batch <= MAX_REQUEST_BATCH:
+        raise InputError(f"--max-batch must be between 1 and {MAX_REQUEST_BATCH}, got {max_batch}")
+    if not 0 <= max_delay_ms <= MAX_DELAY_MS:
+        raise InputError(f"--max-delay-ms must be between 0 and {MAX_DELAY_MS:g}, got {max_delay_ms:g}")
+    if limits.max_body_bytes < 1024 or limits.max_queue < 1 or limits.max_audio_s <= 0 or limits.timeout_s <= 0:
+        raise InputError(f"limits must be positive (body >= 1024 bytes): {limits}")
+    if not 1 <= cpu_workers <= 256:
+        raise InputError(f"--cpu-workers must be between 1 and 256, got {cpu_workers}")
+
+
+def make_predictor(models: str | os.PathLike, pipeline: str, backend: str | None = None,
+                   precision: str | None = None, **options):
+    """A Predictor; ``backend`` and ``precision`` are passed only when given (and refused
+    clearly by a Predictor that does not have them)."""
+    from runtime.predictor import Predictor
+
+    accepted = inspect.signature(Predictor).parameters
+    for name, value in (("backend", backend), ("precision", precision)):
+        if value is not None:
+            if name not in accepted:
+                raise ModelError(f"this installation's Predictor has no {name} option (asked for {value!r})")
+            options[name] = value
+    return Predictor(Path(models), pipeline, **options)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise CmpError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(models: str | os.PathLike, pipeline: str = "supervised", backend: str | None = None,
+          host: str = "127.0.0.1", port: int = 8000, max_batch: int = 8, max_delay_ms: float = 2.0, *,
+          precision: str | None = None, device: str = "auto", threads: int | None = None,
+          frontend: str = "numpy", limits: Limits | None = None, cpu_workers: int | None = None,
+          drain_timeout_s: float = 30.0, log_level: str = "info") -> int:
+    """Serve one pipeline over HTTP until SIGTERM or SIGINT; returns 0 after a graceful drain.
+
+    Binds ``host`` (loopback by default: no authentication, put a proxy in front for anything
+    else). On a signal the listener closes, requests in flight finish (at most
+    ``drain_timeout_s``), queued batches run, and the process exits 0.
+    """
+    uvicorn = _imports()
+    limits = limits or Limits()
+    cpu_workers = cpu_workers or min(4, os.cpu_count() or 1)
+    check_options(port, max_batch, max_delay_ms, limits, cpu_workers)
+    from runtime.serve.app import create_app
+    from runtime.serve.pipeline import ServedPipeline
+
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    predictor = make_predictor(models, pipeline, backend, precision, device=device, threads=threads,
+                               frontend=frontend)
+    served = ServedPipeline(predictor, limits)
+    app = create_app(served, max_batch, max_delay_ms, cpu_workers)
+    sock = _bind(host, port)
+    bound = sock.getsockname()[1]
+    if predictor.untrained:
+        log.warning("these models come from the synthetic asset pack: UNTRAINED weights")
+    log.info("serving %s on http://%s:%d (max batch %d, max delay %g ms, %s)", ", ".join(served.model_names),
+             host, bound, max_batch, max_delay_ms, ", ".join(predictor.models.providers))
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=max(1, round(drain_timeout_s)))
+    server = _server(config)
+    server.run(sockets=[sock])
+    log.info("stopped")
+    return 0
+
+
+def _server(config):
+    """uvicorn's Server, except that a signal ends it with exit status 0: uvicorn re-raises the
+    signal after its graceful shutdown (the process would then die of SIGTERM)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+    return Server(config)

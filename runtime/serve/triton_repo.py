@@ -1,0 +1,366 @@
+"""A Triton Inference Server model repository from a models folder, and its offline validation.
+
+Layout written (``cmp-face triton-repo --models DIR -o REPO``)::
+
+    REPO/frontend/{config.pbtxt, 1/model.onnx}            samples [B, S] -> fbank [B, 64, T]
+    REPO/encoder/{config.pbtxt, 1/model.onnx}             fbank -> embedding [B, 64]
+    REPO/decoder_<pipeline>/{config.pbtxt, 1/model.onnx}  embedding -> params, vertices, ...
+    REPO/cmp_<pipeline>/{config.pbtxt, 1/}                ensemble: samples -> the fused outputs
+
+(``--fused``: one ``voice2mesh_<pipeline>`` model instead of the three steps.) The ensemble
+is named like the model of ``cmp-face serve`` and takes the same ``samples`` (FP32, 16 kHz,
+int16-scale, no VAD) and answers the same outputs, so one client works against both. With
+``backend="tensorrt"`` each graph is a TensorRT plan (``model.plan``) copied from the models
+folder's engines, with CUDA graphs on. Dims and datatypes come from the ONNX files (the
+engines are built from them). No torch; onnxruntime reads the ONNX signatures.
+
+:func:`validate_repository` parses every ``config.pbtxt`` into tritonclient's
+``ModelConfig`` protobuf (unknown fields are refused) and checks what the parser cannot:
+name = folder, version folders and model files, inputs/outputs equal the ONNX files', and the
+ensemble's steps wired completely.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.errors import InputError, ModelError
+
+BACKENDS = ("onnxruntime", "tensorrt")
+DEVICES = ("cpu", "gpu")
+PRECISIONS = ("fp32", "fp16", "int8")
+_ORT_TO_TRITON = {"tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16", "tensor(double)": "TYPE_FP64",
+                  "tensor(int64)": "TYPE_INT64", "tensor(int32)": "TYPE_INT32", "tensor(int16)": "TYPE_INT16",
+                  "tensor(int8)": "TYPE_INT8", "tensor(uint8)": "TYPE_UINT8", "tensor(bool)": "TYPE_BOOL"}
+WARMUP_SECONDS = 6        # real-shaped warm-up: 6 s of samples, the encoder's 1000+ frames
+SAMPLE_RATE = 16000
+ENSEMBLE_VERSION = "1"
+
+
+@dataclass
+class Tensor:
+    name: str
+    data_type: str            # TYPE_FP32 ...
+    shape: list[int]          # full shape, -1 for symbolic dims (batch included)
+
+
+def onnx_signature(path: Path) -> tuple[list[Tensor], list[Tensor]]:
+    """Inputs and outputs of an ONNX file, as ONNX Runtime reads them."""
+    from runtime.sessions import open_session
+
+    session = open_session(path, ["CPUExecutionProvider"])
+
+    def tensors(args) -> list[Tensor]:
+        return [Tensor(a.name, _ORT_TO_TRITON[a.type], [d if isinstance(d, int) else -1 for d in a.shape])
+                for a in args]
+
+    return tensors(session.get_inputs()), tensors(session.get_outputs())
+
+
+def _dims(shape: list[int]) -> str:
+    return "[ " + ", ".join(str(d) for d in shape) + " ]"
+
+
+def _io_block(kind: str, tensors: list[Tensor]) -> str:
+    items = [f'  {{\n    name: "{t.name}"\n    data_type: {t.data_type}\n    dims: {_dims(t.shape[1:])}\n  }}'
+             for t in tensors]
+    return f"{kind} [\n" + ",\n".join(items) + "\n]\n"
+
+
+def _warmup_dims(t: Tensor) -> list[int]:
+    """A real-shaped example of one (un-batched) input: 6 s of samples, or the encoder's frames."""
+    frames = WARMUP_SECONDS * SAMPLE_RATE // 160 + 1
+    known = {"samples": [WARMUP_SECONDS * SAMPLE_RATE], "fbank": [64, max(frames, 1000)]}
+    if t.name in known:
+        return known[t.name]
+    return [d if d > 0 else 1 for d in t.shape[1:]]
+
+
+def model_config(name: str, backend: str, inputs: list[Tensor], outputs: list[Tensor], max_batch: int,
+                 queue_delay_us: int, instances: int, device: str, ort_tensorrt: bool = False) -> str:
+    kind = "KIND_GPU" if device == "gpu" else "KIND_CPU"
+    text = [f'name: "{name}"\n',
+            'backend: "onnxruntime"\n' if backend == "onnxruntime" else 'platform: "tensorrt_plan"\n',
+            f"max_batch_size: {max_batch}\n", _io_block("input", inputs), _io_block("output", outputs),
+            f"dynamic_batching {{\n  max_queue_delay_microseconds: {queue_delay_us}\n}}\n",
+            f"instance_group [\n  {{\n    count: {instances}\n    kind: {kind}\n  }}\n]\n"]
+    warm = "".join(f'    inputs {{\n      key: "{t.name}"\n      value {{\n        data_type: {t.data_type}\n'
+                   f"        dims: {_dims(_warmup_dims(t))}\n        random_data: true\n      }}\n    }}\n"
+                   for t in inputs)
+    text.append(f'model_warmup [\n  {{\n    name: "real_shaped_batch1"\n    batch_size: 1\n{warm}  }}\n]\n')
+    if backend == "tensorrt":
+        text.append("optimization {\n  cuda {\n    graphs: true\n  }\n}\n")
+    elif ort_tensorrt and device == "gpu":
+        text.append('optimization {\n  execution_accelerators {\n    gpu_execution_accelerator: [\n'
+                    '      {\n        name: "tensorrt"\n      }\n    ]\n  }\n}\n')
+    return "".join(text)
+
+
+def ensemble_config(name: str, inputs: list[Tensor], outputs: list[Tensor], max_batch: int,
+                    steps: list[tuple[str, list[Tensor], list[Tensor]]]) -> str:
+    """Steps are chained by tensor name: each step's inputs and outputs keep their names."""
+    blocks = []
+    for model, step_in, step_out in steps:
+        maps = "".join(f'      input_map {{\n        key: "{t.name}"\n        value: "{t.name}"\n      }}\n'
+                       for t in step_in)
+        maps += "".join(f'      output_map {{\n        key: "{t.name}"\n        value: "{t.name}"\n      }}\n'
+                        for t in step_out)
+        blocks.append(f'    {{\n      model_name: "{model}"\n      model_version: -1\n{maps}    }}')
+    return (f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: {max_batch}\n' + _io_block("input", inputs)
+            + _io_block("output", outputs) + "ensemble_scheduling {\n  step [\n" + ",\n".join(blocks) + "\n  ]\n}\n")
+
+
+# ------------------------------------------------------------------------------------ writing
+
+
+def _read_manifest(models: Path) -> dict:
+    import json
+
+    path = models / "models.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{path}: not found; export the models with 'cmp-face export'") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _onnx_file(models: Path, graph: str, precision: str) -> Path:
+    path = models / (f"{graph}.onnx" if precision == "fp32" else f"{graph}_{precision}.onnx")
+    if not path.is_file():
+        raise ModelError(f"{path}: not found (the {precision} {graph} graph); export it first")
+    return path
+
+
+def _engine_file(models: Path, graph: str, precision: str) -> Path:
+    """The TensorRT engine built from ``<graph>[_<precision>].onnx``: ``<graph>_<precision>*.engine``
+    (or ``.plan``) beside it; exactly one must match."""
+    found = sorted(p for ext in ("engine", "plan") for p in models.glob(f"{graph}_{precision}*.{ext}"))
+    if precision == "fp32":
+        found += [p for p in (models / f"{graph}.engine", models / f"{graph}.plan") if p.is_file()]
+    if not found:
+        raise ModelError(f"{models}: no TensorRT engine for {graph} ({precision}): build the engines first "
+                         f"(python export/to_trt.py --models {models} --precision {precision}), or use "
+                         "--backend onnxruntime")
+    if len(found) > 1:
+        raise ModelError(f"{models}: several engines for {graph} ({precision}): "
+                         f"{', '.join(p.name for p in found)}; keep the one built for the serving GPU")
+    return found[0]
+
+
+def _place(source: Path, target: Path) -> None:
+    """A hard link where possible (same file system, no copy of the weights), else a copy."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def write_repository(models: str | os.PathLike, out: str | os.PathLike, pipelines: list[str] | None = None,
+                     backend: str = "onnxruntime", precision: str = "fp32", instances: int = 1,
+                     device: str = "cpu", max_batch: int = 32, queue_delay_us: int = 2000,
+                     fused: bool = False, ort_tensorrt: bool = False) -> list[Path]:
+    """Write the repository under ``out`` (all-or-nothing: built beside it, then renamed);
+    returns the model folders. ``out`` must not exist yet or be an earlier repository."""
+    models, out = Path(models), Path(out)
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if device not in DEVICES:
+        raise InputError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
+    if backend == "tensorrt" and device != "gpu":
+        raise InputError("TensorRT plans run on GPU instances: use --device gpu")
+    if not 1 <= instances <= 64 or not 1 <= max_batch <= 4096 or not 0 <= queue_delay_us <= 10_000_000:
+        raise InputError(f"--instances 1..64, --max-batch 1..4096, --max-queue-delay-us 0..10^7 "
+                         f"(got {instances}, {max_batch}, {queue_delay_us})")
+    manifest = _read_manifest(models)
+    pipelines = pipelines or list(manifest.get("pipelines", []))
+    missing = [p for p in pipelines if p not in manifest.get("pipelines", [])]
+    if missing or not pipelines:
+        raise ModelError(f"{models} holds no {', '.join(missing) or 'pipeline'} decoder "
+                         f"(exported: {', '.join(manifest.get('pipelines', [])) or 'none'})")
+    if out.exists() and not (out / ".cmp-triton-repo").is_file():
+        raise InputError(f"{out}: exists and is not a repository written by cmp-face triton-repo")
+
+    graphs = {}  # model name -> (graph file stem)
+    ensembles = {}
+    for p in pipelines:
+        steps = [f"voice2mesh_{p}"] if fused else ["frontend", "encoder", f"decoder_{p}"]
+        for g in steps:
+            graphs[g] = g
+        ensembles[f"cmp_{p}"] = steps
+    signatures = {g: onnx_signature(_onnx_file(models, g, precision)) for g in graphs}
+
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        for g in graphs:
+            inputs, outputs = signatures[g]
+            folder = tmp / g
+            if backend == "onnxruntime":
+                _place(_onnx_file(models, g, precision), folder / "1" / "model.onnx")
+            else:
+                _place(_engine_file(models, g, precision), folder / "1" / "model.plan")
+            (folder / "config.pbtxt").write_text(model_config(g, backend, inputs, outputs, max_batch,
+                                                              queue_delay_us, instances, device, ort_tensorrt))
+        for name, steps in ensembles.items():
+            first_in = signatures[steps[0]][0]
+            outs = [t for s in steps for t in signatures[s][1] if t.name not in
+                    {i.name for later in steps for i in signatures[later][0]}]
+            (tmp / name / ENSEMBLE_VERSION).mkdir(parents=True)
+            (tmp / name / "config.pbtxt").write_text(ensemble_config(
+                name, first_in, outs, max_batch, [(s, *signatures[s]) for s in steps]))
+        (tmp / ".cmp-triton-repo").write_text(f"models: {models.resolve()}\nbackend: {backend}\n"
+                                              f"precision: {precision}\n")
+        validate_repository(tmp, models, precision)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return sorted(p for p in out.iterdir() if p.is_dir())
+
+
+# ------------------------------------------------------------------------------------ validation
+
+
+def model_config_pb2():
+    """tritonclient's generated ``model_config_pb2`` module. ``tritonclient.grpc`` refuses to
+    import without grpcio, so the file is loaded by path when that import fails."""
+    try:
+        from tritonclient.grpc import model_config_pb2 as module
+        return module
+    except ImportError:
+        raise ModelError("validating a Triton repository needs tritonclient: pip install 'tritonclient[http]'") from None
+    except RuntimeError:  # "The installation does not include grpc support"
+        import tritonclient
+
+        path = Path(tritonclient.__file__).parent / "grpc" / "model_config_pb2.py"
+        spec = importlib.util.spec_from_file_location("tritonclient_model_config_pb2", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+
+def parse_config(path: Path):
+    """``config.pbtxt`` -> ``inference.ModelConfig``; a syntax error or unknown field is a ModelError."""
+    from google.protobuf import text_format
+
+    pb2 = model_config_pb2()
+    try:
+        return text_format.Parse(path.read_text(), pb2.ModelConfig())
+    except text_format.ParseError as exc:
+        raise ModelError(f"{path}: not a valid Triton model configuration ({exc})") from None
+
+
+def _config_tensors(config, kind: str) -> dict[str, tuple[str, list[int]]]:
+    pb2 = model_config_pb2()
+    return {t.name: (pb2.DataType.Name(t.data_type), list(t.dims)) for t in getattr(config, kind)}
+
+
+def validate_repository(repo: str | os.PathLike, models: str | os.PathLike | None = None,
+                        precision: str = "fp32") -> list[str]:
+    """Check every model of ``repo``; raise ModelError listing every problem, else return the
+    model names. ``models``: the folder whose ONNX files plans were built from (to check a
+    plan's inputs and outputs; ONNX models are checked against their own file)."""
+    repo = Path(repo)
+    problems: list[str] = []
+    configs = {}
+    for folder in sorted(p for p in repo.iterdir() if p.is_dir()):
+        path = folder / "config.pbtxt"
+        if not path.is_file():
+            problems.append(f"{folder.name}: no config.pbtxt")
+            continue
+        try:
+            configs[folder.name] = parse_config(path)
+        except ModelError as exc:
+            problems.append(str(exc))
+    for name, config in configs.items():
+        folder = repo / name
+        if config.name != name:
+            problems.append(f"{name}: config name {config.name!r} differs from its folder")
+        versions = [p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
+        if not versions:
+            problems.append(f"{name}: no version folder (e.g. {name}/1/)")
+        if config.platform == "ensemble":
+            problems += _check_ensemble(name, config, configs)
+            continue
+        filename = "model.onnx" if config.backend == "onnxruntime" or config.platform == "onnxruntime_onnx" else \
+            "model.plan" if config.backend == "tensorrt" or config.platform == "tensorrt_plan" else None
+        if filename is None:
+            problems.append(f"{name}: unexpected backend {config.backend!r} / platform {config.platform!r}")
+            continue
+        for v in versions:
+            if not (v / filename).is_file():
+                problems.append(f"{name}: {v.name}/{filename} is missing")
+        source = None
+        if filename == "model.onnx" and versions and (versions[0] / filename).is_file():
+            source = versions[0] / filename
+        elif filename == "model.plan" and models is not None:
+            source = _onnx_file(Path(models), name, precision)
+        if source is not None:
+            problems += _check_signature(name, config, *onnx_signature(source))
+    if problems:
+        raise ModelError(f"{repo}: invalid Triton repository:\n  " + "\n  ".join(problems))
+    return sorted(configs)
+
+
+def _check_signature(name: str, config, inputs: list[Tensor], outputs: list[Tensor]) -> list[str]:
+    problems = []
+    batched = config.max_batch_size > 0
+    for kind, tensors in (("input", inputs), ("output", outputs)):
+        declared = _config_tensors(config, kind)
+        actual = {t.name: (t.data_type, t.shape[1:] if batched else t.shape) for t in tensors}
+        if batched and any(t.shape[0] != -1 for t in tensors):
+            problems.append(f"{name}: max_batch_size > 0 but the graph's first {kind} dimension is fixed")
+        if declared != actual:
+            problems.append(f"{name}: {kind}s {declared} differ from the ONNX file's {actual}")
+    return problems
+
+
+def _check_ensemble(name: str, config, configs: dict) -> list[str]:
+    """Every step's model exists, its inputs all come from the ensemble's inputs or an earlier
+    step, its map keys are real tensors of that model with the same types, and every ensemble
+    output is produced."""
+    problems = []
+    available = _config_tensors(config, "input")
+    wanted = _config_tensors(config, "output")
+    steps = config.ensemble_scheduling.step
+    if not steps:
+        problems.append(f"{name}: ensemble without steps")
+    for step in steps:
+        model = configs.get(step.model_name)
+        if model is None:
+            problems.append(f"{name}: step model {step.model_name!r} is not in the repository")
+            continue
+        m_in, m_out = _config_tensors(model, "input"), _config_tensors(model, "output")
+        if set(step.input_map) != set(m_in):
+            problems.append(f"{name}: step {step.model_name} maps inputs {sorted(step.input_map)}, "
+                            f"the model takes {sorted(m_in)}")
+        for key, value in step.input_map.items():
+            if value not in available:
+                problems.append(f"{name}: step {step.model_name} reads {value!r}, which no earlier step "
+                                "or ensemble input provides")
+            elif key in m_in and available[value] != m_in[key]:
+                problems.append(f"{name}: {value!r} is {available[value]} but {step.model_name}.{key} "
+                                f"takes {m_in[key]}")
+        for key, value in step.output_map.items():
+            if key not in m_out:
+                problems.append(f"{name}: step {step.model_name} has no output {key!r}")
+                continue
+            available[value] = m_out[key]
+    for out, spec in wanted.items():
+        if out not in available:
+            problems.append(f"{name}: ensemble output {out!r} is produced by no step")
+        elif available[out] != spec:
+            problems.append(f"{name}: ensemble output {out!r} is declared {spec}, its step gives {available[out]}")
+    return problems
