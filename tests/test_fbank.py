@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 import wave
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from runtime import fbank
 from runtime.errors import InputError
+from runtime.features import check_fbank, load_fbank_file, max_abs_value
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 WAVS = sorted((DATA / "voxceleb_wav").glob("*.wav"))
@@ -196,7 +198,10 @@ def test_normalise_matches_reference_and_tiles():
 def test_normalise_lengths(t):
     rng = np.random.default_rng(t)
     raw = rng.normal(3, 2, (t, 64)).astype(np.float32)
-    out = fbank.normalise(raw)
+    if t == 1:  # one frame has no spread: refused unless asked for the release's numbers
+        with pytest.raises(InputError, match="^no signal in the audio: mel filter 0 has a log-mel standard deviation of 0 over 1 frame"):
+            fbank.normalise(raw)
+    out = fbank.normalise(raw, strict=t > 1)
     assert out.shape == (max(t, 1000), 64)
     np.testing.assert_array_equal(out, ref_normalise(raw))
     if t > 1:
@@ -283,3 +288,234 @@ def test_log_mel_is_thread_safe_and_repeatable():
     a = fbank.log_mel(xs[0])
     fbank.log_mel(xs[1])
     np.testing.assert_array_equal(a, refs[0])
+
+
+# --------------------------------------------------------------------------- no signal
+
+def no_signal(why: str) -> str:
+    """The one "no signal" message, as a full-match pattern."""
+    return "^" + re.escape(
+        f"no signal in the audio: {why}; features are normalised per mel filter by its spread over time, "
+        "so every filter's log-mel must vary (standard deviation over frames at least 0.01): digital "
+        "silence, a constant (DC) level or a steady tone carry no voice") + "$"
+
+
+def steady(n: int) -> np.ndarray:
+    """Period 4 with x[3] = 0 and n % 4 == 0: every frame, edge frames included, is the same."""
+    return np.tile(np.array([1000, 0, -1000, 0], np.int16), n // 4)
+
+
+@pytest.mark.parametrize("x, why", [
+    (np.zeros(48000, np.int16), "all 48000 samples are 0"),
+    (np.full(48000, -7, np.int16), "all 48000 samples are -7"),
+    (np.full(1, 5, np.int16), "all 1 samples are 5"),
+    (steady(48004), "mel filter 0 has a log-mel standard deviation of 0 over 301 frame(s)"),
+])
+def test_no_signal_is_refused_by_compute_fbank_and_check_signal_alike(x, why):
+    with pytest.raises(InputError, match=no_signal(why)):
+        fbank.compute_fbank(x, vad=False)
+    with pytest.raises(InputError, match=no_signal(why)):
+        fbank.check_signal(x)
+
+
+def test_steady_tone_is_no_signal():
+    t = np.arange(48000) / 16000
+    x = np.rint(10000 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)  # period 16 divides the hop
+    start = "^no signal in the audio: mel filter 50 has a log-mel standard deviation of 0.00"
+    with pytest.raises(InputError, match=start):
+        fbank.compute_fbank(x, vad=False)
+    with pytest.raises(InputError, match=start):
+        fbank.check_signal(x)
+
+
+def test_normalise_refuses_a_flat_filter_and_strict_false_gives_the_releases_numbers():
+    raw = np.random.default_rng(0).normal(0, 1, (500, 64)).astype(np.float32)
+    raw[:, 7] = 3.25
+    with pytest.raises(InputError, match=no_signal("mel filter 7 has a log-mel standard deviation of 0 over 500 frame(s)")):
+        fbank.normalise(raw)
+    np.testing.assert_array_equal(fbank.normalise(raw, strict=False), ref_normalise(raw))
+    raw[:, 7] += np.where(np.arange(500) % 2, 0.0101, -0.0101).astype(np.float32)  # std 0.0101
+    assert fbank.normalise(raw).shape == (1000, 64)
+
+
+def _verdict(fn, x):
+    try:
+        fn(x)
+    except InputError as exc:
+        return str(exc)
+    return None
+
+
+def test_check_signal_gives_compute_fbanks_verdict_on_edge_signals():
+    rng = np.random.default_rng(3)
+    cases = [synthetic(n, seed=n) for n in (2, 161, 400, 561, 16000)]
+    cases += [steady(n) for n in (4000, 4004, 4002)]
+    cases += [rng.integers(-1, 2, 8000).astype(np.int16), np.array([0, 1] * 2000, np.int16)]
+    verdicts = []
+    for x in cases:
+        expected = _verdict(lambda y: fbank.compute_fbank(y, vad=False), x)
+        assert _verdict(fbank.check_signal, x) == expected, len(x)
+        verdicts.append(expected is None)
+    assert True in verdicts and False in verdicts  # both answers occur
+
+
+@needs_wavs
+@pytest.mark.parametrize("path", WAVS, ids=lambda p: p.stem)
+def test_real_recordings_have_signal_and_the_cheap_proof_suffices(path, monkeypatch):
+    from runtime.vad import remove_silence
+
+    x = read_wav(path)
+    for y in (x, remove_silence(x), x[:8000]):
+        std = fbank.log_mel(y).astype(np.float64).std(axis=0)
+        assert std.min() > 50 * fbank.MIN_SPREAD  # smallest over the 7 recordings: 1.07
+        fbank.compute_fbank(y, vad=False)
+    monkeypatch.setattr(fbank, "log_mel", lambda y: pytest.fail("check_signal computed the whole log-mel"))
+    fbank.check_signal(x)
+    fbank.check_signal(remove_silence(x))
+
+
+def test_check_signal_falls_back_to_the_whole_log_mel(monkeypatch):
+    """A signal whose 32 sampled frames are all alike, other frames not: the proof fails,
+    the whole log-mel decides (and accepts, like compute_fbank)."""
+    x = steady(160 * 400)
+    x[160 * 200 + 50:160 * 200 + 90] = 3000  # one burst between the sampled frames
+    calls = []
+    full = fbank.log_mel
+    monkeypatch.setattr(fbank, "log_mel", lambda y: calls.append(len(y)) or full(y))
+    fbank.check_signal(x)
+    assert calls == [len(x)]
+    fbank.compute_fbank(x, vad=False)
+
+
+def test_fbank_from_source_max_bytes(tmp_path):
+    sf = pytest.importorskip("soundfile")
+    p = tmp_path / "a.wav"
+    sf.write(p, synthetic(16000), 16000, subtype="PCM_16")
+    size = p.stat().st_size
+    with pytest.raises(InputError, match="^" + re.escape(
+            f"audio file is too large: {p} has {size} bytes, the limit is 1000 bytes (raise max_bytes to accept it)") + "$"):
+        fbank.fbank_from_source(p, vad=False, max_bytes=1000)
+    assert fbank.fbank_from_source(p, vad=False, max_bytes=size).shape == (1000, 64)
+
+
+# --------------------------------------------------------------------------- feature files and values
+
+def npy(header: str, data: bytes = b"", version: int = 1) -> bytes:
+    """A .npy file with a hand-written header dict (padded as numpy does)."""
+    h = header.encode("latin1")
+    h += b" " * (64 - (10 + len(h) + 1) % 64) + b"\n"
+    return b"\x93NUMPY" + bytes([version, 0]) + len(h).to_bytes(2, "little") + h + data
+
+
+def header(descr: str, shape: str) -> str:
+    return "{'descr': '%s', 'fortran_order': False, 'shape': %s, }" % (descr, shape)
+
+
+UNCLOSED = "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 64), " + "'" * 3
+
+
+@pytest.mark.parametrize("content, reason", [
+    (npy(UNCLOSED), "corrupt header: EOF in multi-line string"),  # numpy.load: TokenError
+    (npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 64),, }"),  # numpy.load: SyntaxError
+     "corrupt header: Cannot parse header: \"{'descr': '<f4', 'fortran_order': False, 'shape': (1, 64),, } \\n\""),
+    (npy("{'descr': 5, 'fortran_order': False, 'shape': (1, 64), }"),  # numpy.load: TypeError
+     "corrupt header: descr is not a valid dtype descriptor: 5"),
+    (b"PK\x03\x04" + bytes(100),  # numpy.load: BadZipFile (taken for an .npz)
+     "corrupt header: the magic string is not correct; expected b'\\x93NUMPY', got b'PK\\x03\\x04\\x00\\x00'"),
+    (npy(header("<f4", "(100000000000, 64)"), bytes(1000)),  # numpy.load: MemoryError
+     "its header declares (100000000000, 64) float32 = 25600000000000 bytes of data, the file holds 1000"),
+    (npy(header("<f4", "(2, 64)"), bytes(256)), "its header declares (2, 64) float32 = 512 bytes of data, the file holds 256"),
+    (npy(header("<f4", "(1, 64)"), bytes(257)), "its header declares (1, 64) float32 = 256 bytes of data, the file holds 257"),
+    (npy(header("<f4", "(-1, 64)")), "corrupt header: shape (-1, 64)"),
+    (npy(header("<f4", "(1.5, 64)")), "corrupt header: shape is not valid: (1.5, 64)"),
+    (npy(header("<f4", "(1, 64)"), version=3), "corrupt header: format version 3.0 (supported: 1.0 and 2.0)"),
+    (b"\x00\x01not numpy", "corrupt header: the magic string is not correct; expected b'\\x93NUMPY', got b'\\x00\\x01not '"),
+])
+def test_malformed_npy_files_raise_input_error(tmp_path, content, reason):
+    p = tmp_path / "bad.npy"
+    p.write_bytes(content)
+    with pytest.raises(InputError, match="^" + re.escape(f"{p}: not a readable .npy array ({reason})") + "$"):
+        load_fbank_file(p)
+
+
+def test_npy_dtype_and_shape_are_checked_before_reading(tmp_path):
+    p = tmp_path / "x.npy"
+    np.save(p, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(InputError, match="^" + re.escape(f"{p}: dtype object is not supported; expected float32 features of shape (T, 64)") + "$"):
+        load_fbank_file(p)
+    p.write_bytes(npy(header("<i2", "(10000000000, 64)")))
+    with pytest.raises(InputError, match="^" + re.escape(f"{p}: dtype int16 is not supported; expected float32 features of shape (T, 64)") + "$"):
+        load_fbank_file(p)
+    p.write_bytes(npy(header("<f4", "(64, 10000000000)")))
+    with pytest.raises(InputError, match="^" + re.escape(
+            f"{p}: expected shape (T, 64), got (64, 10000000000) (transposed? the release's files are (T, 64))") + "$"):
+        load_fbank_file(p)
+
+
+def test_npy_size_limit_and_file_errors(tmp_path):
+    a = np.random.default_rng(0).normal(size=(1000, 64)).astype(np.float32)
+    p = tmp_path / "a.npy"
+    np.save(p, a)
+    size = p.stat().st_size
+    with pytest.raises(InputError, match="^" + re.escape(
+            f".npy file is too large: {p} has {size} bytes, the limit is {size - 1} bytes (raise max_bytes to accept it)") + "$"):
+        load_fbank_file(p, max_bytes=size - 1)
+    np.testing.assert_array_equal(load_fbank_file(p, max_bytes=size), a)
+    np.testing.assert_array_equal(load_fbank_file(p, max_bytes=None), a)
+    with pytest.raises(InputError, match="^" + re.escape(f"{tmp_path / 'no.npy'}: file not found") + "$"):
+        load_fbank_file(tmp_path / "no.npy")
+    (tmp_path / "d.npy").mkdir()
+    with pytest.raises(InputError, match="^" + re.escape(f"not a regular file: {tmp_path / 'd.npy'}") + "$"):
+        load_fbank_file(tmp_path / "d.npy")
+    if Path("/proc/self/mem").exists():
+        with pytest.raises(InputError, match="^" + re.escape("cannot read .npy file /proc/self/mem: Input/output error") + "$"):
+            load_fbank_file("/proc/self/mem")
+
+
+def test_npy_layouts_numpy_writes_are_read(tmp_path):
+    import io
+
+    a = np.random.default_rng(1).normal(size=(3, 64))
+    for name, arr in {"f4": a.astype(np.float32), "be": a.astype(">f4"), "f8_fortran": np.asfortranarray(a),
+                      "f2": a.astype(np.float16)}.items():
+        np.save(tmp_path / f"{name}.npy", arr)
+        got = load_fbank_file(tmp_path / f"{name}.npy")
+        assert got.dtype == np.float32 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, arr.astype(np.float32))
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, a.astype(np.float32), version=(2, 0))
+    (tmp_path / "v2.npy").write_bytes(buf.getvalue())
+    np.testing.assert_array_equal(load_fbank_file(tmp_path / "v2.npy"), a.astype(np.float32))
+
+
+def test_values_no_normalised_fbank_can_have():
+    a = np.zeros((1000, 64), np.float32)
+    a[5, 3] = 3e38
+    with pytest.raises(InputError, match="^" + re.escape(
+            "fbank: value 3e+38 at frame 5, filter 3 is not a normalised fbank value: features normalised "
+            "per filter over 1000 frames stay within +-63.2 (2 x sqrt(frames - 1)); give the release's "
+            "normalised features, or audio") + "$"):
+        check_fbank(a)
+    b = np.zeros((4000, 64))
+    b[7, 9] = -1e300  # float64: refused before the float32 cast would make it -inf
+    with pytest.raises(InputError, match="^" + re.escape(
+            "fbank: value -1e+300 at frame 7, filter 9 is not a normalised fbank value: features normalised "
+            "per filter over 4000 frames stay within +-126.5 (2 x sqrt(frames - 1))")):
+        check_fbank(b)
+    assert max_abs_value(1) == max_abs_value(1000) == 2 * math.sqrt(999)
+    # the extreme a normalisation can produce: one frame apart from all the others
+    raw = np.zeros((1000, 64), np.float32)
+    raw[0] = 1.0
+    extreme = fbank.normalise(raw)
+    assert abs(np.abs(extreme).max() - math.sqrt(999)) < 1e-3
+    check_fbank(extreme)
+    check_fbank(np.full((1000, 64), np.float32(max_abs_value(1000)) * np.float32(0.9999)))
+
+
+@needs_npys
+def test_release_features_stay_within_the_bound():
+    for path in NPYS:
+        a = np.load(path)
+        # |x| <= sqrt(T - 1) holds exactly (shorter utterances were tiled: tighter still)
+        assert np.abs(a).max() <= math.sqrt(a.shape[0] - 1) <= max_abs_value(a.shape[0]) / 2, path.name
+        check_fbank(a)
