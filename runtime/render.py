@@ -16,8 +16,8 @@ import Sim3DR
 from Sim3DR.lighting import render_lit
 from runtime.errors import CmpError, InputError
 
-__all__ = ["DARK_GREY", "MAX_SIZE", "aligned_to_image", "check_size", "depth_map", "frontal_to_image",
-           "render_aligned", "render_frontal", "render_overlap", "resize_image"]
+__all__ = ["DARK_GREY", "MAX_SIZE", "aligned_to_image", "check_num_threads", "check_size", "depth_map",
+           "frontal_to_image", "render_aligned", "render_frontal", "render_overlap", "resize_image"]
 
 #: Default background of renders that have no image frame (BGR).
 DARK_GREY = (48, 48, 48)
@@ -65,6 +65,15 @@ def check_size(size: int | None, default: int | None = None, name: str = "size")
             or not 1 <= size <= MAX_SIZE:
         raise InputError(f"{name}: expected an integer from 1 to {MAX_SIZE} (pixels), got {size!r}")
     return int(size)
+
+
+def check_num_threads(num_threads: int | None = None) -> int:
+    """The rasteriser's thread count, checked before any work: ``num_threads``, else
+    ``$SIM3DR_NUM_THREADS``, else the hardware concurrency, 1 to ``Sim3DR.MAX_THREADS``
+    (256). Raises :class:`InputError`, e.g. ``SIM3DR_NUM_THREADS: expected an integer
+    from 1 to 256, got '0'``."""
+    with _input_errors():
+        return Sim3DR.resolve_num_threads(num_threads)
 
 
 def _bgr_image(name: str, image) -> np.ndarray:

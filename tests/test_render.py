@@ -12,8 +12,9 @@ import pytest
 import Sim3DR
 from runtime.errors import CmpError, InputError
 from runtime.mesh_io import depth_to_u16, read_png, write_depth, write_obj, write_ply, write_png
-from runtime.render import (MAX_SIZE, aligned_to_image, check_size, depth_map, frontal_to_image,
-                            render_aligned, render_frontal, render_overlap, resize_image)
+from runtime.render import (MAX_SIZE, aligned_to_image, check_num_threads, check_size, depth_map,
+                            frontal_to_image, render_aligned, render_frontal, render_overlap,
+                            resize_image)
 from Sim3DR.lighting import LIGHT_DEFAULTS, light_colors, overlay, render_lit
 from Sim3DR.reference import buffers_reference, light_colors_reference, normalize_vertices
 from tests.conftest import real_face
@@ -305,6 +306,22 @@ def test_check_size_values():
                                               "got 5000")):
         resize_image(img, 4, 5000)
     assert resize_image(img, 4096, 1).shape == (4096, 1, 3)
+
+
+def test_check_num_threads(monkeypatch):
+    monkeypatch.setenv("SIM3DR_NUM_THREADS", "3")
+    assert check_num_threads() == 3 and check_num_threads(256) == 256
+    v, t = grid_mesh()
+    for env in ("0", "300", "x"):
+        monkeypatch.setenv("SIM3DR_NUM_THREADS", env)
+        message = full(f"SIM3DR_NUM_THREADS: expected an integer from 1 to 256, got {env!r}")
+        with pytest.raises(InputError, match=message):
+            check_num_threads()
+        with pytest.raises(InputError, match=message):
+            render_frontal(v, t, 64)
+    with pytest.raises(InputError, match=full("num_threads: expected an integer from 1 to 256, "
+                                              "got 512")):
+        check_num_threads(512)
 
 
 def test_render_cpp_failures_are_cmp_errors(monkeypatch):
