@@ -62,6 +62,7 @@ class TensorRTRunner(Runner):
                               f"it with: {sidecar.rebuild}")
         self.context = self.engine.create_execution_context()
         self.stream = cuda_check(self.cudart.cudaStreamCreate())
+        self.stream_handle = int(self.stream)  # TensorRT takes the raw cudaStream_t as an integer
         inputs, outputs = [], []
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
@@ -103,7 +104,7 @@ class TensorRTRunner(Runner):
         shapes = {n: a.shape for n, a in feeds.items()}
         profile = select_profile(self.sidecar.profiles, shapes, self.label, self.sidecar.rebuild)
         if profile != self._profile:
-            if not ctx.set_optimization_profile_async(profile, stream):
+            if not ctx.set_optimization_profile_async(profile, self.stream_handle):
                 raise EngineError(f"{self.label}: TensorRT refused optimisation profile {profile}")
             self._profile = profile
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
@@ -135,13 +136,13 @@ class TensorRTRunner(Runner):
             self._graphs.move_to_end(key)
             cuda_check(cudart.cudaGraphLaunch(graph[1], stream))
             return
-        if not self.context.execute_async_v3(stream):  # also the warm-up before a capture
+        if not self.context.execute_async_v3(self.stream_handle):  # also the warm-up before a capture
             raise EngineError(f"{self.label}: TensorRT failed to run (see its message above)")
         if not self.cuda_graphs:
             return
         mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal
         cuda_check(cudart.cudaStreamBeginCapture(stream, mode))
-        ok = self.context.execute_async_v3(stream)  # recorded, not run
+        ok = self.context.execute_async_v3(self.stream_handle)  # recorded, not run
         captured = cuda_check(cudart.cudaStreamEndCapture(stream))
         if not ok:
             cuda_check(cudart.cudaGraphDestroy(captured))
