@@ -416,3 +416,36 @@ def test_tensorrt_runner_refuses_before_and_reports_after_deserialising(models, 
     assert str(e.value) == (f"{vc}: TensorRT could not deserialise it (see its message above); rebuild it with: "
                             f"python export/to_trt.py --models {models} --precision fp32 --graphs encoder "
                             "--version-compatible")
+
+
+def test_the_cuda_python_calls_exist_and_errors_become_engine_errors():
+    """Against the real cuda-python (the [gpu] extra), whatever this machine's GPU."""
+    cudart = pytest.importorskip("cuda.bindings.runtime", reason="cuda-python (the gpu extra) is not installed")
+    import ast
+
+    used = set()
+    for source in ("runtime/engines.py", "runtime/runners/trt_runner.py"):
+        tree = ast.parse((Path(__file__).resolve().parents[1] / source).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute):
+                base = node.value
+                while isinstance(base, ast.Attribute):
+                    base = base.value
+                if isinstance(base, ast.Name) and base.id == "cudart" or (
+                        isinstance(node.value, ast.Attribute) and node.value.attr == "cudart"):
+                    used.add(node.attr)
+    assert {"cudaMemcpyAsync", "cudaStreamBeginCapture", "cudaGraphLaunch", "cudaGetDeviceProperties"} <= used
+    for name in sorted(used):
+        owner = cudart
+        if not hasattr(owner, name):  # enum members: cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+            owner = next((getattr(cudart, e) for e in ("cudaError_t", "cudaMemcpyKind", "cudaStreamCaptureMode")
+                          if hasattr(getattr(cudart, e), name)), None)
+        assert owner is not None, f"cuda.bindings.runtime has no {name}"
+    assert int(cudart.cudaStream_t(123)) == 123  # what TensorRT is given
+    err, *_ = cudart.cudaGetDeviceProperties(0)
+    if err == cudart.cudaError_t.cudaSuccess:
+        gpu = runtime.engines.current_gpu(0)
+        assert gpu.name and gpu.compute_capability >= (3, 0)
+    else:  # no GPU or no driver here: our error, naming CUDA's
+        with pytest.raises(EngineError, match=rf"^no usable CUDA GPU 0 \(CUDA error {err.name}\)$"):
+            runtime.engines.current_gpu(0)
