@@ -14,7 +14,7 @@ from runtime.errors import CmpError, InputError, ModelError
 from runtime.serve.pipeline import MAX_REQUEST_BATCH, Limits
 
 log = logging.getLogger("cmp_face.serve")
-MAX_DELAY_MS = 1000.0
+MAX_DELAY_MS = 10_000.0
 
 
 def _imports():

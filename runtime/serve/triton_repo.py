@@ -129,25 +129,27 @@ def _read_manifest(models: Path) -> dict:
 
 
 def _onnx_file(models: Path, graph: str, precision: str) -> Path:
-    path = models / (f"{graph}.onnx" if precision == "fp32" else f"{graph}_{precision}.onnx")
+    from runtime.engines import onnx_file
+
+    path = models / onnx_file(graph, precision)
     if not path.is_file():
         raise ModelError(f"{path}: not found (the {precision} {graph} graph); export it first")
     return path
 
 
-def _engine_file(models: Path, graph: str, precision: str) -> Path:
-    """The TensorRT engine built from ``<graph>[_<precision>].onnx``: ``<graph>_<precision>*.engine``
-    (or ``.plan``) beside it; exactly one must match."""
-    found = sorted(p for ext in ("engine", "plan") for p in models.glob(f"{graph}_{precision}*.{ext}"))
-    if precision == "fp32":
-        found += [p for p in (models / f"{graph}.engine", models / f"{graph}.plan") if p.is_file()]
+def _engine_file(models: Path, graph: str, precision: str, target: str | None) -> Path:
+    """The engine ``<graph>_<precision>_<target>.engine`` (runtime.engines' naming) built from
+    that ONNX file; with several targets in the folder, ``target`` chooses (e.g. ``sm90``)."""
+    from runtime.engines import engine_file
+
+    found = sorted(models.glob(engine_file(graph, precision, target or "*")))
     if not found:
-        raise ModelError(f"{models}: no TensorRT engine for {graph} ({precision}): build the engines first "
-                         f"(python export/to_trt.py --models {models} --precision {precision}), or use "
-                         "--backend onnxruntime")
+        raise ModelError(f"{models}: no TensorRT engine {engine_file(graph, precision, target or '<target>')}: "
+                         f"build the engines first (python export/to_trt.py --models {models} --precision "
+                         f"{precision}), or use --backend onnxruntime")
     if len(found) > 1:
         raise ModelError(f"{models}: several engines for {graph} ({precision}): "
-                         f"{', '.join(p.name for p in found)}; keep the one built for the serving GPU")
+                         f"{', '.join(p.name for p in found)}; choose the serving GPU's with --engine-target")
     return found[0]
 
 
@@ -163,7 +165,8 @@ def _place(source: Path, target: Path) -> None:
 def write_repository(models: str | os.PathLike, out: str | os.PathLike, pipelines: list[str] | None = None,
                      backend: str = "onnxruntime", precision: str = "fp32", instances: int = 1,
                      device: str = "cpu", max_batch: int = 32, queue_delay_us: int = 2000,
-                     fused: bool = False, ort_tensorrt: bool = False) -> list[Path]:
+                     fused: bool = False, ort_tensorrt: bool = False, engine_target: str | None = None
+                     ) -> list[Path]:
     """Write the repository under ``out`` (all-or-nothing: built beside it, then renamed);
     returns the model folders. ``out`` must not exist yet or be an earlier repository."""
     models, out = Path(models), Path(out)
@@ -205,7 +208,7 @@ def write_repository(models: str | os.PathLike, out: str | os.PathLike, pipeline
             if backend == "onnxruntime":
                 _place(_onnx_file(models, g, precision), folder / "1" / "model.onnx")
             else:
-                _place(_engine_file(models, g, precision), folder / "1" / "model.plan")
+                _place(_engine_file(models, g, precision, engine_target), folder / "1" / "model.plan")
             (folder / "config.pbtxt").write_text(model_config(g, backend, inputs, outputs, max_batch,
                                                               queue_delay_us, instances, device, ort_tensorrt))
         for name, steps in ensembles.items():

@@ -1,0 +1,437 @@
+"""``cmp-face serve``: the real server on loopback, driven by tritonclient.http (a client we did
+not write) and plain HTTP (httpx). Two server processes: one with ordinary limits and a small
+body/duration limit, one slow (a 3 s batching delay, a 0.5 s deadline, 2 requests admitted)
+to reach the queue and deadline limits deterministically.
+
+Tolerance: results equal the Predictor's for the same input to 1e-5 of the output's scale; the
+server batches utterances, and a batched encoder product may round differently from a single one.
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import FBANKS, WAVS, requires
+
+httpx = pytest.importorskip("httpx")
+th = pytest.importorskip("tritonclient.http")
+pytest.importorskip("uvicorn")
+pytest.importorskip("starlette")
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_BODY = 2_000_000
+MAX_AUDIO_S = 12.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, models: Path, *options: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = io.BytesIO()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runtime.serve", "--models", str(models), "--port", str(self.port),
+             "--cpu-workers", "2", "--threads", "1", *options],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        threading.Thread(target=self._drain, daemon=True).start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}: {self.output()}")
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"server did not become ready: {self.output()}")
+
+    def _drain(self) -> None:
+        for line in self.proc.stdout:
+            self.log.write(line)
+
+    def output(self) -> str:
+        return self.log.getvalue().decode(errors="replace")
+
+    def client(self):
+        return th.InferenceServerClient(f"127.0.0.1:{self.port}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(models_dir):
+    s = Server(models_dir, "--max-delay-ms", "30", "--max-body-bytes", str(MAX_BODY),
+               "--max-audio-s", str(MAX_AUDIO_S))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def predictor(models_dir):
+    from runtime.predictor import Predictor
+
+    return Predictor(models_dir, "supervised", threads=1)
+
+
+def _close(got: np.ndarray, want: np.ndarray) -> None:
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+
+
+def _wav_bytes(samples: np.ndarray, rate: int = 16000) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples.astype("<i2").tobytes())
+    return buf.getvalue()
+
+
+def _speech(seconds: float = 3.0) -> np.ndarray:
+    from runtime.demo_signal import demo_voice
+
+    return demo_voice(seconds)
+
+
+def _error(response) -> str:
+    body = response.json()
+    assert set(body) == {"error"}, body
+    return body["error"]
+
+
+# ------------------------------------------------------------------------------ protocol
+
+
+def test_health_and_metadata_match_the_fused_graph(server, models_dir):
+    from runtime.serve.pipeline import tensor_spec
+    from runtime.sessions import open_session
+
+    c = server.client()
+    assert c.is_server_live() and c.is_server_ready()
+    assert c.is_model_ready("cmp_supervised") and c.is_model_ready("cmp_supervised_fbank")
+    assert not c.is_model_ready("cmp_nope")
+    meta = c.get_model_metadata("cmp_supervised")
+    fused = open_session(models_dir / "voice2mesh_supervised.onnx", ["CPUExecutionProvider"])
+    assert meta["outputs"] == [tensor_spec(o) for o in fused.get_outputs()]
+    assert meta["inputs"] == [{"name": "samples", "datatype": "FP32", "shape": [-1, -1]}]
+    assert c.get_model_metadata("cmp_supervised_fbank")["inputs"] == [
+        {"name": "fbank", "datatype": "FP32", "shape": [-1, -1, 64]}]
+    with pytest.raises(Exception) as err:
+        c.get_model_metadata("cmp_nope")
+    assert "Request for unknown model: 'cmp_nope' is not found" in str(err.value)
+
+
+def test_tritonclient_binary_int16_batch_equals_predictor(server, predictor):
+    voice = _speech(4.0)
+    batch = np.stack([voice[:30000], voice[20000:50000]])
+    inp = th.InferInput("samples", list(batch.shape), "INT16")
+    inp.set_data_from_numpy(batch)
+    result = server.client().infer("cmp_supervised", [inp])  # no outputs named: all, as binary
+    assert [o["name"] for o in result.get_response()["outputs"]] == ["embedding", "params", "vertices"]
+    assert all("binary_data_size" in o["parameters"] for o in result.get_response()["outputs"])
+    for k in range(2):
+        want = predictor.predict(batch[k], sample_rate=16000, vad=False)
+        for name in ("embedding", "params", "vertices"):
+            got = result.as_numpy(name)[k]
+            assert got.dtype == np.float32
+            _close(got, getattr(want, name))
+
+
+def test_json_fp32_samples_and_requested_outputs(server, predictor):
+    voice = _speech(2.0)
+    inp = th.InferInput("samples", [1, voice.size], "FP32")
+    inp.set_data_from_numpy(voice[None].astype(np.float32), binary_data=False)  # int16-scale values
+    out = th.InferRequestedOutput("params", binary_data=False)
+    result = server.client().infer("cmp_supervised", [inp], outputs=[out])
+    entries = result.get_response()["outputs"]
+    assert [(e["name"], e["datatype"], e["shape"]) for e in entries] == [("params", "FP32", [1, 51])]
+    assert "data" in entries[0]
+    _close(result.as_numpy("params")[0], predictor.predict(voice, sample_rate=16000, vad=False).params)
+
+
+def test_sample_rate_and_vad_parameters(server, predictor):
+    voice = np.concatenate([np.zeros(8000, np.int16), _speech(3.0)[::2]])  # 8 kHz with a silent lead
+    inp = th.InferInput("samples", [1, voice.size], "INT16")
+    inp.set_data_from_numpy(voice[None])
+    result = server.client().infer("cmp_supervised", [inp], parameters={"sample_rate": 8000, "vad": True})
+    want = predictor.predict(voice, sample_rate=8000, vad=True)
+    _close(result.as_numpy("vertices")[0], want.vertices)
+
+
+@requires(FBANKS, "release fbank .npy files")
+def test_fbank_model_equals_predictor(server, predictor):
+    fbank = np.load(FBANKS[0]).astype(np.float32)
+    inp = th.InferInput("fbank", [1, *fbank.shape], "FP32")
+    inp.set_data_from_numpy(fbank[None])
+    result = server.client().infer("cmp_supervised_fbank", [inp])
+    want = predictor.predict(fbank)
+    _close(result.as_numpy("embedding")[0], want.embedding)
+    _close(result.as_numpy("vertices")[0], want.vertices)
+
+
+# ------------------------------------------------------------------------------ /predict
+
+
+@requires(WAVS, "VoxCeleb WAV files")
+def test_predict_raw_and_multipart_equal_predictor(server, predictor):
+    wav = WAVS[0]
+    want = predictor.predict(wav)  # VAD on, like the CLI
+    raw = httpx.post(f"{server.url}/predict", content=wav.read_bytes(), timeout=30)
+    form = httpx.post(f"{server.url}/predict", files={"audio": (wav.name, wav.read_bytes(), "audio/wav")},
+                      timeout=30)
+    for r in (raw, form):
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        assert doc["untrained"] is True and doc["pipeline"] == "supervised"
+        _close(np.array(doc["params"], np.float32), want.params)
+        _close(np.array(doc["embedding"], np.float32), want.embedding)
+        assert {"audio", "vad", "fbank", "queue", "model", "total"} <= set(doc["timings_ms"])
+
+
+def test_predict_formats(server):
+    body = _wav_bytes(_speech(3.0))
+    obj = httpx.post(f"{server.url}/predict?format=obj", content=body, timeout=30)
+    assert obj.status_code == 200 and obj.text.startswith("v ")
+    assert obj.text.count("\nv ") + 1 == 53215
+    png = httpx.post(f"{server.url}/predict?format=png", content=body, timeout=30)
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    import cv2
+
+    assert cv2.imdecode(np.frombuffer(png.content, np.uint8), cv2.IMREAD_COLOR).shape == (512, 512, 3)
+    npz = np.load(io.BytesIO(httpx.post(f"{server.url}/predict?format=npz", content=body, timeout=30).content))
+    assert sorted(npz.files) == ["embedding", "params", "vertices"] and npz["vertices"].shape == (53215, 3)
+    ply = httpx.post(f"{server.url}/predict?format=ply", content=body, timeout=30)
+    assert ply.content.startswith(b"ply\nformat binary_little_endian 1.0\n")
+
+
+# ------------------------------------------------------------------------------ bad input and limits
+
+
+def test_bad_audio_answers_the_cli_message(server):
+    from runtime.audio import load_audio
+    from runtime.errors import InputError, NoSpeechError
+    from runtime.vad import remove_silence
+
+    garbage = b"RIFF\x10\x00\x00\x00WAVEjunk"
+    with pytest.raises(InputError) as expected:
+        load_audio(garbage)
+    r = httpx.post(f"{server.url}/predict", content=garbage)
+    assert r.status_code == 400 and _error(r) == str(expected.value)
+    silence = np.zeros(16000, np.int16)
+    with pytest.raises(NoSpeechError) as expected:
+        remove_silence(silence)
+    r = httpx.post(f"{server.url}/predict", content=_wav_bytes(silence))
+    assert r.status_code == 400 and _error(r) == str(expected.value)
+    r = httpx.post(f"{server.url}/predict", content=b"")
+    assert r.status_code == 400 and _error(r) == ("the request holds no audio: send an audio file as the body "
+                                                  "or as a form file")
+    r = httpx.post(f"{server.url}/predict?format=gif", content=b"x")
+    assert r.status_code == 400 and _error(r) == "format must be one of json, obj, ply, png, npz, got 'gif'"
+
+
+def _infer(server, doc: dict, model: str = "cmp_supervised", binary: bytes = b""):
+    head = json.dumps(doc).encode()
+    headers = {"Inference-Header-Content-Length": str(len(head))} if binary else {}
+    return httpx.post(f"{server.url}/v2/models/{model}/infer", content=head + binary, headers=headers, timeout=30)
+
+
+@pytest.mark.parametrize("doc, binary, message", [
+    ({"inputs": [{"name": "audio", "datatype": "INT16", "shape": [1, 2], "data": [1, 2]}]}, b"",
+     "model 'cmp_supervised' takes one input named 'samples', got 'audio'"),
+    ({"inputs": [{"name": "samples", "datatype": "INT16", "shape": [1, 3], "data": [1, 2]}]}, b"",
+     "input 'samples': 'data' holds 2 values, shape [1, 3] needs 3"),
+    ({"inputs": [{"name": "samples", "datatype": "INT32", "shape": [1, 2], "data": [1, 2]}]}, b"",
+     "input 'samples': datatype must be INT16 or FP32, got int32"),
+    ({"inputs": [{"name": "samples", "datatype": "FP32", "shape": [1, 2], "parameters": {"binary_data_size": 8}}]},
+     np.array([np.nan, 1], np.float32).tobytes(), "input 'samples': contains NaN or infinite values"),
+    ({"inputs": [{"name": "samples", "datatype": "INT16", "shape": [1, 4], "parameters": {"binary_data_size": 6}}]},
+     b"\0" * 6, "input 'samples': binary_data_size 6 does not match shape [1, 4] of INT16 (8 bytes)"),
+    ({"inputs": [{"name": "samples", "datatype": "INT16", "shape": [1, 2], "data": [1, 2]}],
+      "outputs": [{"name": "mesh"}]}, b"",
+     "unexpected inference output 'mesh' for model 'cmp_supervised' (it has embedding, params, vertices)"),
+    ({"inputs": [{"name": "samples", "datatype": "INT16", "shape": [1, 2], "data": [1, 2]}],
+      "parameters": {"vad": "yes"}}, b"", "parameter 'vad' must be true or false, got 'yes'"),
+    ({"inputs": [{"name": "samples", "datatype": "INT16", "shape": [1, 2], "data": [1, 2]}],
+      "parameters": {"sample_rate": 10}}, b"", "absurd sample rate: 10 Hz (supported: 4000 to 384000 Hz)"),
+    ({"inputs": [{"name": "samples", "datatype": "INT16", "shape": [33, 1], "data": [0] * 33}]}, b"",
+     "input 'samples': batch of 33 exceeds the limit of 32"),
+])
+def test_bad_infer_requests_answer_400(server, doc, binary, message):
+    r = _infer(server, doc, binary=binary)
+    assert r.status_code == 400 and _error(r) == message
+
+
+def test_malformed_bodies_and_unknown_routes(server):
+    r = httpx.post(f"{server.url}/v2/models/cmp_supervised/infer", content=b"{not json")
+    assert r.status_code == 400 and _error(r).startswith("the request header is not valid JSON")
+    r = httpx.post(f"{server.url}/v2/models/cmp_supervised/infer", content=b"{}", headers={
+        "Inference-Header-Content-Length": "99"})
+    assert r.status_code == 400 and _error(r) == "Inference-Header-Content-Length 99 does not fit the 2-byte body"
+    fbank = {"inputs": [{"name": "fbank", "datatype": "FP32", "shape": [1, 2, 64], "data": [1e6] * 128}]}
+    r = _infer(server, fbank, model="cmp_supervised_fbank")
+    assert r.status_code == 400 and "is not a normalised fbank value" in _error(r)
+    r = httpx.get(f"{server.url}/v2/models/cmp_supervised/versions/7")
+    assert r.status_code == 404 and _error(r).startswith("Request for unknown model: 'cmp_supervised' version 7")
+    r = httpx.get(f"{server.url}/v2/models/cmp_supervised/infer")
+    assert r.status_code == 405 and _error(r) == "method GET is not allowed on /v2/models/cmp_supervised/infer"
+
+
+def test_size_and_duration_limits(server):
+    r = httpx.post(f"{server.url}/predict", content=b"\0" * (MAX_BODY + 1))
+    assert r.status_code == 413
+    assert _error(r) == f"request body of {MAX_BODY + 1} bytes is larger than this server's limit of {MAX_BODY} bytes"
+
+    def chunks():  # no Content-Length: the limit holds while reading
+        for _ in range(3):
+            yield b"\0" * (MAX_BODY // 2)
+
+    r = httpx.post(f"{server.url}/predict", content=chunks())
+    assert r.status_code == 413 and _error(r) == f"request body is larger than this server's limit of {MAX_BODY} bytes"
+    n = int(13 * 16000)
+    r = httpx.post(f"{server.url}/predict", content=_wav_bytes(np.zeros(n, np.int16)))
+    assert r.status_code == 413
+    assert _error(r) == f"audio of 13.0 s ({n} samples) is longer than this server's limit of 12 s"
+    doc = {"inputs": [{"name": "samples", "datatype": "INT16", "shape": [1, 8000 * 13],
+                       "parameters": {"binary_data_size": 2 * 8000 * 13}}], "parameters": {"sample_rate": 8000}}
+    r = _infer(server, doc, binary=b"\0" * (2 * 8000 * 13))
+    assert r.status_code == 413 and _error(r).startswith("audio of 13.0 s (104000 samples)")
+    assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+
+
+def test_concurrent_requests_are_batched_and_exact(server, predictor):
+    voice = _speech(3.0)
+    rows = [voice[i * 1000:i * 1000 + 24000] for i in range(6)]
+    results: dict[int, np.ndarray] = {}
+
+    def one(i: int) -> None:
+        inp = th.InferInput("samples", [1, rows[i].size], "INT16")
+        inp.set_data_from_numpy(rows[i][None])
+        results[i] = server.client().infer("cmp_supervised", [inp]).as_numpy("params")[0]
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, row in enumerate(rows):
+        _close(results[i], predictor.predict(row, sample_rate=16000, vad=False).params)
+
+
+def test_metrics(server):
+    text = httpx.get(f"{server.url}/metrics").text
+    assert 'cmp_serve_requests_total{code="200",endpoint="/v2/models/{name}/infer"}' in text
+    assert 'cmp_serve_errors_total{code="400",endpoint="/v2/models/{name}/infer"}' in text
+    assert 'cmp_serve_errors_total{code="413",endpoint="/predict"}' in text
+    for name in ("cmp_serve_batch_size_count", 'cmp_serve_stage_seconds_count{stage="fbank"}',
+                 'cmp_serve_stage_seconds_count{stage="model"}', "cmp_serve_queue_depth",
+                 'cmp_serve_request_seconds_bucket{endpoint="/predict",le="0.1"}'):
+        assert name in text
+    sizes = [float(line.split()[-1]) for line in text.splitlines() if line.startswith("cmp_serve_batch_size_sum")]
+    assert sizes and sizes[0] >= 6  # the utterances of the tests above went through batches
+    assert '"POST /v2/models/cmp_supervised/infer" 200' in server.output()  # the access log
+
+
+def test_sigterm_drains_in_flight_requests_and_exits_0(server):
+    body = _wav_bytes(_speech(8.0))
+    answers = []
+    t = threading.Thread(target=lambda: answers.append(
+        httpx.post(f"{server.url}/predict", content=body, timeout=30)))
+    t.start()
+    with httpx.Client(base_url=server.url) as http:
+        _wait_for_metric(http, "cmp_serve_inflight_requests 1.0")  # admitted, not answered yet
+    server.proc.send_signal(signal.SIGTERM)
+    t.join(30)
+    assert server.proc.wait(30) == 0, server.output()
+    assert answers and answers[0].status_code == 200 and "params" in answers[0].json()
+
+
+# ------------------------------------------------------------------------------ queue and deadline
+
+
+@pytest.fixture(scope="module")
+def slow_server(models_dir):
+    s = Server(models_dir, "--max-delay-ms", "3000", "--max-queue", "2", "--timeout-s", "0.5")
+    yield s
+    s.stop()
+
+
+def test_full_queue_answers_503_and_deadline_504(slow_server):
+    body = _wav_bytes(_speech(2.0))
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(httpx.post(f"{slow_server.url}/predict", content=body,
+                                                                         timeout=30))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    with httpx.Client(base_url=slow_server.url) as http:
+        _wait_for_metric(http, "cmp_serve_inflight_requests 2.0")
+        # both admitted requests hold their slots until the batch window ends (3 s)
+        r = http.post("/predict", content=body)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert _error(r) == "server busy: 2 requests in flight, the limit is 2; retry later"
+        for t in threads:
+            t.join(30)
+        assert [a.status_code for a in answers] == [504, 504]
+        assert _error(answers[0]) == "request deadline of 0.5 s exceeded"
+        _wait_for_metric(http, "cmp_serve_inflight_requests 0.0")  # their work ended with the window
+        assert http.get("/v2/health/ready").status_code == 200
+
+
+def _wait_for_metric(http, line: str) -> None:
+    deadline = time.monotonic() + 20
+    while line not in http.get("/metrics").text:
+        assert time.monotonic() < deadline, f"metrics never showed {line!r}"
+        time.sleep(0.005)
+
+
+# ------------------------------------------------------------------------------ the batcher alone
+
+
+def test_batcher_groups_concurrent_requests_up_to_max_batch():
+    from runtime.serve.batcher import Batcher
+
+    seen: list[list[int]] = []
+
+    def run(items):
+        seen.append(list(items))
+        return [x * 10 for x in items]
+
+    async def main():
+        b = Batcher(run, max_batch=4, max_delay_s=0.05)
+        b.start()
+        loop = asyncio.get_running_loop()
+        far = loop.time() + 10
+        out = await asyncio.gather(b.submit([1], far), b.submit([2, 3], far), b.submit([4, 5], far),
+                                   b.submit([6], far))
+        await b.stop()
+        return [o.results for o in out]
+
+    assert asyncio.run(main()) == [[10], [20, 30], [40, 50], [60]]
+    # [4, 5] would overflow the first batch of 4: it starts the next one (a request is never split)
+    assert seen == [[1, 2, 3], [4, 5, 6]]
