@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--sample-rate", type=int, help=argparse.SUPPRESS)
     f.set_defaults(func=cmd_fbank)
 
+    from runtime.cli_tools import add_parsers
+    add_parsers(sub, common)  # evaluate, analyze
+
     # The exporter (torch) parses its own arguments, so 'cmp-face predict' never loads torch.
     e = sub.add_parser("export", add_help=False, help="export a release folder (or the synthetic pack) to "
                                                       "ONNX; same arguments as export/to_onnx.py")
