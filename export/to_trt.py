@@ -125,6 +125,10 @@ def plan(models: Path, options: Options, graphs: list[str] | None = None, pipeli
     if not models.is_dir():
         raise ModelError(f"{models}: models folder not found")
     graphs = graphs or default_graphs(models, pipeline)
+    known = ["encoder", "frontend"] + [f"{kind}_{p}" for kind in ("decoder", "voice2mesh") for p in PIPELINES]
+    unknown = [g for g in graphs if g not in known]
+    if unknown:
+        raise ModelError(f"unknown graph {', '.join(unknown)}: choose from {', '.join(known)}")
     jobs = []
     for graph in dict.fromkeys(graphs):
         path = models / onnx_file(graph, options.precision)
@@ -132,7 +136,7 @@ def plan(models: Path, options: Options, graphs: list[str] | None = None, pipeli
             if options.precision != "fp32" and (models / onnx_file(graph, "fp32")).is_file():
                 make = PRECISION_COMMANDS[options.precision].format(models=shlex.quote(str(models)))
                 raise ModelError(f"{path}: not found; make the {options.precision.upper()} models first with: {make}")
-            raise ModelError(f"{path}: not found ({graph!r} is not a graph of this models folder)")
+            raise ModelError(f"{path}: not found (this models folder has no {graph} graph)")
         inputs = graph_inputs(path)
         jobs.append(Job(graph, path, inputs, derive_profiles(graph, inputs, options.max_seconds)))
     return jobs

@@ -449,3 +449,33 @@ def test_the_cuda_python_calls_exist_and_errors_become_engine_errors():
     else:  # no GPU or no driver here: our error, naming CUDA's
         with pytest.raises(EngineError, match=rf"^no usable CUDA GPU 0 \(CUDA error {err.name}\)$"):
             runtime.engines.current_gpu(0)
+
+
+def test_the_lean_runtime_has_what_the_runner_calls_and_no_gpu_is_a_clean_error(models, monkeypatch):
+    """Against the real tensorrt_lean_bindings wheel (11.4), where installed: methods on the right
+    classes; and on a machine without a usable GPU, our error before TensorRT is touched (a lean
+    Runtime created there crashes the process on first use)."""
+    lean = pytest.importorskip("tensorrt_lean_bindings", reason="tensorrt-lean-cu13-bindings/-libs not installed")
+    pytest.importorskip("cuda.bindings.runtime", reason="cuda-python (the gpu extra) is not installed")
+    from runtime.runners.trt_runner import _DTYPES
+
+    for cls, names in {"Runtime": ["deserialize_cuda_engine", "engine_host_code_allowed"],
+                       "ICudaEngine": ["num_io_tensors", "get_tensor_name", "get_tensor_dtype", "get_tensor_shape",
+                                       "get_tensor_mode", "create_execution_context"],
+                       "IExecutionContext": ["set_optimization_profile_async", "set_input_shape", "infer_shapes",
+                                             "get_tensor_shape", "set_tensor_address", "execute_async_v3"]}.items():
+        assert [n for n in names if not hasattr(getattr(lean, cls), n)] == [], cls
+    assert all(hasattr(lean.DataType, name) for name in _DTYPES)
+    assert lean.TensorIOMode.INPUT != lean.TensorIOMode.OUTPUT and hasattr(lean.Logger, "WARNING")
+    assert not hasattr(lean, "Builder")
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.setitem(sys.modules, "tensorrt_lean", None)
+    assert runtime.engines.import_tensorrt() == (lean, True)
+    from cuda.bindings import runtime as cudart
+
+    err, *_ = cudart.cudaGetDeviceProperties(0)
+    if err == cudart.cudaError_t.cudaSuccess:
+        pytest.skip("this machine has a usable GPU: the no-GPU path is not reachable here")
+    make_engine(models, options=Options(precision="fp32", version_compatible=True))
+    with pytest.raises(EngineError, match=rf"^no usable CUDA GPU 0 \(CUDA error {err.name}\)$"):
+        open_runner(models, "encoder", select_backend("tensorrt", "cuda:0"), "fp32")

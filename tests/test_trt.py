@@ -111,9 +111,14 @@ def test_plan_names_the_command_that_makes_a_missing_precision(models):
                             f"cmp-face calibrate --models {models} --audio SPEECH_DIR")
     with pytest.raises(ModelError, match="holds no unsupervised decoder"):
         plan(models, Options(precision="fp32"), pipeline="unsupervised")
-    (models / "broken.onnx").write_bytes(b"not a protobuf at all")
-    with pytest.raises(ModelError, match="broken.onnx: not a readable ONNX file"):
-        plan(models, Options(precision="fp32"), ["broken"])
+    (models / "frontend.onnx").write_bytes(b"not a protobuf at all")
+    with pytest.raises(ModelError, match="frontend.onnx: not a readable ONNX file"):
+        plan(models, Options(precision="fp32"), ["frontend"])
+    with pytest.raises(ModelError, match="/voice2mesh_unsupervised.onnx: not found \\(this models folder has no "
+                                         "voice2mesh_unsupervised graph\\)$"):
+        plan(models, Options(precision="fp32"), ["voice2mesh_unsupervised"])
+    with pytest.raises(ModelError, match="^unknown graph ../encoder: choose from encoder, frontend, decoder_supervised"):
+        plan(models, Options(precision="fp32"), ["../encoder"])
 
 
 def test_dry_run_writes_the_equivalent_trtexec_lines(models, capsys):

@@ -43,9 +43,11 @@ class TensorRTRunner(Runner):
         """Find the engine that fits this GPU and TensorRT (refusing the others before they are
         deserialised) and load it."""
         trt, lean = import_tensorrt()
-        cudart = cuda_runtime()
-        cuda_check(cudart.cudaSetDevice(device_id))
-        engine, car = find_engine(Path(models), graph, precision, current_gpu(device_id), trt.__version__, lean)
+        # Ask CUDA first: without a usable GPU/driver, TensorRT 11.4's lean Runtime is created with
+        # only a logged error and crashes (SIGSEGV) on first use (seen on a GPU-less machine).
+        gpu = current_gpu(device_id)
+        cuda_check(cuda_runtime().cudaSetDevice(device_id))
+        engine, car = find_engine(Path(models), graph, precision, gpu, trt.__version__, lean)
         return cls(trt, engine, car, cuda_graphs)
 
     def __init__(self, trt, engine_path: Path, sidecar: Sidecar, cuda_graphs: bool = True) -> None:
