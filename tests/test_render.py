@@ -308,6 +308,26 @@ def test_check_size_values():
     assert resize_image(img, 4096, 1).shape == (4096, 1, 3)
 
 
+def test_prediction_render_sizes_are_checked():
+    """Prediction.render/depth/image_vertices: None means the default, 0 is an error."""
+    from runtime.result import Prediction
+
+    v, t = grid_mesh()
+    face = np.full((120, 120, 3), 90, np.uint8)
+    sup = Prediction("supervised", np.zeros(64, np.float32), np.zeros(51, np.float32), v, t)
+    unsup = Prediction("unsupervised", np.zeros(64, np.float32), np.zeros(102, np.float32), v, t,
+                       face_image=face)
+    assert sup.render().shape == (512, 512, 3) and sup.depth().shape == (512, 512)
+    assert unsup.render().shape == (120, 120, 3) and unsup.depth().shape == (120, 120)
+    assert unsup.render(size=37, background=(0, 0, 0)).shape == (37, 37, 3)
+    message = full("size: expected an integer from 1 to 4096 (pixels), got 0")
+    for call in (lambda: sup.render(size=0), lambda: unsup.render(size=0), lambda: sup.depth(0),
+                 lambda: unsup.depth(0), lambda: sup.image_vertices(0),
+                 lambda: unsup.image_vertices(0)):
+        with pytest.raises(InputError, match=message):
+            call()
+
+
 def test_check_num_threads(monkeypatch):
     monkeypatch.setenv("SIM3DR_NUM_THREADS", "3")
     assert check_num_threads() == 3 and check_num_threads(256) == 256
