@@ -335,9 +335,13 @@ def build_engine(trt, job: Job, options: Options, models: Path, gpu: Gpu, progre
     target = engine_target(gpu.compute_capability, HARDWARE_COMPAT[options.hardware_compat])
     cache_path = options.timing_cache or models / f"trt-timing-{trt.__version__}-{target}.cache"
     cached = cache_path.read_bytes() if cache_path.is_file() else b""
-    cache = config.create_timing_cache(cached)
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
-        progress(f"  {cache_path.name} was written for another GPU: starting a new timing cache")
+    try:
+        cache = config.create_timing_cache(cached)
+        accepted = config.set_timing_cache(cache, ignore_mismatch=False)
+    except Exception:  # a damaged cache file: TensorRT raises on it
+        accepted = False
+    if not accepted:
+        progress(f"  {cache_path.name} is damaged or from another GPU: starting a new timing cache")
         cache = config.create_timing_cache(b"")
         config.set_timing_cache(cache, ignore_mismatch=False)
     monitor = progress_monitor(trt)

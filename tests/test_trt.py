@@ -430,3 +430,165 @@ def test_our_tensorrt_names_exist_in_both_10_and_11_bindings():
 def test_no_name_that_tensorrt_11_removed_appears_in_our_code():
     used = _tensorrt_names()
     assert {source: sorted(names & REMOVED_IN_11) for source, names in used.items()} == {s: [] for s in SOURCES}
+
+
+# ------------------------------------------------------------------ the build, against a stand-in TensorRT
+def fake_builder(version: str = "11.4.0.106", parses: bool = True, builds: bool = True,
+                 cache_ok: bool = True) -> tuple:
+    """A ``tensorrt`` module with the builder calls build_engine makes; ``log`` records them."""
+    import types
+
+    log: list = []
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, severity: None})
+    trt.NetworkDefinitionCreationFlag = SimpleNamespace(STRONGLY_TYPED=1)
+    trt.MemoryPoolType = SimpleNamespace(WORKSPACE="workspace")
+    trt.HardwareCompatibilityLevel = SimpleNamespace(AMPERE_PLUS="ampere+", SAME_COMPUTE_CAPABILITY="same-cc")
+    trt.BuilderFlag = SimpleNamespace(VERSION_COMPATIBLE="version-compatible")
+    trt.IProgressMonitor = type("IProgressMonitor", (), {"__init__": lambda self: None})
+
+    def tensor(name, shape):
+        return SimpleNamespace(name=name, shape=shape, dtype=SimpleNamespace(name="FLOAT"))
+
+    class Network:
+        def __init__(self, inputs, outputs):
+            self.inputs, self.outputs = inputs, outputs
+            self.num_inputs, self.num_outputs = len(inputs), len(outputs)
+
+        def get_input(self, i):
+            return self.inputs[i]
+
+        def get_output(self, i):
+            return self.outputs[i]
+
+    class Parser:
+        num_errors = 1
+
+        def __init__(self, network, logger):
+            self.network = network
+
+        def parse_from_file(self, path):
+            import onnx
+
+            model = onnx.load(path)
+            dims = lambda v: tuple(d.dim_value or -1 for d in v.type.tensor_type.shape.dim)  # noqa: E731
+            self.network.__init__([tensor(v.name, dims(v)) for v in model.graph.input],
+                                  [tensor(v.name, dims(v)) for v in model.graph.output])
+            return parses
+
+        def get_error(self, i):
+            return SimpleNamespace(desc=lambda: "UNSUPPORTED_NODE: ReduceMean")
+
+    class Profile:
+        def set_shape(self, name, mn, opt, mx):
+            log.append(("set_shape", name, tuple(mn), tuple(opt), tuple(mx)))
+
+    class Config:
+        progress_monitor = None
+
+        def set_memory_pool_limit(self, pool, size):
+            log.append(("pool", pool, size))
+
+        def set_flag(self, flag):
+            log.append(("flag", flag))
+
+        def add_optimization_profile(self, profile):
+            log.append(("profile",))
+
+        def create_timing_cache(self, data):
+            if data and not cache_ok:
+                raise RuntimeError("corrupt timing cache")
+            log.append(("timing cache", bytes(data)))
+            return data
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            return True
+
+        def get_timing_cache(self):
+            return SimpleNamespace(serialize=lambda: b"timings v2")
+
+        def __setattr__(self, name, value):
+            log.append(("set", name, value))
+            object.__setattr__(self, name, value)
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            log.append(("network flags", flags))
+            return Network([], [])
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            monitor = config.progress_monitor
+            monitor.phase_start("Building engine", None, 3)
+            for step in range(3):
+                assert monitor.step_complete("Building engine", step) is True
+            monitor.phase_finish("Building engine")
+            return b"serialized plan of " + network.inputs[0].name.encode() if builds else None
+
+    trt.Builder, trt.OnnxParser = Builder, Parser
+    return trt, log
+
+
+def test_build_engine_asks_tensorrt_for_a_strongly_typed_build_and_writes_what_it_promises(models):
+    trt, log = fake_builder()
+    options = Options(precision="fp32", max_seconds=20, version_compatible=True, hardware_compat="same-cc")
+    job = plan(models, options, ["encoder"])[0]
+    (models / "trt-timing-11.4.0.106-sm90.cache").write_bytes(b"timings v1")
+    messages: list[str] = []
+    engine = to_trt.build_engine(trt, job, options, models, H200, messages.append)
+    assert engine == models / "encoder_fp32_sm90.engine" and engine.read_bytes() == b"serialized plan of fbank"
+    assert ("network flags", 1 << 1) in log  # strongly typed; nothing else
+    assert [e for e in log if e[0] == "flag"] == [("flag", "version-compatible")]  # never FP16/INT8 flags
+    assert ("pool", "workspace", 4096 << 20) in log and ("set", "builder_optimization_level", 3) in log
+    assert ("set", "hardware_compatibility_level", "same-cc") in log
+    assert [e for e in log if e[0] == "set_shape"] == [
+        ("set_shape", "fbank", (1, 64, 1000), (1, 64, 1000), (1, 64, 2001)),
+        ("set_shape", "fbank", (1, 64, 1000), (8, 64, 1000), (32, 64, 2001))]
+    assert ("timing cache", b"timings v1") in log  # the persisted cache was loaded ...
+    assert (models / "trt-timing-11.4.0.106-sm90.cache").read_bytes() == b"timings v2"  # ... and updated
+    car = check_engine(engine, H200, "11.4.0.106")
+    assert car.data["io"] == {"inputs": [{"name": "fbank", "dtype": "FLOAT", "shape": [-1, 64, -1]}],
+                              "outputs": [{"name": "embedding", "dtype": "FLOAT", "shape": [-1, 64]}]}
+    assert car.rebuild.endswith("--graphs encoder --max-seconds 20 --hardware-compat same-cc --version-compatible")
+    assert messages[-1].startswith("  wrote encoder_fp32_sm90.engine (0.0 MB, ")
+    assert json.loads((models / "models.json").read_text())["engines"]["encoder_fp32_sm90.engine"]["tensorrt"] \
+        == "11.4.0.106"
+
+
+def test_build_failures_are_one_line_errors(models):
+    job = plan(models, Options(precision="fp32"), ["encoder"])[0]
+    with pytest.raises(EngineError, match=r"encoder\.onnx: TensorRT cannot parse it \(UNSUPPORTED_NODE: ReduceMean\)$"):
+        to_trt.build_engine(fake_builder(parses=False)[0], job, Options(precision="fp32"), models, H200)
+    with pytest.raises(EngineError, match=r"encoder\.onnx: TensorRT could not build an engine \(see its messages "
+                                          r"above\)$"):
+        to_trt.build_engine(fake_builder(builds=False)[0], job, Options(precision="fp32"), models, H200)
+    assert not list(models.glob("*.engine")) and not list(models.glob(".*"))  # nothing half-written
+    (models / f"trt-timing-{'11.4.0.106'}-sm90.cache").write_bytes(b"\x00garbage")
+    messages: list[str] = []
+    to_trt.build_engine(fake_builder(cache_ok=False)[0], job, Options(precision="fp32"), models, H200,
+                        messages.append)
+    assert messages[0] == "  trt-timing-11.4.0.106-sm90.cache is damaged or from another GPU: starting a new timing cache"
+
+
+def test_the_command_builds_every_graph_with_a_stand_in_tensorrt(models, monkeypatch, capsys):
+    trt, _ = fake_builder(version=TRT10)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr("runtime.engines.current_gpu", lambda device=0: A100)
+    assert to_trt.main(["--models", str(models), "--precision", "fp32", "--hardware-compat", "ampere+"]) == 0
+    out = capsys.readouterr().out
+    assert f"building on NVIDIA A100-SXM4-80GB (compute capability 8.0) with TensorRT {TRT10}" in out
+    built = sorted(p.name for p in models.glob("*.engine"))
+    assert built == ["decoder_supervised_fp32_ampere-plus.engine", "encoder_fp32_ampere-plus.engine",
+                     "voice2mesh_supervised_fp32_ampere-plus.engine"]
+    for name in built:  # each fits any Ampere or newer GPU with this TensorRT
+        check_engine(models / name, H200, TRT10)
+    assert sorted(json.loads((models / "models.json").read_text())["engines"]) == built
