@@ -420,6 +420,35 @@ def test_threads_are_limited_to_bands_and_cap():
     np.testing.assert_array_equal(d, base_d)
 
 
+_TALL_CHILD = r"""
+import resource, sys
+import numpy as np
+sys.path.insert(0, {root!r})
+import Sim3DR
+from tests.test_sim3dr import draw_native, scatter_mesh
+v, t, c = scatter_mesh(65536, 1)
+draw_native(v, t, c, 65536, 1, 1)  # the image and buffers themselves
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+_, _, used = draw_native(v, t, c, 65536, 1, 256)
+print(used, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+def test_most_threads_on_a_tall_image_stay_small():
+    """256 threads on a 65536x1 image: 2048 bands of 32 rows. The per-(chunk, band) lists
+    are capped at 65536 (1.5 MB); before, 512 threads here took 250 MB to 1.7 GB."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.run([sys.executable, "-c", _TALL_CHILD.format(root=root)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    used, growth_mb = map(int, proc.stdout.split())
+    assert used == 256
+    assert growth_mb < 32  # measured 8 MB (thread stacks touched, lists, allocator)
+
+
 @pytest.fixture
 def thread_start_limit():
     yield Sim3DR._sim3dr.set_thread_start_limit
