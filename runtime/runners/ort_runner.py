@@ -130,6 +130,8 @@ class BoundOrtRunner(OrtRunner):
 
 
 def cuda_runner(path: Path, graph: str, device_id: int = 0, cuda_graph: bool = False) -> BoundOrtRunner:
+    # HEURISTIC: the default EXHAUSTIVE search benchmarks cuDNN's algorithms on the first run of
+    # every new input shape, and our utterances come in every length.
     options = {"device_id": device_id, "cudnn_conv_algo_search": "HEURISTIC"}
     if cuda_graph:
         options["enable_cuda_graph"] = True
