@@ -91,7 +91,7 @@ def write_figure(path: Path, vertices: np.ndarray, triangles: np.ndarray, analys
 
     fig = Figure(figsize=(12, 6.6), dpi=100)
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(1, 2, width_ratios=(1.4, 1), left=0.01, right=0.97, top=0.86, bottom=0.08,
+    grid = fig.add_gridspec(1, 2, width_ratios=(1.4, 1), left=0.01, right=0.97, top=0.83, bottom=0.08,
                             wspace=0.12)
     ax = fig.add_subplot(grid[0])
     ax.imshow(image, interpolation="lanczos")
@@ -128,6 +128,8 @@ def write_figure(path: Path, vertices: np.ndarray, triangles: np.ndarray, analys
         start = x
         for name, value in distances.items():
             near.bar(x, value, color="#d62728" if name == chosen else "#bbbbbb", width=0.8)
+            near.annotate(f"{value:.3g}", (x, value), xytext=(0, 2), textcoords="offset points", ha="center",
+                          va="bottom", fontsize=8)
             ticks.append(x)
             labels.append(name)
             x += 1
@@ -135,12 +137,17 @@ def write_figure(path: Path, vertices: np.ndarray, triangles: np.ndarray, analys
                   fontsize=10, weight="bold")
         x += 0.8
     near.set_xticks(ticks, labels, fontsize=9)
+    for tick, name in zip(near.get_xticklabels(), labels):
+        if name in (analysis.gender, analysis.face_type):
+            tick.set_color("#d62728")
+            tick.set_fontweight("bold")
+    near.set_ylim(0, near.get_ylim()[1] * 1.12)
     near.set_title("distance to each mean mesh, ||pred - mean|| / N (red: nearest)", fontsize=10)
     near.spines[["top", "right"]].set_visible(False)
 
     fig.suptitle(f"{analysis.gender} voice  ·  {analysis.face_type} face", fontsize=17, weight="bold", y=0.975)
     if note:
-        fig.text(0.5, 0.895, note, ha="center", fontsize=10, color="#b00000")
+        fig.text(0.5, 0.9, note, ha="center", fontsize=10, color="#b00000")
     path = Path(path)
     with replacing(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
