@@ -122,6 +122,8 @@ def test_cpu_runner_metadata_results_and_feed_errors(models):
             runner.run({"embedding": np.zeros((3, 64), bool)})
         with pytest.raises(InputError, match=r"^decoder_supervised has no output image \(outputs: params, vertices\)$"):
             runner.run({"embedding": e}, ["image"])
+    with pytest.raises(ModelError, match="^decoder_supervised: this onnxruntime runner is closed$"):
+        runner.run({"embedding": e})
     with pytest.raises(ModelError, match=r"encoder_fp16\.onnx: model file not found$"):
         open_runner(models, "encoder", Backend("onnxruntime", "cpu"), "fp16")
 
@@ -396,6 +398,8 @@ def test_tensorrt_runner_captures_per_exact_shape_and_replays(models, simulated)
     assert trt.last_runtime.engine_host_code_allowed is False
     runner.close()
     assert cudart.memory == {}  # every device buffer freed
+    with pytest.raises(ModelError, match="^encoder: this tensorrt runner is closed$"):
+        runner.run({"fbank": x})
 
 
 def test_tensorrt_runner_refuses_before_and_reports_after_deserialising(models, simulated):

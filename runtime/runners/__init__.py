@@ -58,9 +58,15 @@ class Runner:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @property
+    def closed(self) -> bool:
+        raise NotImplementedError
+
     def _feeds(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Feeds checked against ``inputs``: exact names, same kind of dtype, rank and static dims;
         returned C-contiguous in the input's dtype."""
+        if self.closed:
+            raise ModelError(f"{self.graph}: this {self.backend} runner is closed")
         names = [i.name for i in self.inputs]
         if set(feeds) != set(names):
             raise InputError(f"{self.graph} takes inputs {', '.join(names)}; got {', '.join(feeds) or 'none'}")

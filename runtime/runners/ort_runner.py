@@ -45,8 +45,13 @@ class OrtRunner(Runner):
         self.outputs = tensor_infos(self.session.get_outputs())
 
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        feeds = self._feeds(feeds)
         names = self._output_names(outputs)
-        return dict(zip(names, self.session.run(names, self._feeds(feeds))))
+        return dict(zip(names, self.session.run(names, feeds)))
+
+    @property
+    def closed(self) -> bool:
+        return self.session is None
 
     def close(self) -> None:
         self.session = None

@@ -81,6 +81,10 @@ class TensorRTRunner(Runner):
         self._graphs: OrderedDict = OrderedDict()       # (profile, shapes) -> graph exec
         self._profile = 0
 
+    @property
+    def closed(self) -> bool:
+        return getattr(self, "context", None) is None
+
     # ------------------------------------------------------------------ memory
     def _buffer(self, name: str, nbytes: int) -> int:
         ptr, size = self._buffers.get(name, (0, 0))
