@@ -483,3 +483,19 @@ def test_the_lean_runtime_has_what_the_runner_calls_and_no_gpu_is_a_clean_error(
     make_engine(models, options=Options(precision="fp32", version_compatible=True))
     with pytest.raises(EngineError, match=rf"^no usable CUDA GPU 0 \(CUDA error {err.name}\)$"):
         open_runner(models, "encoder", select_backend("tensorrt", "cuda:0"), "fp32")
+
+
+def test_tensorrt_runner_never_replays_right_after_a_profile_switch(models, simulated):
+    trt, cudart = simulated
+    make_engine(models)
+    runner = open_runner(models, "encoder", Backend("tensorrt", "cuda", 0), "fp32")
+    ctx = runner.context
+    one, two = fbank(1, 1000, seed=4), fbank(2, 1000, seed=5)
+    steps = []
+    for x in (one, one, two, one, one):
+        np.testing.assert_array_equal(runner.run({"fbank": x})["embedding"], x.mean(axis=2))
+        steps.append((ctx.executed, cudart.launches))
+    # run, replay, (switch) run + capture, (switch back) run without replay, replay
+    assert steps == [(1, 0), (2, 1), (3, 1), (4, 1), (5, 2)]
+    assert ctx.profiles == [1, 0] and len(runner._graphs) == 2
+    runner.close()

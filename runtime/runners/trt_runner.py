@@ -9,7 +9,8 @@ InputError naming the serving limit); one host->device copy per input, ``set_inp
 ``execute_async_v3`` on our stream, one device->host copy per output, one stream sync.
 CUDA graphs: the first run of an exact input shape enqueues normally (that run's result is
 returned; it also flushes TensorRT's deferred shape work), then the same enqueue is captured
-into a graph; later runs of that shape replay it. Graphs live in a small LRU keyed by
+into a graph; later runs of that shape replay it, except the first run after a switch of
+optimisation profile, which enqueues normally so that TensorRT updates its resources. Graphs live in a small LRU keyed by
 (profile, shapes); device buffers only grow and a reallocation drops every graph, since the
 addresses are frozen into them. Shapes are never padded to share a graph: padding would change
 the encoder's mean over time and the per-filter normalisation.
@@ -109,7 +110,8 @@ class TensorRTRunner(Runner):
         names = self._output_names(outputs)
         shapes = {n: a.shape for n, a in feeds.items()}
         profile = select_profile(self.sidecar.profiles, shapes, self.label, self.sidecar.rebuild)
-        if profile != self._profile:
+        switched = profile != self._profile
+        if switched:
             if not ctx.set_optimization_profile_async(profile, self.stream_handle):
                 raise EngineError(f"{self.label}: TensorRT refused optimisation profile {profile}")
             self._profile = profile
@@ -128,23 +130,27 @@ class TensorRTRunner(Runner):
             self._buffer(info.name, results[info.name].nbytes)
         for name, (ptr, _) in self._buffers.items():
             ctx.set_tensor_address(name, ptr)
-        self._enqueue((profile, tuple(sorted(shapes.items()))))
+        self._enqueue((profile, tuple(sorted(shapes.items()))), switched)
         for name in names:
             out = results[name]
             cuda_check(cudart.cudaMemcpyAsync(out.ctypes.data, self._buffers[name][0], out.nbytes, d2h, stream))
         cuda_check(cudart.cudaStreamSynchronize(stream))
         return {name: results[name] for name in names}
 
-    def _enqueue(self, key) -> None:
+    def _enqueue(self, key, switched: bool) -> None:
+        """Replay the graph of ``key``; else enqueue normally, then capture a graph for ``key``.
+        Right after a profile switch TensorRT updates its resources on the next enqueue, so that
+        one is never a replay."""
         cudart, stream = self.cudart, self.stream
         graph = self._graphs.get(key)
         if graph is not None:
             self._graphs.move_to_end(key)
-            cuda_check(cudart.cudaGraphLaunch(graph[1], stream))
-            return
+            if not switched:
+                cuda_check(cudart.cudaGraphLaunch(graph[1], stream))
+                return
         if not self.context.execute_async_v3(self.stream_handle):  # also the warm-up before a capture
             raise EngineError(f"{self.label}: TensorRT failed to run (see its message above)")
-        if not self.cuda_graphs:
+        if not self.cuda_graphs or graph is not None:
             return
         mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal
         cuda_check(cudart.cudaStreamBeginCapture(stream, mode))
