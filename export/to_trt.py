@@ -13,6 +13,7 @@ options) that the runtime checks before it loads the engine (runtime/engines.py)
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -101,9 +102,7 @@ def graph_inputs(path: Path) -> list[tuple[str, list]]:
     return inputs
 
 
-def default_graphs(models: Path, pipeline: str) -> list[str]:
-    import json
-
+def read_manifest(models: Path) -> dict:
     try:
         manifest = json.loads((models / MANIFEST).read_text())
     except FileNotFoundError:
@@ -111,6 +110,12 @@ def default_graphs(models: Path, pipeline: str) -> list[str]:
                          "'cmp-face export' (or python export/to_onnx.py)?") from None
     except (OSError, ValueError) as exc:
         raise ModelError(f"{models / MANIFEST}: unreadable ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{models / MANIFEST}: not a cmp-deploy models manifest")
+    return manifest
+
+
+def default_graphs(manifest: dict, models: Path, pipeline: str) -> list[str]:
     exported = [p for p in manifest.get("pipelines", []) if p in PIPELINES]
     chosen = exported if pipeline == "both" else [p for p in exported if p == pipeline]
     if not chosen:
@@ -124,7 +129,8 @@ def plan(models: Path, options: Options, graphs: list[str] | None = None, pipeli
     models = Path(models)
     if not models.is_dir():
         raise ModelError(f"{models}: models folder not found")
-    graphs = graphs or default_graphs(models, pipeline)
+    manifest = read_manifest(models)  # engines are listed there once built
+    graphs = graphs or default_graphs(manifest, models, pipeline)
     known = ["encoder", "frontend"] + [f"{kind}_{p}" for kind in ("decoder", "voice2mesh") for p in PIPELINES]
     unknown = [g for g in graphs if g not in known]
     if unknown:
@@ -231,18 +237,13 @@ def sidecar_data(job: Job, options: Options, engine: Path, tensorrt_version: str
 
 
 def write_json(path: Path, data: dict) -> None:
-    import json
-
     with replacing(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def register_engine(models: Path, sidecar: dict) -> None:
     """List the engine in ``models.json`` (``engines`` table), written all-or-nothing."""
-    import json
-
-    path = Path(models) / MANIFEST
-    manifest = json.loads(path.read_text())
+    manifest = read_manifest(Path(models))
     engines = manifest.setdefault("engines", {})
     engines[sidecar["engine"]["file"]] = {
         "graph": sidecar["graph"], "precision": sidecar["precision"],
@@ -250,7 +251,7 @@ def register_engine(models: Path, sidecar: dict) -> None:
         "sha256": sidecar["engine"]["sha256"], "size": sidecar["engine"]["size"],
         "tensorrt": sidecar["tensorrt"]["version"], "gpu": sidecar["gpu"],
         "hardware_compatibility": sidecar["hardware_compatibility"]}
-    write_json(path, manifest)
+    write_json(Path(models) / MANIFEST, manifest)
 
 
 # ------------------------------------------------------------------ building (TensorRT)

@@ -592,3 +592,13 @@ def test_the_command_builds_every_graph_with_a_stand_in_tensorrt(models, monkeyp
     for name in built:  # each fits any Ampere or newer GPU with this TensorRT
         check_engine(models / name, H200, TRT10)
     assert sorted(json.loads((models / "models.json").read_text())["engines"]) == built
+
+
+def test_a_folder_without_manifest_is_refused_before_any_build(models):
+    (models / "models.json").unlink()
+    with pytest.raises(ModelError) as e:
+        plan(models, Options(precision="fp32"), ["encoder"])
+    assert str(e.value) == (f"{models}/models.json: not found; is {models} a models folder written by 'cmp-face "
+                            "export' (or python export/to_onnx.py)?")
+    with pytest.raises(ModelError, match=r"^/nonexistent: models folder not found$"):
+        plan(Path("/nonexistent"), Options(precision="fp32"))
