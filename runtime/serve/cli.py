@@ -52,3 +52,41 @@ def add_serve_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentP
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     p.set_defaults(func=cmd_serve)
     return p
+
+
+def cmd_triton_repo(args: argparse.Namespace) -> int:
+    from runtime.serve.triton_repo import write_repository
+
+    folders = write_repository(args.models, args.output, args.pipeline, args.backend, args.precision,
+                               args.instances, args.device, args.max_batch, args.max_queue_delay_us,
+                               fused=args.fused, ort_tensorrt=args.ort_tensorrt, engine_target=args.engine_target)
+    print(f"wrote {args.output}: {len(folders)} models ({', '.join(p.name for p in folders)}), "
+          "each config.pbtxt validated against tritonclient's ModelConfig and its ONNX file")
+    return 0
+
+
+def add_triton_repo_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``cmp-face triton-repo``: a Triton Inference Server model repository from a models folder."""
+    p = sub.add_parser(
+        "triton-repo", parents=[common], help="write a Triton Inference Server model repository",
+        description="One Triton model per graph (frontend, encoder, decoder_<pipeline>; or the fused "
+                    "voice2mesh_<pipeline> with --fused) and one ensemble per pipeline named cmp_<pipeline>, "
+                    "the model name 'cmp-face serve' uses: the same client works against both. VAD stays "
+                    "on the client side. Every config.pbtxt is validated offline before the folder appears.")
+    p.add_argument("--models", type=Path, required=True, metavar="DIR", help="models folder ('cmp-face export')")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="REPO")
+    p.add_argument("--pipeline", action="append", choices=("supervised", "unsupervised"),
+                   help="pipeline(s) to include (repeatable; default: every pipeline of the folder)")
+    p.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
+                   help="ONNX files on Triton's onnxruntime backend, or the folder's TensorRT engines as plans")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="instance kind (plans need gpu)")
+    p.add_argument("--instances", type=int, default=1, help="instances per model")
+    p.add_argument("--max-batch", type=int, default=32, help="max_batch_size of every model")
+    p.add_argument("--max-queue-delay-us", type=int, default=2000, help="dynamic batching delay")
+    p.add_argument("--fused", action="store_true", help="one voice2mesh model per pipeline instead of three steps")
+    p.add_argument("--ort-tensorrt", action="store_true",
+                   help="onnxruntime on GPU: let ORT's TensorRT execution accelerator run the graphs")
+    p.add_argument("--engine-target", help="with several engines per graph: the GPU target to use (e.g. sm90)")
+    p.set_defaults(func=cmd_triton_repo)
+    return p

@@ -48,7 +48,20 @@ class Tensor:
 
 
 def onnx_signature(path: Path) -> tuple[list[Tensor], list[Tensor]]:
-    """Inputs and outputs of an ONNX file, as ONNX Runtime reads them."""
+    """Inputs and outputs of an ONNX file, as ONNX Runtime reads them (remembered by content:
+    hashing is faster than opening a session, and a repository's model.onnx is its source)."""
+    from runtime.release_files import sha256
+
+    digest = sha256(Path(path))
+    if digest not in _SIGNATURES:
+        _SIGNATURES[digest] = _read_signature(Path(path))
+    return _SIGNATURES[digest]
+
+
+_SIGNATURES: dict[str, tuple[list[Tensor], list[Tensor]]] = {}
+
+
+def _read_signature(path: Path) -> tuple[list[Tensor], list[Tensor]]:
     from runtime.sessions import open_session
 
     session = open_session(path, ["CPUExecutionProvider"])
@@ -213,8 +226,9 @@ def write_repository(models: str | os.PathLike, out: str | os.PathLike, pipeline
                                                               queue_delay_us, instances, device, ort_tensorrt))
         for name, steps in ensembles.items():
             first_in = signatures[steps[0]][0]
-            outs = [t for s in steps for t in signatures[s][1] if t.name not in
-                    {i.name for later in steps for i in signatures[later][0]}]
+            # The fused graph's outputs: every step's, except the frontend's fbank (an ensemble
+            # tensor may feed a later step and be an output too: the embedding is both).
+            outs = [t for s in steps if s != "frontend" for t in signatures[s][1]]
             (tmp / name / ENSEMBLE_VERSION).mkdir(parents=True)
             (tmp / name / "config.pbtxt").write_text(ensemble_config(
                 name, first_in, outs, max_batch, [(s, *signatures[s]) for s in steps]))

@@ -1,0 +1,178 @@
+"""``cmp-face triton-repo``: repositories for both backends pass the offline validation
+(tritonclient's ModelConfig protobuf plus our checks), and each check refuses what it should."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from runtime.errors import InputError, ModelError
+
+pytest.importorskip("tritonclient")
+from runtime.serve import triton_repo as tr  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def repo(models_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("triton") / "repo"
+    tr.write_repository(models_dir, out)
+    return out
+
+
+def _signature(models_dir: Path, graph: str):
+    return tr.onnx_signature(models_dir / f"{graph}.onnx")
+
+
+def test_onnxruntime_repository_layout_and_configs(repo, models_dir):
+    names = tr.validate_repository(repo)
+    assert names == ["cmp_supervised", "cmp_unsupervised", "decoder_supervised", "decoder_unsupervised",
+                     "encoder", "frontend"]
+    for graph in ("frontend", "encoder", "decoder_supervised"):
+        assert (repo / graph / "1" / "model.onnx").read_bytes() == (models_dir / f"{graph}.onnx").read_bytes()
+    pb2 = tr.model_config_pb2()
+    enc = tr.parse_config(repo / "encoder" / "config.pbtxt")
+    assert (enc.backend, enc.max_batch_size) == ("onnxruntime", 32)
+    assert [(i.name, pb2.DataType.Name(i.data_type), list(i.dims)) for i in enc.input] == [("fbank", "TYPE_FP32", [64, -1])]
+    assert enc.dynamic_batching.max_queue_delay_microseconds == 2000
+    assert [(g.count, pb2.ModelInstanceGroup.Kind.Name(g.kind)) for g in enc.instance_group] == [(1, "KIND_CPU")]
+    warm = enc.model_warmup[0]
+    assert warm.batch_size == 1 and list(warm.inputs["fbank"].dims) == [64, 1000] and warm.inputs["fbank"].random_data
+    front = tr.parse_config(repo / "frontend" / "config.pbtxt")
+    assert list(front.model_warmup[0].inputs["samples"].dims) == [6 * 16000]
+    ens = tr.parse_config(repo / "cmp_supervised" / "config.pbtxt")
+    assert ens.platform == "ensemble" and (repo / "cmp_supervised" / "1").is_dir()
+    assert [s.model_name for s in ens.ensemble_scheduling.step] == ["frontend", "encoder", "decoder_supervised"]
+
+
+@pytest.mark.parametrize("pipeline", ["supervised", "unsupervised"])
+def test_ensemble_answers_the_fused_graphs_outputs(repo, models_dir, pipeline):
+    """The contract shared with 'cmp-face serve': cmp_<pipeline> takes samples and gives exactly
+    the outputs of voice2mesh_<pipeline>.onnx (names, order, datatypes, dims)."""
+    pb2 = tr.model_config_pb2()
+    ens = tr.parse_config(repo / f"cmp_{pipeline}" / "config.pbtxt")
+    inputs, outputs = _signature(models_dir, f"voice2mesh_{pipeline}")
+    assert [(t.name, pb2.DataType.Name(t.data_type), list(t.dims)) for t in ens.input] == \
+        [(t.name, t.data_type, t.shape[1:]) for t in inputs]
+    assert [(t.name, pb2.DataType.Name(t.data_type), list(t.dims)) for t in ens.output] == \
+        [(t.name, t.data_type, t.shape[1:]) for t in outputs]
+
+
+def test_fused_gpu_repository(models_dir, tmp_path):
+    out = tmp_path / "fused"
+    tr.write_repository(models_dir, out, ["unsupervised"], device="gpu", instances=2, fused=True, ort_tensorrt=True)
+    assert tr.validate_repository(out) == ["cmp_unsupervised", "voice2mesh_unsupervised"]
+    config = tr.parse_config(out / "voice2mesh_unsupervised" / "config.pbtxt")
+    pb2 = tr.model_config_pb2()
+    assert [(g.count, pb2.ModelInstanceGroup.Kind.Name(g.kind)) for g in config.instance_group] == [(2, "KIND_GPU")]
+    assert config.optimization.execution_accelerators.gpu_execution_accelerator[0].name == "tensorrt"
+
+
+@pytest.fixture()
+def engines_dir(models_dir, tmp_path) -> Path:
+    """The models folder's ONNX files beside stand-in engines named as export/to_trt.py names them
+    (Triton loads plans, we only place them: their bytes do not matter here)."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for f in models_dir.iterdir():
+        (folder / f.name).symlink_to(f)
+    for graph in ("frontend", "encoder", "decoder_supervised", "decoder_unsupervised"):
+        (folder / f"{graph}_fp32_sm90.engine").write_bytes(f"plan of {graph}".encode())
+    return folder
+
+
+def test_tensorrt_repository(engines_dir, tmp_path):
+    out = tmp_path / "trt"
+    tr.write_repository(engines_dir, out, backend="tensorrt", device="gpu")
+    assert tr.validate_repository(out, engines_dir) == ["cmp_supervised", "cmp_unsupervised", "decoder_supervised",
+                                                         "decoder_unsupervised", "encoder", "frontend"]
+    assert (out / "encoder" / "1" / "model.plan").read_bytes() == b"plan of encoder"
+    config = tr.parse_config(out / "encoder" / "config.pbtxt")
+    assert config.platform == "tensorrt_plan" and config.optimization.cuda.graphs
+    with pytest.raises(InputError, match="TensorRT plans run on GPU instances: use --device gpu"):
+        tr.write_repository(engines_dir, tmp_path / "cpu", backend="tensorrt")
+    (engines_dir / "encoder_fp32_ampere-plus.engine").write_bytes(b"another")
+    with pytest.raises(ModelError, match="several engines for encoder \\(fp32\\): encoder_fp32_ampere-plus.engine, "
+                                         "encoder_fp32_sm90.engine; choose the serving GPU's with --engine-target"):
+        tr.write_repository(engines_dir, tmp_path / "two", backend="tensorrt", device="gpu")
+    tr.write_repository(engines_dir, tmp_path / "sm90", backend="tensorrt", device="gpu", engine_target="sm90")
+
+
+def test_tensorrt_without_engines_names_the_build_command(models_dir, tmp_path):
+    with pytest.raises(ModelError) as err:
+        tr.write_repository(models_dir, tmp_path / "r", backend="tensorrt", device="gpu")
+    assert str(err.value) == (f"{models_dir}: no TensorRT engine frontend_fp32_<target>.engine: build the engines "
+                              f"first (python export/to_trt.py --models {models_dir} --precision fp32), or use "
+                              "--backend onnxruntime")
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_precision_and_foreign_output_folder(models_dir, tmp_path):
+    with pytest.raises(ModelError, match=r"frontend_int8.onnx: not found \(the int8 frontend graph\); export it first"):
+        tr.write_repository(models_dir, tmp_path / "r", precision="int8")
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(InputError, match="mine: exists and is not a repository written by cmp-face triton-repo"):
+        tr.write_repository(models_dir, tmp_path / "mine")
+
+
+def _broken(repo: Path, tmp_path: Path, model: str, old: str, new: str) -> Path:
+    copy = tmp_path / "broken"
+    shutil.copytree(repo, copy)
+    path = copy / model / "config.pbtxt"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    return copy
+
+
+@pytest.mark.parametrize("model, old, new, problem", [
+    ("encoder", "max_batch_size: 32", "max_batch_size: 32\nbogus_field: 1",
+     'no field named "bogus_field"'),
+    ("encoder", 'name: "encoder"', 'name: "encoder2"', "encoder: config name 'encoder2' differs from its folder"),
+    ("encoder", "dims: [ 64, -1 ]", "dims: [ 64, 1000 ]",
+     "encoder: inputs {'fbank': ('TYPE_FP32', [64, 1000])} differ from the ONNX file's "
+     "{'fbank': ('TYPE_FP32', [64, -1])}"),
+    ("decoder_supervised", "data_type: TYPE_FP32", "data_type: TYPE_FP16", "decoder_supervised: inputs"),
+    ("cmp_supervised", 'model_name: "encoder"', 'model_name: "encoder_x"',
+     "cmp_supervised: step model 'encoder_x' is not in the repository"),
+    ("cmp_supervised", 'key: "embedding"\n        value: "embedding"', 'key: "embedding"\n        value: "emb"',
+     "cmp_supervised: step decoder_supervised reads 'embedding', which no earlier step or ensemble input provides"),
+    ("cmp_supervised", 'output_map {\n        key: "params"\n        value: "params"\n      }\n', "",
+     "cmp_supervised: ensemble output 'params' is produced by no step"),
+])
+def test_validation_refuses(repo, tmp_path, model, old, new, problem):
+    broken = _broken(repo, tmp_path, model, old, new)
+    with pytest.raises(ModelError) as err:
+        tr.validate_repository(broken)
+    assert problem in str(err.value)
+
+
+def test_validation_needs_versions_and_files(repo, tmp_path):
+    copy = tmp_path / "r"
+    shutil.copytree(repo, copy)
+    (copy / "encoder" / "1" / "model.onnx").unlink()
+    shutil.rmtree(copy / "cmp_supervised" / "1")
+    with pytest.raises(ModelError) as err:
+        tr.validate_repository(copy)
+    assert "encoder: 1/model.onnx is missing" in str(err.value)
+    assert "cmp_supervised: no version folder (e.g. cmp_supervised/1/)" in str(err.value)
+
+
+def test_cli_parser_writes_a_repository(models_dir, tmp_path, capsys):
+    import argparse
+
+    from runtime.serve.cli import add_serve_parser, add_triton_repo_parser
+
+    common = argparse.ArgumentParser(add_help=False)
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    add_serve_parser(sub, common)
+    add_triton_repo_parser(sub, common)
+    out = tmp_path / "repo"
+    args = parser.parse_args(["triton-repo", "--models", str(models_dir), "-o", str(out), "--pipeline", "supervised",
+                              "--fused", "--max-batch", "8"])
+    assert args.func(args) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {out}: 2 models (cmp_supervised, voice2mesh_supervised)")
+    assert tr.parse_config(out / "voice2mesh_supervised" / "config.pbtxt").max_batch_size == 8
+    args = parser.parse_args(["serve", "--models", str(models_dir)])
+    assert (args.host, args.port, args.max_batch, args.max_delay_ms) == ("127.0.0.1", 8000, 8, 2.0)
