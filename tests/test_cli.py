@@ -63,7 +63,8 @@ def test_errors_are_one_line_without_traceback(models_dir, tmp_path):
         (["predict", str(tmp_path / "nope.npy"), "-o", str(tmp_path / "o"), "--models", str(models_dir)],
          f"cmp-face: error: {tmp_path / 'nope.npy'}: file not found"),
         (["predict", "-o", str(tmp_path / "o"), "--models", str(models_dir)],
-         "cmp-face: error: give an INPUT (audio file, or .npy fbank) or --demo for the built-in test voice"),
+         "cmp-face: error: give an INPUT (audio file, .npy fbank or folder), --demo for the built-in test voice, "
+         "or --mic SECONDS"),
         (["predict", "--demo", "-o", str(tmp_path / "o"), "--models", str(tmp_path / "none")],
          f"cmp-face: error: {tmp_path / 'none'}: models folder not found"),
     ]

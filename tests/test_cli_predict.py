@@ -1,0 +1,141 @@
+"""cmp-face predict as a product: options checked before work, all-or-nothing outputs, reruns,
+folders of inputs, --version. Run in-process (runtime.cli.main) where no subprocess is needed."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime import cli
+from tests.conftest import FBANKS, requires
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--threads", "0", "--threads: expected an integer from 1 to 256, got 0"),
+    ("--threads", "-3", "--threads: expected an integer from 1 to 256, got -3"),
+    ("--threads", "100000", "--threads: expected an integer from 1 to 256, got 100000"),
+    ("--max-bytes", "0", "--max-bytes: expected an integer from 1 to 1099511627776, got 0"),
+    ("--size", "0", "--size: expected an integer from 1 to 4096 (pixels), got 0"),
+    ("--size", "100000", "--size: expected an integer from 1 to 4096 (pixels), got 100000"),
+    ("--size", str(2**31), f"--size: expected an integer from 1 to 4096 (pixels), got {2**31}"),
+])
+def test_bad_options_are_refused_before_any_work(capsys, tmp_path, option, value, message):
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "predict", "--demo", "-o", str(out), "--models", str(tmp_path / "none"), option, value)
+    assert code == 2
+    assert err.strip() == f"cmp-face: error: {message}"
+    assert not out.exists()  # nothing created, no model opened (the models folder does not even exist)
+
+
+def test_usage_errors_are_one_line(capsys, tmp_path):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["predict", "--demo", "-o", str(tmp_path), "--threads", "two"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("cmp-face predict: error: argument --threads: invalid int value: 'two' "
+                   "(see cmp-face predict --help)")
+
+
+def test_version(capsys):
+    from runtime import __version__
+
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"cmp-face {__version__}"
+
+
+def test_inputs_and_output_conflicts(capsys, tmp_path):
+    a = tmp_path / "in" / "a.npy"
+    b = tmp_path / "in2" / "a.npy"
+    for p in (a, b):
+        p.parent.mkdir(parents=True)
+        np.save(p, np.zeros((5, 64), np.float32))
+    code, _, err = run(capsys, "predict", str(a), str(b), "-o", str(tmp_path / "o"), "--models", str(tmp_path))
+    assert code == 2
+    assert err.strip() == f"cmp-face: error: {a} and {b} would both write {tmp_path / 'o' / 'a'}: " \
+                          "rename one, or run them separately"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run(capsys, "predict", str(empty), "-o", str(tmp_path / "o"), "--models", str(tmp_path))
+    assert code == 2 and err.startswith(f"cmp-face: error: {empty}: no audio or .npy files in this folder")
+    file_out = tmp_path / "file"
+    file_out.write_text("mine")
+    code, _, err = run(capsys, "predict", "--demo", "-o", str(file_out), "--models", str(tmp_path))
+    assert code == 2 and err.strip() == f"cmp-face: error: {file_out}: exists and is not a folder"
+    assert file_out.read_text() == "mine"
+    assert not (tmp_path / "o").exists()
+
+
+def test_rerun_replaces_our_files_only_and_says_so(capsys, models_dir, tmp_path):
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "predict", "--demo", "-o", str(out), "--models", str(models_dir), "--ply")
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["mesh.obj", "mesh.ply", "render.png", "result.npz"]
+    (out / "notes.txt").write_text("the user's own file")
+    code, _, err = run(capsys, "predict", "--demo", "-o", str(out), "--models", str(models_dir))
+    assert code == 0, err
+    assert (f"note: {out}: replaced the outputs of an earlier run (mesh.obj, render.png, result.npz); "
+            "removed mesh.ply (not written this time)") in err
+    assert sorted(p.name for p in out.iterdir()) == ["mesh.obj", "notes.txt", "render.png", "result.npz"]
+    assert (out / "notes.txt").read_text() == "the user's own file"
+
+
+def test_a_late_failure_changes_no_output(capsys, models_dir, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    code, _, _ = run(capsys, "predict", "--demo", "-o", str(out), "--models", str(models_dir))
+    assert code == 0
+    before = snapshot(out)
+    contents = {name: (out / name).read_bytes() for name in before}
+
+    import runtime.mesh_io
+
+    def disk_full(path, image, compress_level=6):  # the render is written after mesh.obj and result.npz
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runtime.mesh_io, "write_png", disk_full)
+    code, _, err = run(capsys, "predict", "--demo", "-o", str(out), "--models", str(models_dir), "--ply")
+    assert code == 2 and err.strip() == "cmp-face: error: [Errno 28] No space left on device"
+    assert snapshot(out) == before  # no file replaced, no mesh.ply, no staging folder left behind
+    assert all((out / name).read_bytes() == data for name, data in contents.items())
+
+
+@requires(FBANKS, "the release's preprocessed fbanks")
+def test_folder_mirrors_the_tree_and_lists_failures(capsys, models_dir, tmp_path):
+    src = tmp_path / "voices"
+    for i, fb in enumerate(FBANKS[:2]):
+        (src / f"id{i}").mkdir(parents=True)
+        shutil.copy(fb, src / f"id{i}" / "utt1.npy")
+    (src / "id0" / "notes.txt").write_text("ignored: not an input")
+    bad = src / "id1" / "broken.npy"
+    bad.write_bytes(b"not an npy file")
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, "predict", str(src), "-o", str(out), "--models", str(models_dir),
+                            "--pipeline", "unsupervised")
+    assert code == 2
+    assert "wrote 2 of 3 output folders under" in stdout
+    assert "cmp-face: error: 1 of 3 inputs failed:" in err
+    assert f"  {bad}: " in err
+    for i in range(2):
+        folder = out / f"id{i}" / "utt1"
+        assert sorted(p.name for p in folder.iterdir()) == ["face.png", "mesh.obj", "mesh_frontal.obj",
+                                                             "render.png", "result.npz"]
+        with np.load(folder / "result.npz") as z:
+            frontal = z["vertices_frontal"]
+        v = np.array([line.split()[1:] for line in (folder / "mesh_frontal.obj").read_text().splitlines()
+                      if line.startswith("v ")], np.float32)
+        np.testing.assert_array_equal(v, frontal)  # %.9g round-trips float32 exactly
+    assert not (out / "id1" / "broken").exists()
