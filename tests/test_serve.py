@@ -410,6 +410,39 @@ def _wait_for_metric(http, line: str) -> None:
         time.sleep(0.005)
 
 
+# ------------------------------------------------------------------------------ the model stage in-process
+
+
+@pytest.mark.parametrize("pipeline, frontend", [("unsupervised", "numpy"), ("supervised", "onnx")])
+def test_served_pipeline_equals_predictor(models_dir, pipeline, frontend):
+    """What the HTTP tests do not start a server for: the unsupervised pipeline's outputs (image,
+    pose) and the fused-graph frontend, through the same prepare/run path the server uses."""
+    from runtime.predictor import Predictor
+    from runtime.serve.pipeline import Limits, ServedPipeline, Stages, tensor_spec
+    from runtime.sessions import open_session
+
+    predictor = Predictor(models_dir, pipeline, threads=1, frontend=frontend)
+    served = ServedPipeline(predictor, Limits())
+    fused = open_session(models_dir / f"voice2mesh_{pipeline}.onnx", ["CPUExecutionProvider"])
+    assert served.outputs == [tensor_spec(o) for o in fused.get_outputs()]
+    voice = _speech(3.0)
+    batch = np.stack([voice[:20000], voice[5000:25000]])
+    items = served.prepare_samples(batch, None, False, Stages())
+    assert [kind for kind, _ in items] == (["samples"] * 2 if frontend == "onnx" else ["fbank"] * 2)
+    rows = served.run(items)
+    out = served.stack(rows, served.output_names)
+    for k in range(2):
+        want = predictor.predict(batch[k], sample_rate=16000, vad=False)
+        _close(out["vertices"][k], want.vertices)
+        _close(out["params"][k], want.params)
+        if pipeline == "unsupervised":
+            _close(out["pose_R"][k], want.pose_R)
+            _close(out["vertices_frontal"][k], want.vertices_frontal)
+            # uint8 display image: truncation may move a value by 1 when batching rounds differently
+            face = served.prediction(rows[k]).face_image.astype(int)
+            assert face.shape == (120, 120, 3) and np.abs(face - want.face_image).max() <= 1
+
+
 # ------------------------------------------------------------------------------ the batcher alone
 
 

@@ -84,8 +84,8 @@ def parse_infer_request(body: bytes, header_length: str | None, max_elements: in
         head, rest = body[:n], memoryview(body)[n:]
     try:
         doc = json.loads(head)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_request(f"the request header is not valid JSON ({exc})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurd nesting
+        raise bad_request(f"the request header is not valid JSON ({type(exc).__name__}: {exc})") from None
     if not isinstance(doc, dict):
         raise bad_request("the request must be a JSON object")
     parameters = doc.get("parameters") or {}
