@@ -14,6 +14,8 @@ from runtime.errors import CmpError, InputError
 
 EXIT_ERROR = 2
 MAX_THREADS = 256
+MAX_BYTES_LIMIT = 1 << 40
+MAX_BYTES_HELP = "refuse input files larger than N bytes (default 200 MiB)"
 # Our own output names in an OUT folder: a rerun replaces these and never touches other files.
 OUTPUT_FILES = ("mesh.obj", "mesh_frontal.obj", "result.npz", "render.png", "face.png", "mesh.ply",
                 "depth.png", "depth.npy")
@@ -52,7 +54,7 @@ def _check_predict_options(args: argparse.Namespace) -> None:
     if args.size is not None:
         check_size(args.size, name="--size")
     _check_int("--threads", args.threads, 1, MAX_THREADS)
-    _check_int("--max-bytes", args.max_bytes, 1, 1 << 40)
+    _check_int("--max-bytes", args.max_bytes, 1, MAX_BYTES_LIMIT)
     sources = sum([bool(args.input), args.demo, args.mic is not None])
     if sources == 0:
         raise InputError("give an INPUT (audio file, .npy fbank or folder), --demo for the built-in "
@@ -97,8 +99,10 @@ def _replaced_note(out: Path, replaced: list[str], removed: list[str]) -> str | 
 def _predictor(args: argparse.Namespace):
     from runtime.predictor import Predictor
 
+    from runtime.audio import DEFAULT_MAX_BYTES
+
     return Predictor(_models_folder(args), args.pipeline, args.device, args.threads, vad=not args.no_vad,
-                     frontend=args.frontend)
+                     frontend=args.frontend, max_bytes=args.max_bytes or DEFAULT_MAX_BYTES)
 
 
 def _untrained_warning(predictor) -> None:
@@ -175,9 +179,13 @@ def cmd_fbank(args: argparse.Namespace) -> int:
     from runtime.atomic import replacing
     from runtime.fbank import fbank_from_source
 
+    from runtime.audio import DEFAULT_MAX_BYTES
+
     if args.output.suffix != ".npy" or args.output.is_dir():
         raise InputError(f"{args.output}: the output must be a .npy file name")
-    fbank = fbank_from_source(args.input, sample_rate=args.sample_rate, vad=not args.no_vad)
+    _check_int("--max-bytes", args.max_bytes, 1, MAX_BYTES_LIMIT)
+    fbank = fbank_from_source(args.input, sample_rate=args.sample_rate, vad=not args.no_vad,
+                              max_bytes=args.max_bytes or DEFAULT_MAX_BYTES)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with replacing(args.output) as tmp:
         np.save(tmp, fbank)
@@ -265,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-vad", action="store_true", help="keep silences (skip voice activity detection)")
     p.add_argument("--frontend", choices=("numpy", "onnx"), default="numpy",
                    help="log-mel in numpy (default), or audio through the fused voice2mesh ONNX graph")
-    p.add_argument("--max-bytes", type=int, metavar="N", help="refuse input files larger than N bytes")
+    p.add_argument("--max-bytes", type=int, metavar="N", help=MAX_BYTES_HELP)
     p.add_argument("--sample-rate", type=int, help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help="render size in pixels (default: the release's 120x120 "
                                             "overlap for unsupervised, 512 for supervised)")
@@ -278,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("input", type=Path)
     f.add_argument("-o", "--output", type=Path, required=True, metavar="FEATS.npy")
     f.add_argument("--no-vad", action="store_true", help="keep silences (skip voice activity detection)")
+    f.add_argument("--max-bytes", type=int, metavar="N", help=MAX_BYTES_HELP)
     f.add_argument("--sample-rate", type=int, help=argparse.SUPPRESS)
     f.set_defaults(func=cmd_fbank)
 

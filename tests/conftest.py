@@ -33,7 +33,8 @@ def requires(paths: list[Path], what: str):
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("cmp-cache")
+    # CMP_TEST_CACHE reuses a cache across runs while developing; CI builds a fresh one.
+    path = Path(os.environ["CMP_TEST_CACHE"]) if os.environ.get("CMP_TEST_CACHE") else tmp_path_factory.mktemp("cmp-cache")
     os.environ["CMP_DEPLOY_CACHE"] = str(path)  # read by export.cache and by CLI subprocesses
     return path
 

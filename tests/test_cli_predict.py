@@ -139,3 +139,26 @@ def test_folder_mirrors_the_tree_and_lists_failures(capsys, models_dir, tmp_path
                       if line.startswith("v ")], np.float32)
         np.testing.assert_array_equal(v, frontal)  # %.9g round-trips float32 exactly
     assert not (out / "id1" / "broken").exists()
+
+
+def test_max_bytes_bounds_npy_and_audio_inputs(capsys, models_dir, tmp_path):
+    feats = tmp_path / "f.npy"
+    np.save(feats, np.zeros((1000, 64), np.float32))
+    size = feats.stat().st_size
+    code, _, err = run(capsys, "predict", str(feats), "-o", str(tmp_path / "o"), "--models", str(models_dir),
+                       "--max-bytes", "1000")
+    assert code == 2
+    assert err.strip() == (f"cmp-face: error: .npy file is too large: {feats} has {size} bytes, the limit is "
+                           "1000 bytes (raise max_bytes to accept it)")
+    assert not (tmp_path / "o").exists()
+    from runtime.demo_signal import demo_voice
+    import wave
+
+    wav = tmp_path / "v.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes(demo_voice().astype(np.int16).tobytes())
+    code, _, err = run(capsys, "fbank", str(wav), "-o", str(tmp_path / "x.npy"), "--max-bytes", "4096")
+    assert code == 2
+    assert err.strip() == (f"cmp-face: error: audio file is too large: {wav} has {wav.stat().st_size} bytes, "
+                           "the limit is 4096 bytes (raise max_bytes to accept it)")
