@@ -1,0 +1,317 @@
+"""Load test of ``cmp-face serve``: latency against offered load, with and without batching.
+
+    python benchmarks/serve_load.py --quick            # smoke test (about a minute)
+    python benchmarks/serve_load.py                    # the full run (tens of minutes; a quiet machine)
+
+For each server configuration (``--max-batch 8`` and ``--max-batch 1`` by default) the script
+starts the real server on loopback (``python -m runtime.serve``) and drives it with
+- an **open-loop** load: requests sent at fixed rates whatever the answers (as independent
+  clients do), each rate for ``--seconds``; latency p50/p90/p99, errors, answered rate;
+- a **closed-loop** load: a fixed number of clients, each sending its next request when the
+  previous one is answered; throughput and latency;
+- ``/predict`` with audio-file bodies (decode, VAD and log-mel, which do not batch), closed loop.
+Infer bodies are equal-length ``samples`` (INT16, binary tensor extension, binary outputs), cut
+from real speech. "Held" means p99 under 100 ms, no error, and at least 95 % of the offered rate
+answered. Batch sizes come from the server's own ``/metrics``. The load generator runs on the
+same cores as the server: say so when quoting the numbers.
+
+Writes ``serve_load.json``, ``serve_load.md`` and ``serve_load.png`` under ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+HELD_P99_MS = 100.0
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", type=Path, help="models folder (default: the synthetic pack, built once)")
+    ap.add_argument("--pipeline", default="supervised", choices=("supervised", "unsupervised"))
+    ap.add_argument("--quick", action="store_true", help="smoke test: short steps, two rates, two concurrencies")
+    ap.add_argument("--seconds", type=float, help="duration of each load step (default 10, 1.5 with --quick)")
+    ap.add_argument("--rates", type=float, nargs="+", help="open-loop request rates per second")
+    ap.add_argument("--concurrency", type=int, nargs="+", help="closed-loop client counts")
+    ap.add_argument("--max-batch", type=int, nargs="+", default=[8, 1], help="server configurations to compare")
+    ap.add_argument("--max-delay-ms", type=float, default=2.0)
+    ap.add_argument("--audio-seconds", type=float, default=6.0, help="length of each request's samples")
+    ap.add_argument("--out", type=Path, help="output folder (default benchmarks/results/<machine>/serve)")
+    args = ap.parse_args(argv)
+    args.seconds = args.seconds or (1.5 if args.quick else 10.0)
+    args.rates = args.rates or ([4, 8] if args.quick else [2, 4, 8, 12, 16, 24, 32, 48, 64])
+    args.concurrency = args.concurrency or ([1, 2] if args.quick else [1, 2, 4, 8, 16])
+    return args
+
+
+# ------------------------------------------------------------------------------ inputs and server
+
+
+def speech(seconds: float) -> np.ndarray:
+    """Real speech when the shared data is there, else the built-in voiced test signal."""
+    from runtime.audio import load_audio
+
+    wavs = sorted((ROOT.parent / "shared" / "data" / "voxceleb_wav").glob("*.wav"))
+    parts = [load_audio(w) for w in wavs[:4]]
+    if not parts:
+        from runtime.demo_signal import demo_voice
+
+        parts = [demo_voice(seconds)]
+    x = np.concatenate(parts)
+    n = int(seconds * 16000)
+    return np.resize(x, n) if x.size < n else x[:n]
+
+
+def infer_body(samples: np.ndarray) -> tuple[bytes, dict]:
+    raw = samples.astype("<i2").tobytes()
+    head = json.dumps({"inputs": [{"name": "samples", "datatype": "INT16", "shape": [1, samples.size],
+                                   "parameters": {"binary_data_size": len(raw)}}],
+                       "parameters": {"binary_data_output": True}}).encode()
+    return head + raw, {"Inference-Header-Content-Length": str(len(head))}
+
+
+def wav_body(samples: np.ndarray) -> bytes:
+    import io
+    import wave
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(samples.astype("<i2").tobytes())
+    return buf.getvalue()
+
+
+class Server:
+    def __init__(self, models: Path, pipeline: str, max_batch: int, max_delay_ms: float) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runtime.serve", "--models", str(models), "--pipeline", pipeline,
+             "--port", str(self.port), "--max-batch", str(max_batch), "--max-delay-ms", str(max_delay_ms),
+             "--max-queue", "256", "--log-level", "warning"], cwd=ROOT)
+        import httpx
+
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"serve_load: the server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise SystemExit("serve_load: the server did not become ready in 120 s")
+
+    def batch_sizes(self) -> dict[str, float]:
+        """Cumulative batch-size histogram buckets and sum/count from /metrics."""
+        import httpx
+
+        out = {}
+        for line in httpx.get(f"{self.url}/metrics").text.splitlines():
+            m = re.match(r'cmp_serve_batch_size_(bucket\{le="([^"]+)"\}|sum|count) (\S+)', line)
+            if m:
+                out[m.group(2) or m.group(1)] = float(m.group(3))
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(60)
+
+
+def _batches(before: dict, after: dict) -> dict:
+    n = after.get("count", 0) - before.get("count", 0)
+    total = after.get("sum", 0) - before.get("sum", 0)
+    buckets = {k: after[k] - before.get(k, 0) for k in after if k not in ("sum", "count")}
+    return {"batches": int(n), "mean_size": total / n if n else None, "cumulative_buckets": buckets}
+
+
+# ------------------------------------------------------------------------------ load
+
+
+def _summary(latencies: list[float], codes: list[int], seconds: float) -> dict:
+    ok = [lat for lat, c in zip(latencies, codes) if c == 200]
+    q = np.percentile(ok, [50, 90, 99]) * 1e3 if ok else [float("nan")] * 3
+    return {"sent": len(codes), "ok": len(ok), "errors": {str(c): codes.count(c) for c in set(codes) if c != 200},
+            "answered_per_s": len(ok) / seconds, "p50_ms": float(q[0]), "p90_ms": float(q[1]), "p99_ms": float(q[2])}
+
+
+async def _one(client, path: str, body: bytes, headers: dict, latencies: list, codes: list) -> None:
+    started = time.perf_counter()
+    try:
+        r = await client.post(path, content=body, headers=headers)
+        await r.aread()
+        code = r.status_code
+    except Exception:  # noqa: BLE001 - a lost request is a result here
+        code = 0
+    latencies.append(time.perf_counter() - started)
+    codes.append(code)
+
+
+async def open_loop(url: str, path: str, body: bytes, headers: dict, rate: float, seconds: float) -> dict:
+    import httpx
+
+    latencies, codes = [], []
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=512)) as client:
+        start = time.perf_counter()
+        tasks = []
+        for i in range(int(rate * seconds)):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(_one(client, path, body, headers, latencies, codes)))
+        await asyncio.gather(*tasks)
+        elapsed = max(time.perf_counter() - start, seconds)
+    return {"offered_per_s": rate, **_summary(latencies, codes, elapsed)}
+
+
+async def closed_loop(url: str, path: str, body: bytes, headers: dict, clients: int, seconds: float) -> dict:
+    import httpx
+
+    latencies, codes = [], []
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=512)) as client:
+        end = time.perf_counter() + seconds
+
+        async def worker():
+            while time.perf_counter() < end:
+                await _one(client, path, body, headers, latencies, codes)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        elapsed = time.perf_counter() - start
+    return {"clients": clients, **_summary(latencies, codes, elapsed)}
+
+
+def held(row: dict) -> bool:
+    return (row["p99_ms"] < HELD_P99_MS and not row["errors"]
+            and row["answered_per_s"] >= 0.95 * row["offered_per_s"])
+
+
+def run_config(args, models: Path, max_batch: int, samples: np.ndarray) -> dict:
+    server = Server(models, args.pipeline, max_batch, args.max_delay_ms)
+    path = f"/v2/models/cmp_{args.pipeline}/infer"
+    body, headers = infer_body(samples)
+    audio = wav_body(samples)
+    try:
+        asyncio.run(closed_loop(server.url, path, body, headers, 1, min(args.seconds, 1.0)))  # warm-up
+        result = {"max_batch": max_batch, "open_loop": [], "closed_loop": [], "predict_closed_loop": []}
+        for rate in args.rates:
+            before = server.batch_sizes()
+            row = asyncio.run(open_loop(server.url, path, body, headers, rate, args.seconds))
+            row["batch"] = _batches(before, server.batch_sizes())
+            row["held"] = held(row)
+            result["open_loop"].append(row)
+            print(f"  max-batch {max_batch} open loop {rate:g}/s: p50 {row['p50_ms']:.1f} p99 {row['p99_ms']:.1f} ms, "
+                  f"answered {row['answered_per_s']:.1f}/s, errors {row['errors']}, "
+                  f"mean batch {row['batch']['mean_size']}", file=sys.stderr)
+        for clients in args.concurrency:
+            before = server.batch_sizes()
+            row = asyncio.run(closed_loop(server.url, path, body, headers, clients, args.seconds))
+            row["batch"] = _batches(before, server.batch_sizes())
+            result["closed_loop"].append(row)
+            row2 = asyncio.run(closed_loop(server.url, "/predict", audio, {}, clients, args.seconds))
+            result["predict_closed_loop"].append(row2)
+            print(f"  max-batch {max_batch} closed loop {clients}: infer {row['answered_per_s']:.1f}/s "
+                  f"p99 {row['p99_ms']:.1f} ms; /predict {row2['answered_per_s']:.1f}/s p99 {row2['p99_ms']:.1f} ms",
+                  file=sys.stderr)
+        rates = [r["offered_per_s"] for r in result["open_loop"] if r["held"]]
+        result["highest_rate_held"] = max(rates) if rates else None
+        return result
+    finally:
+        server.stop()
+
+
+# ------------------------------------------------------------------------------ reports
+
+
+def markdown(doc: dict) -> str:
+    lines = [f"# Serving load test ({'QUICK smoke run' if doc['quick'] else 'full run'})", "",
+             f"{doc['machine']} · {doc['cores']} cores (load generator on the same cores) · pipeline "
+             f"{doc['pipeline']} · {doc['audio_seconds']:g} s INT16 samples, binary outputs · "
+             f"max delay {doc['max_delay_ms']:g} ms · {doc['seconds']:g} s per step", ""]
+    for cfg in doc["configs"]:
+        lines += [f"## --max-batch {cfg['max_batch']}: highest rate held (p99 < {HELD_P99_MS:g} ms) "
+                  f"{cfg['highest_rate_held'] if cfg['highest_rate_held'] is not None else 'none'} /s", "",
+                  "| offered /s | answered /s | p50 ms | p90 ms | p99 ms | errors | mean batch | held |",
+                  "|---:|---:|---:|---:|---:|---|---:|---|"]
+        for r in cfg["open_loop"]:
+            mean = r["batch"]["mean_size"]
+            lines.append(f"| {r['offered_per_s']:g} | {r['answered_per_s']:.1f} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} "
+                         f"| {r['p99_ms']:.1f} | {r['errors'] or '-'} | {'-' if mean is None else f'{mean:.2f}'} "
+                         f"| {'yes' if r['held'] else 'no'} |")
+        lines += ["", "| clients | infer /s | infer p50 / p99 ms | /predict (audio file) /s | /predict p50 / p99 ms |",
+                  "|---:|---:|---|---:|---|"]
+        for r, p in zip(cfg["closed_loop"], cfg["predict_closed_loop"]):
+            lines.append(f"| {r['clients']} | {r['answered_per_s']:.1f} | {r['p50_ms']:.1f} / {r['p99_ms']:.1f} "
+                         f"| {p['answered_per_s']:.1f} | {p['p50_ms']:.1f} / {p['p99_ms']:.1f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(doc: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for cfg in doc["configs"]:
+        x = [r["offered_per_s"] for r in cfg["open_loop"]]
+        for key, style in (("p99_ms", "-o"), ("p50_ms", "--.")):
+            ax.plot(x, [r[key] for r in cfg["open_loop"]], style, label=f"max-batch {cfg['max_batch']} {key[:3]}")
+    ax.axhline(HELD_P99_MS, color="grey", lw=0.8)
+    ax.set_xlabel("offered load (requests/s, open loop)")
+    ax.set_ylabel("latency (ms)")
+    ax.set_yscale("log")
+    ax.set_title(f"cmp-face serve, {doc['machine']}" + (" (QUICK)" if doc["quick"] else ""))
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.models is None:
+        from export.cache import synthetic_models
+
+        args.models = synthetic_models(progress=lambda m: print(m, file=sys.stderr))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    machine = f"cpu-{platform.machine()}-{cores}c"
+    out = args.out or ROOT / "benchmarks" / "results" / machine / "serve"
+    samples = speech(args.audio_seconds)
+    doc = {"quick": args.quick, "machine": machine, "cores": cores, "pipeline": args.pipeline,
+           "audio_seconds": args.audio_seconds, "max_delay_ms": args.max_delay_ms, "seconds": args.seconds,
+           "configs": [run_config(args, args.models, b, samples) for b in args.max_batch]}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "serve_load.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (out / "serve_load.md").write_text(markdown(doc))
+    plot(doc, out / "serve_load.png")
+    held_rates = {c["max_batch"]: c["highest_rate_held"] for c in doc["configs"]}
+    print(f"wrote {out}/serve_load.{{json,md,png}}; highest rate held per --max-batch: {held_rates}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
