@@ -377,8 +377,8 @@ def _max_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="to_trt.py", description=__doc__.splitlines()[0])
+def build_parser(parser: argparse.ArgumentParser | None = None, prog: str = "to_trt.py") -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, required=True, metavar="DIR", help="models folder (models.json, *.onnx)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp16",
                         help="which ONNX files to build: <graph>.onnx (fp32), <graph>_fp16.onnx, <graph>_int8.onnx "
@@ -434,12 +434,13 @@ def run(args: argparse.Namespace, progress=print) -> list[Path]:
     return [build_engine(trt, job, options, models, gpu, progress) for job in jobs]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "to_trt.py") -> int:
+    """``python export/to_trt.py`` and ``cmp-face build-engines`` (``prog`` names which in messages)."""
+    args = build_parser(prog=prog).parse_args(argv)
     try:
         run(args)
     except CmpError as exc:
-        print(f"to_trt.py: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -202,6 +202,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     return to_onnx.main(args.rest)
 
 
+def cmd_build_engines(args: argparse.Namespace) -> int:
+    from export import to_trt  # no torch: TensorRT is imported only to build
+
+    return to_trt.main(args.rest, prog="cmp-face build-engines")
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from runtime.doctor import report
 
@@ -309,13 +315,16 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", add_help=False, help="export a release folder (or the synthetic pack) to "
                                                       "ONNX; same arguments as export/to_onnx.py")
     e.set_defaults(func=cmd_export, debug=False)
+    t = sub.add_parser("build-engines", add_help=False, help="build TensorRT engines from a models folder; "
+                                                             "same arguments as export/to_trt.py")
+    t.set_defaults(func=cmd_build_engines, debug=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    if args.command == "export":
+    if args.command in ("export", "build-engines"):
         args.rest = rest  # handed to the exporter's own parser
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")

@@ -130,3 +130,16 @@ def test_predict_wav_with_fused_frontend(models_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "voice2mesh" in done.stdout
     assert read_png(tmp_path / "o" / "render.png").shape == (256, 256, 3)
+
+
+def test_build_engines_alias_without_tensorrt(models_dir):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here: the no-TensorRT message does not apply")
+    done = cmp_face("build-engines", "--models", str(models_dir), "--precision", "fp32")
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("cmp-face build-engines: error: TensorRT is not installed: building "
+                                          "engines needs it: pip install")
+    help_text = cmp_face("build-engines", "--help").stdout
+    assert help_text.startswith("usage: cmp-face build-engines ")
