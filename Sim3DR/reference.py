@@ -173,6 +173,9 @@ def light_colors_reference(vertices, triangles, normals=None, intensity_ambient:
     """The release's lighting in vectorised numpy float32, the reference for
     :func:`Sim3DR.lighting.light_colors` (the C++ pass) and the release-style benchmark."""
     v = np.ascontiguousarray(vertices, dtype=_F)
+    # float32 like the C++ parameters: a positive double below 1e-45 is 0 there.
+    intensity_ambient, intensity_directional, intensity_specular = (
+        _F(intensity_ambient), _F(intensity_directional), _F(intensity_specular))
     normal = (np.asarray(normals, dtype=_F) if normals is not None
               else normals_reference(v, np.asarray(triangles)).astype(_F))
     light = np.zeros_like(v)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
@@ -100,6 +100,10 @@ def test_threaded_path_agrees(mesh, h, w, threads):
 @ci(60)
 @given(mesh=meshes(min_tri=1), white=st.booleans(), exp=st.integers(0, 9),
        ambient=st.floats(0, 1), directional=st.floats(0, 1), specular=st.floats(0, 1))
+# Found by this test: an intensity below float32's smallest subnormal is 0 in C++.
+@example(mesh=(np.array([[0, 1, 1], [1, 0, 1], [1, 1, 1]], np.float32),
+               np.array([[1, 2, 0]], np.int32)),
+         white=False, exp=0, ambient=0.0, directional=1.4543756243807447e-307, specular=1.0)
 def test_normals_and_light_stay_finite(mesh, white, exp, ambient, directional, specular):
     v, t = mesh
     n = get_normal(v, t)
