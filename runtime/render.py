@@ -2,8 +2,10 @@
 
 Images are uint8 BGR ``(H, W, 3)``. Vertices may be given as ``(N, 3)`` or in the
 release's ``(3, N)`` layout (recognised when the first axis is 3 and the second is not).
-Bad arrays raise :class:`runtime.errors.InputError` (Sim3DR's own
-``Sim3DRInputError`` is converted, message unchanged).
+Bad arrays and sizes raise :class:`runtime.errors.InputError` (Sim3DR's own
+``Sim3DRInputError`` is converted, message unchanged); a failure inside the C++ core (out
+of memory) raises :class:`runtime.errors.CmpError`. Render sides are checked by
+:func:`check_size` (1 to :data:`MAX_SIZE` pixels) before any work.
 """
 from __future__ import annotations
 
