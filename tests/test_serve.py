@@ -196,6 +196,18 @@ def test_fbank_model_equals_predictor(server, predictor):
     _close(result.as_numpy("vertices")[0], want.vertices)
 
 
+@requires(WAVS, "VoxCeleb WAV files")
+def test_client_helper_matches_the_cli_path(server, predictor):
+    """The documented client (VAD on the client, FP32 samples as Triton's ensemble declares them)
+    gives what the CLI's Predictor gives for the same file."""
+    from runtime.serve.client import infer, prepare_samples
+
+    out = infer(f"127.0.0.1:{server.port}", prepare_samples(WAVS[0]))
+    want = predictor.predict(WAVS[0])
+    assert sorted(out) == ["embedding", "params", "vertices"]
+    _close(out["vertices"][0], want.vertices)
+
+
 # ------------------------------------------------------------------------------ /predict
 
 
@@ -468,3 +480,16 @@ def test_batcher_groups_concurrent_requests_up_to_max_batch():
     assert asyncio.run(main()) == [[10], [20, 30], [40, 50], [60]]
     # [4, 5] would overflow the first batch of 4: it starts the next one (a request is never split)
     assert seen == [[1, 2, 3], [4, 5, 6]]
+
+
+def test_load_report_held_rule():
+    """benchmarks/serve_load.py: a rate is held when p99 < 100 ms, nothing failed and >= 95 % of
+    the offered rate was answered."""
+    from benchmarks.serve_load import _summary, held
+
+    latencies = [0.01] * 99 + [0.2]  # p99 interpolates to 11.9 ms
+    row = {"offered_per_s": 10.0, **_summary(latencies, [200] * 100, 10.0)}
+    assert row["p99_ms"] == pytest.approx(11.9) and held(row)
+    assert not held({"offered_per_s": 10.0, **_summary(latencies, [200] * 99 + [503], 10.0)})
+    assert not held({"offered_per_s": 11.0, **_summary(latencies, [200] * 100, 10.0)})  # 10/s answered of 11
+    assert not held({"offered_per_s": 10.0, **_summary([0.01] * 90 + [0.2] * 10, [200] * 100, 10.0)})
