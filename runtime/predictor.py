@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence, Union
 
 import numpy as np
 
-from runtime.errors import InputError, ModelError
+from runtime.audio import DEFAULT_MAX_BYTES
+from runtime.errors import InputError, InputWarning, ModelError
 from runtime.features import check_fbank, load_fbank_file
 from runtime.result import Prediction, display_image
 from runtime.sessions import ModelsFolder
@@ -40,6 +42,18 @@ class _Clock:
         self._t = now
 
 
+def _check_finite(out: dict[str, np.ndarray], index: int, fused: bool) -> None:
+    """Raise ModelError naming the network (the stage) and the first output that holds NaN or
+    inf values; ``out`` lists the embedding first, then the decoder's outputs."""
+    for name, value in out.items():
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            graph = "voice2mesh" if fused else "encoder" if name == "embedding" else "decoder"
+            raise ModelError(
+                f"the {graph} network produced NaN or infinite values in its output {name!r} for "
+                f"input {index}; the input passed every check, so the model files are suspect "
+                "(rebuild or re-export them)")
+
+
 class Predictor:
     """Runs one pipeline of an exported models folder.
 
@@ -57,15 +71,25 @@ class Predictor:
     spinning threads steal the cores our numpy and C++ stages need, and the encoder's and
     decoder's thread pools spin against each other (benchmarks/NOTES.md); measure before
     turning it on.
+    ``max_bytes``: the largest audio or ``.npy`` file accepted (``None``: no limit); compressed
+    audio is also refused when it declares more than this as 16-bit PCM.
+
+    Both frontends refuse audio without signal alike (:mod:`runtime.fbank`: constant samples, or
+    a mel filter whose log-mel barely varies), and no prediction is ever NaN or infinite: a
+    network stage that produces such values raises :class:`runtime.errors.ModelError`.
     """
 
     def __init__(self, models: str | os.PathLike, pipeline: str = "supervised", device: str = "auto",
                  threads: int | None = None, vad: bool = True, frontend: str = "numpy",
-                 spinning: bool = False) -> None:
+                 spinning: bool = False, max_bytes: int | None = DEFAULT_MAX_BYTES) -> None:
         if frontend not in FRONTENDS:
             raise ModelError(f"unknown frontend {frontend!r}: choose one of {', '.join(FRONTENDS)}")
         self.models = ModelsFolder.open(models, pipeline, device, threads, voice2mesh=frontend == "onnx",
                                         spinning=spinning)
+        if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)
+                                      or max_bytes < 1):
+            raise InputError(f"max_bytes must be a positive integer or None, got {max_bytes!r}")
+        self.max_bytes = max_bytes
         self.pipeline = pipeline
         self.vad = vad
         self.frontend = frontend
@@ -82,7 +106,7 @@ class Predictor:
 
     # ------------------------------------------------------------------ features
     def features(self, source: Source, sample_rate: int | None = None, vad: bool | None = None,
-                 clock: _Clock | None = None) -> np.ndarray:
+                 clock: _Clock | None = None, notes: list[str] | None = None) -> np.ndarray:
         """The normalised ``(T, 64)`` fbank the encoder sees.
 
         ``source``: a ``.npy`` file or ``(T, 64)`` float array of ready features (used as is,
@@ -91,26 +115,35 @@ class Predictor:
         """
         clock = clock or _Clock()
         if self._is_fbank(source, sample_rate):
-            fbank = check_fbank(source) if isinstance(source, np.ndarray) else load_fbank_file(source)
+            if isinstance(source, np.ndarray):
+                fbank = check_fbank(source)
+            else:
+                fbank = load_fbank_file(source, max_bytes=self.max_bytes)
             clock.lap("features")
             return fbank
-        return self._audio_features(source, sample_rate, vad, clock)
+        return self._audio_features(source, sample_rate, vad, clock, notes)
 
     def _audio_features(self, source: Source, sample_rate: int | None, vad: bool | None,
-                        clock: _Clock) -> np.ndarray:
-        from runtime.fbank import log_mel, normalise
+                        clock: _Clock, notes: list[str] | None) -> np.ndarray:
+        from runtime.fbank import compute_fbank
 
-        samples = self._samples(source, sample_rate, vad, clock)
-        fbank = normalise(log_mel(samples))
+        samples = self._samples(source, sample_rate, vad, clock, notes)
+        fbank = compute_fbank(samples, vad=False)  # VAD (if any) done above
         clock.lap("fbank")
         return fbank
 
-    def _samples(self, source: Source, sample_rate: int | None, vad: bool | None, clock: _Clock) -> np.ndarray:
-        """16 kHz int16 samples, after voice activity detection unless switched off."""
-        from runtime.audio import load_audio
+    def _samples(self, source: Source, sample_rate: int | None, vad: bool | None, clock: _Clock,
+                 notes: list[str] | None = None) -> np.ndarray:
+        """16 kHz int16 samples, after voice activity detection unless switched off. The
+        reader's warnings are emitted and appended to ``notes``."""
+        from runtime.audio import load_audio_with_warnings
         from runtime.vad import remove_silence
 
-        samples = load_audio(source, sample_rate)
+        samples, found = load_audio_with_warnings(source, sample_rate, max_bytes=self.max_bytes)
+        for note in found:
+            warnings.warn(note, InputWarning, stacklevel=4)
+        if notes is not None:
+            notes.extend(found)
         clock.lap("audio")
         if self.vad if vad is None else vad:
             samples = remove_silence(samples)
@@ -140,16 +173,20 @@ class Predictor:
         go through the decoder together. Timings are per batch, divided evenly."""
         if len(sources) == 0:
             raise InputError("predict_batch: no inputs")
+        from runtime.fbank import check_signal
+
         clock = _Clock()
         outputs: list[dict[str, np.ndarray] | None] = [None] * len(sources)
+        notes: list[list[str]] = [[] for _ in sources]
         fused = self.models.voice2mesh is not None
         fbanks: dict[int, np.ndarray] = {}
         waves: dict[int, np.ndarray] = {}
         for i, s in enumerate(sources):
             if fused and not self._is_fbank(s, sample_rate):
-                waves[i] = self._samples(s, sample_rate, vad, clock)
+                waves[i] = self._samples(s, sample_rate, vad, clock, notes[i])
+                check_signal(waves[i])  # the graph computes the fbank: refuse what numpy refuses
             else:
-                fbanks[i] = self.features(s, sample_rate, vad, clock)
+                fbanks[i] = self.features(s, sample_rate, vad, clock, notes[i])
         if fbanks:
             embeddings = self.embed(fbanks.values())
             clock.lap("encoder")
@@ -161,7 +198,11 @@ class Predictor:
             for i, out in self.voice_to_mesh(waves).items():
                 outputs[i] = out
             clock.lap("voice2mesh")
+        for i, out in enumerate(outputs):
+            _check_finite(out, i, fused=i in waves)
         results = [self._result(out) for out in outputs]
+        for r, found in zip(results, notes):
+            r.warnings = found
         clock.lap("postprocess")
         share = {k: v / len(sources) for k, v in clock.ms.items()}
         share["total"] = sum(share.values())

@@ -112,7 +112,8 @@ def test_bad_files_and_types(supervised, tmp_path):
         supervised.predict(garbage)
     pickled = tmp_path / "pickled.npy"
     np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(InputError, match=re.escape(f"{pickled}: not a readable .npy array")):
+    with pytest.raises(InputError, match=re.escape(
+            f"{pickled}: dtype object is not supported; expected float32 features of shape (T, 64)")):
         supervised.predict(pickled)
     with pytest.raises(InputError, match=re.escape("unsupported input type list")):
         supervised.predict([1.0, 2.0])
@@ -219,3 +220,129 @@ def test_render_overlay_depth_and_mesh_files(supervised, unsupervised, tmp_path)
     obj = sup.write_obj(tmp_path / "m.obj", colors=np.full((53215, 3), 0.5, np.float32))
     first = obj.read_text().splitlines()[0].split()
     assert first[0] == "v" and len(first) == 7 and first[4:] == ["0.5", "0.5", "0.5"]
+
+
+# --------------------------------------------------------------------------- bounded, checked input and output
+
+def test_max_bytes_bounds_npy_and_audio_files(models_dir, tmp_path):
+    import soundfile as sf
+
+    npy = tmp_path / "f.npy"
+    np.save(npy, fbank())
+    wav = tmp_path / "v.wav"
+    from runtime.demo_signal import demo_voice
+    sf.write(wav, demo_voice(2.0), 16000, subtype="PCM_16")
+    limit = min(npy.stat().st_size, wav.stat().st_size) - 1
+    small = Predictor(models_dir, "supervised", device="cpu", max_bytes=limit)
+    assert small.max_bytes == limit
+    for path, what in ((npy, ".npy file"), (wav, "audio file")):
+        with pytest.raises(InputError, match="^" + re.escape(
+                f"{what} is too large: {path} has {path.stat().st_size} bytes, the limit is {limit} bytes "
+                "(raise max_bytes to accept it)") + "$"):
+            small.predict(path)
+    unlimited = Predictor(models_dir, "supervised", device="cpu", max_bytes=None)
+    assert unlimited.predict(npy).vertices.shape == (53215, 3)
+    assert Predictor(models_dir, "supervised", device="cpu").max_bytes == 200 * 1024 * 1024
+    for bad in (0, -5, 1.5, True):
+        with pytest.raises(InputError, match="^" + re.escape(f"max_bytes must be a positive integer or None, got {bad!r}") + "$"):
+            Predictor(models_dir, "supervised", device="cpu", max_bytes=bad)
+
+
+def test_absurd_feature_values_are_refused(supervised):
+    x = fbank()
+    x[0, 0] = 3e38
+    with pytest.raises(InputError, match="^" + re.escape(
+            "fbank: value 3e+38 at frame 0, filter 0 is not a normalised fbank value: features normalised per filter "
+            "over 1000 frames stay within +-63.2 (2 x sqrt(frames - 1)); give the release's normalised features, or audio") + "$"):
+        supervised.predict(x)
+    # the largest accepted values give a finite mesh
+    edge = np.where(fbank() > 0, 63.2, -63.2).astype(np.float32)
+    assert np.isfinite(supervised.predict(edge).vertices).all()
+
+
+@pytest.mark.parametrize("stage, patch", [
+    ("encoder", "embed"), ("decoder", "decode"), ("voice2mesh", "voice_to_mesh")])
+def test_non_finite_network_output_raises_model_error_naming_the_stage(models_dir, monkeypatch, stage, patch):
+    p = Predictor(models_dir, "supervised", device="cpu", frontend="onnx" if stage == "voice2mesh" else "numpy",
+                  vad=False)
+    real = getattr(p, patch)
+
+    def poisoned(*args):
+        out = real(*args)
+        if patch == "embed":
+            out[0, 3] = np.nan
+        elif patch == "decode":
+            out["vertices"][0, 10, 1] = np.inf
+        else:
+            out[0]["params"][2] = np.nan
+        return out
+
+    monkeypatch.setattr(p, patch, poisoned)
+    name = {"encoder": "embedding", "decoder": "vertices", "voice2mesh": "params"}[stage]
+    from runtime.demo_signal import demo_voice
+    source = (demo_voice(2.0), 16000) if stage == "voice2mesh" else (fbank(), None)
+    with pytest.raises(ModelError, match="^" + re.escape(
+            f"the {stage} network produced NaN or infinite values in its output '{name}' for input 0; the input "
+            "passed every check, so the model files are suspect (rebuild or re-export them)") + "$"):
+        p.predict(*source)
+
+
+NO_SIGNAL = ("no signal in the audio: all {n} samples are {v}; features are normalised per mel filter by its spread "
+             "over time, so every filter's log-mel must vary (standard deviation over frames at least 0.01): digital "
+             "silence, a constant (DC) level or a steady tone carry no voice")
+
+
+@pytest.fixture(scope="module")
+def fused(models_dir) -> Predictor:
+    return Predictor(models_dir, "unsupervised", device="cpu", frontend="onnx", vad=False)
+
+
+@pytest.mark.parametrize("value", [0, 1000, -32768])
+def test_both_frontends_refuse_silence_and_dc_with_one_message(models_dir, fused, value):
+    numpy_frontend = Predictor(models_dir, "unsupervised", device="cpu", vad=False)
+    x = np.full(32000, value, np.int16)
+    for p in (numpy_frontend, fused):
+        with pytest.raises(InputError, match="^" + re.escape(NO_SIGNAL.format(n=32000, v=value)) + "$"):
+            p.predict(x, sample_rate=16000)
+    with pytest.raises(InputError, match="^" + re.escape(NO_SIGNAL.format(n=32000, v=value)) + "$"):
+        from runtime.demo_signal import demo_voice
+        fused.predict_batch([demo_voice(2.0), x], sample_rate=16000)
+
+
+@requires(WAVS, "the real speech recordings")
+def test_both_frontends_accept_every_real_recording_without_vad(models_dir, fused):
+    numpy_frontend = Predictor(models_dir, "unsupervised", device="cpu", vad=False)
+    for wav in WAVS:
+        a, b = numpy_frontend.predict(wav), fused.predict(wav)
+        np.testing.assert_allclose(b.embedding, a.embedding, atol=1e-5)
+        assert a.warnings == b.warnings == []
+
+
+def test_truncated_wav_warns_and_is_recorded(supervised, tmp_path):
+    import soundfile as sf
+
+    from runtime.demo_signal import demo_voice
+    from runtime.errors import InputWarning
+
+    full = tmp_path / "full.wav"
+    sf.write(full, demo_voice(2.0), 16000, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full.read_bytes()[:-16001])
+    message = (f"truncated WAV file: {cut} declares 64000 bytes of audio data but 47999 are present; using the "
+               "23999 complete frames (1.500 s) that are there")
+    with pytest.warns(InputWarning) as caught:
+        r = supervised.predict(cut)
+    assert [str(w.message) for w in caught] == [message]
+    assert r.warnings == [message]
+    assert supervised.predict(full).warnings == []
+
+
+def test_big_endian_audio_arrays(supervised):
+    from runtime.demo_signal import demo_voice
+
+    x = demo_voice(2.0)
+    a = supervised.predict(x, sample_rate=16000)
+    b = supervised.predict(x.astype(">i2"), sample_rate=16000)
+    c = supervised.predict(x.astype(">i4") * 65536, sample_rate=16000)
+    np.testing.assert_array_equal(a.vertices, b.vertices)
+    np.testing.assert_array_equal(a.vertices, c.vertices)
