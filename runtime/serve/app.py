@@ -133,14 +133,18 @@ class ServerState:
         self.ready = True
 
     async def stop(self) -> None:
-        """After the HTTP server has drained: finish queued work, release the threads."""
+        """After the HTTP server has drained: finish admitted work (a request answered 504 may
+        still be computing), bounded by one request deadline, then release the threads."""
         self.ready = False
-        while self.inflight:
+        until = time.monotonic() + self.limits.timeout_s
+        while self.inflight and time.monotonic() < until:
             await asyncio.sleep(0.01)
+        if self.inflight:
+            log.warning("stopping with %d requests still computing", self.inflight)
         if self.batcher:
-            await self.batcher.stop()
+            await self.batcher.stop(max(0.0, until - time.monotonic()))
         if self.pool:
-            self.pool.shutdown(wait=True)
+            self.pool.shutdown(wait=not self.inflight, cancel_futures=True)
 
     # ------------------------------------------------------------------ helpers
     def _run_batch(self, items: list) -> list:

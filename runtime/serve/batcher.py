@@ -63,9 +63,11 @@ class Batcher:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="cmp-batcher")
 
-    async def stop(self) -> None:
-        """Finish what is queued, then stop (called once the server accepts nothing new)."""
-        while self.depth:
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        """Finish what is queued (at most ``timeout_s``), then stop (called once the server
+        accepts nothing new)."""
+        until = time.monotonic() + timeout_s
+        while self.depth and time.monotonic() < until:
             await asyncio.sleep(0.005)
         if self._task:
             self._task.cancel()
@@ -73,7 +75,7 @@ class Batcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, payload: list[Any], deadline: float) -> Batched:
         item = _Item(payload, deadline, asyncio.get_running_loop().create_future())
