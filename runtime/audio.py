@@ -35,6 +35,7 @@ actually decodes, not what a header declares.
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 import stat
@@ -398,6 +399,18 @@ def _decode_pcm(raw: bytes, kind: str, width: int, e: str, name: str) -> np.ndar
 
 # ----------------------------------------------------------------------------- other formats
 
+class _SeekClamped(io.BytesIO):
+    """BytesIO for libsndfile's virtual I/O: a corrupt file can make it seek before the start;
+    BytesIO raises ValueError inside soundfile's C callback (printed as "Exception ignored",
+    not raised). Stay in place instead, as a failed seek on a real file does."""
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        try:
+            return super().seek(offset, whence)
+        except ValueError:
+            return self.tell()
+
+
 def _read_soundfile(data: bytes, name: str, max_bytes: int | None) -> tuple[np.ndarray, float]:
     try:
         import soundfile as sf
@@ -405,9 +418,8 @@ def _read_soundfile(data: bytes, name: str, max_bytes: int | None) -> tuple[np.n
         raise InputError(
             f"{name} is not a WAV file and reading other formats needs the 'soundfile' "
             f"package ({exc})") from None
-    import io
     try:
-        with sf.SoundFile(io.BytesIO(data)) as fh:
+        with sf.SoundFile(_SeekClamped(data)) as fh:
             rate = fh.samplerate
             fmt = fh.format
             channels = fh.channels

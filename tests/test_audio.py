@@ -593,3 +593,23 @@ def test_errors_are_value_errors():
     assert issubclass(InputError, ValueError)
     with pytest.raises(ValueError):
         load_audio(io.BytesIO(b"x"))  # not a supported source type
+
+
+def test_corrupt_chunk_id_makes_no_stray_exception_in_libsndfiles_callback(monkeypatch):
+    """Found by hypothesis: an AIFF whose 'SSND' chunk id is damaged makes libsndfile seek
+    before the start of the data; a plain BytesIO raised ValueError inside soundfile's C
+    callback ("Exception ignored ..." on stderr). The reader's buffer stays in place instead."""
+    import sys
+
+    sf = pytest.importorskip("soundfile")
+    buf = io.BytesIO()
+    sf.write(buf, tone(400), 16000, format="AIFF", subtype="PCM_16")
+    data = bytearray(buf.getvalue())
+    assert data[38:42] == b"SSND"
+    data[40] = 140
+    stray = []
+    monkeypatch.setattr(sys, "unraisablehook", stray.append)
+    with pytest.raises(InputError, match=msg(
+            "not a readable audio file: <bytes> (neither WAV nor a format libsndfile decodes: Unspecified internal error.)")):
+        load_audio(bytes(data))
+    assert stray == []
