@@ -49,10 +49,11 @@ def _check_int(name: str, value: int | None, low: int, high: int) -> None:
 
 def _check_predict_options(args: argparse.Namespace) -> None:
     """Everything that can be checked before models are opened or inputs read."""
-    from runtime.render import check_size
+    from runtime.render import check_num_threads, check_size
 
     if args.size is not None:
         check_size(args.size, name="--size")
+    check_num_threads()  # SIM3DR_NUM_THREADS, if set
     _check_int("--threads", args.threads, 1, MAX_THREADS)
     _check_int("--max-bytes", args.max_bytes, 1, MAX_BYTES_LIMIT)
     sources = sum([bool(args.input), args.demo, args.mic is not None])

@@ -40,6 +40,14 @@ def test_bad_options_are_refused_before_any_work(capsys, tmp_path, option, value
     assert not out.exists()  # nothing created, no model opened (the models folder does not even exist)
 
 
+def test_render_threads_from_the_environment_are_checked_first(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("SIM3DR_NUM_THREADS", "100000")
+    code, _, err = run(capsys, "predict", "--demo", "-o", str(tmp_path / "o"), "--models", str(tmp_path / "none"))
+    assert code == 2
+    assert err.strip() == "cmp-face: error: SIM3DR_NUM_THREADS: expected an integer from 1 to 256, got '100000'"
+    assert not (tmp_path / "o").exists()
+
+
 def test_usage_errors_are_one_line(capsys, tmp_path):
     with pytest.raises(SystemExit) as stop:
         cli.main(["predict", "--demo", "-o", str(tmp_path), "--threads", "two"])
