@@ -1,0 +1,49 @@
+"""``python -m calibration --models DIR (--audio DIR | --fbanks DIR) [--precision fp16]``
+
+Writes reduced-precision models beside the FP32 ones and records them in ``models.json``.
+Without ``--audio``/``--fbanks`` the built-in synthetic voices are used (labelled as such).
+Errors print one line ``calibrate: error: ...`` and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from runtime.errors import CmpError
+
+PRECISIONS = ("fp16",)
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="python -m calibration", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=Path, required=True, metavar="DIR", help="models folder (FP32 files)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--audio", type=Path, metavar="DIR", help="folder of speech recordings (VAD on)")
+    source.add_argument("--fbanks", type=Path, metavar="DIR", help="folder of (T, 64) .npy fbanks")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp16", help="what to write (default %(default)s)")
+    parser.add_argument("--data-max", type=float, default=None, metavar="X",
+                        help="fp16: activations beyond this stay FP32 (default 2048)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def run(args: argparse.Namespace) -> dict:
+    from calibration import inputs
+
+    data = inputs.load(args.audio, args.fbanks, progress=print)
+    from calibration.fp16 import DATA_MAX, write_fp16
+
+    return write_fp16(args.models, data, args.data_max or DATA_MAX)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except CmpError as exc:
+        if args.debug:
+            raise
+        print(f"calibrate: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,71 @@
+"""Writing into a models folder: model files and ``models.json`` both all-or-nothing.
+
+``models.json`` gains a ``precisions`` section (``{"fp16": {...}, "int8": {...}}``, one entry
+per written graph with its file, source hash, islands, ranges and quality) and each written
+file is listed under ``files`` in the manifest's own record format (a sha256 string, or a
+``{"sha256", "size", "mtime_ns"}`` record), so cache integrity checks cover it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import onnx
+
+from runtime.errors import ModelError
+
+MANIFEST = "models.json"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _replace(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_model(model: onnx.ModelProto, path: Path) -> None:
+    _replace(Path(path), lambda tmp: onnx.save(model, str(tmp)))
+
+
+def read_manifest(models: Path) -> dict:
+    path = Path(models) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{path}: not found; is {models} a models folder written by cmp-face export?") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: unreadable ({exc})") from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise ModelError(f"{path}: not a cmp-deploy models manifest (no 'files' table)")
+    return manifest
+
+
+def register_files(models: Path, names: list[str], section: str, entry: dict) -> dict:
+    """Add ``names`` to ``files`` and ``entry`` as ``precisions[section]``; write atomically."""
+    models = Path(models)
+    manifest = read_manifest(models)
+    files = manifest["files"]
+    as_record = any(isinstance(v, dict) for v in files.values())
+    for name in names:
+        digest = sha256(models / name)
+        if as_record:
+            st = (models / name).stat()
+            files[name] = {"sha256": digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        else:
+            files[name] = digest
+    manifest.setdefault("precisions", {})[section] = entry
+    _replace(models / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
+    return manifest
