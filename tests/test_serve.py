@@ -283,6 +283,9 @@ def _infer(server, doc: dict, model: str = "cmp_supervised", binary: bytes = b""
      "input 'samples': datatype must be INT16 or FP32, got int32"),
     ({"inputs": [{"name": "samples", "datatype": "FP32", "shape": [1, 2], "parameters": {"binary_data_size": 8}}]},
      np.array([np.nan, 1], np.float32).tobytes(), "input 'samples': contains NaN or infinite values"),
+    ({"inputs": [{"name": "samples", "datatype": "FP32", "shape": [1, 2], "data": [0.5, -40000.0]}]}, b"",
+     "input 'samples': values are int16-scale (-32768 to 32767), got a magnitude of 40000 (float audio in "
+     "[-1, 1]? multiply it by 32768)"),
     ({"inputs": [{"name": "samples", "datatype": "INT16", "shape": [1, 4], "parameters": {"binary_data_size": 6}}]},
      b"\0" * 6, "input 'samples': binary_data_size 6 does not match shape [1, 4] of INT16 (8 bytes)"),
     ({"inputs": [{"name": "samples", "datatype": "INT16", "shape": [1, 2], "data": [1, 2]}],

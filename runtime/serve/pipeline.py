@@ -117,8 +117,13 @@ class ServedPipeline:
             raise InputError(f"input 'samples': datatype must be INT16 or FP32, got {batch.dtype}")
         if batch.shape[0] > MAX_REQUEST_BATCH:
             raise InputError(f"input 'samples': batch of {batch.shape[0]} exceeds the limit of {MAX_REQUEST_BATCH}")
-        if batch.dtype == np.float32 and not np.isfinite(batch).all():
-            raise InputError("input 'samples': contains NaN or infinite values")
+        if batch.dtype == np.float32:
+            if not np.isfinite(batch).all():
+                raise InputError("input 'samples': contains NaN or infinite values")
+            peak = float(np.abs(batch).max())
+            if peak > 32768:
+                raise InputError(f"input 'samples': values are int16-scale (-32768 to 32767), got a magnitude "
+                                 f"of {peak:g} (float audio in [-1, 1]? multiply it by 32768)")
         self._check_duration(batch.shape[1], float(sample_rate or SAMPLE_RATE))
         rows = []
         for row in batch:
