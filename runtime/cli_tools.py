@@ -15,6 +15,9 @@ from runtime.metrics import DISTANCE_LABELS, DISTANCES, N_VERTICES
 
 __all__ = ["add_parsers", "cmd_analyze", "cmd_evaluate"]
 
+#: All four measurements this far from the mean suggest means in other units (e.g. micrometres).
+UNITS_SUSPECT_PERCENT = 50
+
 
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
@@ -125,6 +128,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     print(f"  {'measurement':<16} {'this face':>12} {'mean ' + result.gender:>12} {'difference':>11}")
     for name, m in result.measurements.items():
         print(f"  {DISTANCE_LABELS[name]:<16} {m['value']:>12.5g} {m['mean']:>12.5g} {m['percent']:>+10.2f}%")
+    if all(abs(m["percent"]) > UNITS_SUSPECT_PERCENT for m in result.measurements.values()):
+        _progress(f"WARNING: every measurement differs from the mean {result.gender} mesh by more than "
+                  f"{UNITS_SUSPECT_PERCENT}%: are the mean meshes in the units of the predicted frontal mesh?")
     if untrained:
         _progress("WARNING: these models come from the synthetic asset pack: UNTRAINED weights, "
                   "the face does not depend on the voice. Pass --release DIR for the real models.")

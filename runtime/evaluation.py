@@ -84,6 +84,7 @@ def load_keypoints(path: Path) -> np.ndarray:
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{path}: not a readable .npy array ({exc})") from exc
     if not isinstance(indices, np.ndarray):
+        indices.close()
         raise InputError(f"{path}: expected one .npy array of indices, not an .npz archive")
     return check_keypoints(indices, N_VERTICES, name=str(path))
 

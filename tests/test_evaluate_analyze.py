@@ -326,6 +326,12 @@ def test_analyze_result_npz_uses_the_frontal_mesh(face, means_dir, tmp_path):
     data = json.loads((tmp_path / "r.json").read_text())
     assert (data["gender"], data["face_type"]) == ("female", "skinny")
     assert (tmp_path / "r.png").stat().st_size > 10_000
+    assert "WARNING" not in done.stderr
+    # the aligned mesh.obj is 3 times the size of every mean: flagged as a likely units mismatch
+    done = cmp_face("analyze", folder / "mesh.obj", "--means", means_dir)
+    assert done.returncode == 0, done.stderr
+    assert ("WARNING: every measurement differs from the mean male mesh by more than 50%: are the mean meshes "
+            "in the units of the predicted frontal mesh?") in done.stderr
 
 
 def test_analyze_bad_inputs(face, means_dir, tmp_path):
