@@ -143,7 +143,7 @@ class Verifier:
         by_tol = [c for c in self.checks if c.passed_by == "tolerance"]
         by_floor = [c for c in self.checks if c.passed_by != "tolerance"]
         parts = [f"{len(by_tol)} within the tolerance {self.tolerance:.0e}"
-                 + (f" (largest error {max(c.error for c in by_tol):.1e})" if by_tol else "")]
+                 + (f" (largest error {max(c.error for c in by_tol):.2e})" if by_tol else "")]
         if by_floor:
             worst = max(by_floor, key=lambda c: c.error / c.float32_floor)
             parts.append(f"{len(by_floor)} within twice PyTorch's own float32 error (largest {worst.error:.2e} "

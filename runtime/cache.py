@@ -105,6 +105,9 @@ def check_models(models: Path, upgrade: bool = True) -> list[str]:
         file = models / name
         if version == 1:
             record = {"sha256": record}
+        if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
+            problems.append(f"{MANIFEST} records no sha256 for {name}")
+            continue
         try:
             st = file.stat()
         except FileNotFoundError:
@@ -186,12 +189,19 @@ def _entry(path: Path) -> Entry | None:
     return Entry(path.name, path, kind, size, state, created, tuple(problems))
 
 
-def entries() -> list[Entry]:
+def entries(partial_only: bool = False) -> list[Entry]:
     """Every cache entry (finished or not) with its state, sorted by name."""
     root = cache_root()
     if not root.is_dir():
         return []
-    found = (_entry(p) for p in sorted(root.iterdir()))
+    found = []
+    for path in sorted(root.iterdir()):
+        if partial_only and not _PARTIAL.match(path.name):
+            continue
+        try:
+            found.append(_entry(path))
+        except FileNotFoundError:
+            pass  # removed by another process meanwhile
     return [e for e in found if e is not None]
 
 
@@ -231,7 +241,7 @@ def clear(names: list[str] | None = None) -> list[Path]:
 
 def remove_stale_partials(progress: Callable[[str], None] | None = None) -> list[Path]:
     """Delete the partial folders that interrupted builds left behind."""
-    stale = [e for e in entries() if e.state == "stale-partial"]
+    stale = [e for e in entries(partial_only=True) if e.state == "stale-partial"]
     for entry in stale:
         _remove(entry.path)
     if stale and progress:

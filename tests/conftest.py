@@ -59,7 +59,7 @@ def models_dir(cache_dir) -> Path:
     pytest.importorskip("torch", reason="building the models needs the export extra")
     from export.cache import synthetic_models
 
-    return synthetic_models(progress=BUILD_LOG.append)
+    return synthetic_models(progress=BUILD_LOG)
 
 
 @pytest.fixture(scope="session")

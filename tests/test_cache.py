@@ -304,9 +304,9 @@ def run_without_torch(code: str, cache_dir: Path) -> subprocess.CompletedProcess
 
 
 def test_building_without_torch_says_what_to_install(tmp_path):
-    done = run_without_torch("""
+    done = run_without_torch(f"""
         from runtime.cli import main
-        sys.exit(main(["predict", "--demo", "-o", sys.argv[0]]))
+        sys.exit(main(["predict", "--demo", "-o", {str(tmp_path / "out")!r}]))
     """, tmp_path / "empty-cache")
     assert done.returncode == 2, done.stderr
     assert done.stderr == ("cmp-face: error: building models needs the export extra (torch is missing): "

@@ -7,9 +7,8 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
-from export.models import (SCALE_MEAN, SCALE_STD, AlignCornersUpsample, FaceGenerator, Image3D,  # noqa: E402
-                           MobileNetV2, Morphable, SupervisedDecoder, SupervisedHeads,
-                           UnsupervisedDecoder, VoiceEmbedNet)
+from export.models import (AlignCornersUpsample, FaceGenerator, Image3D, MobileNetV2,  # noqa: E402
+                           Morphable, SupervisedDecoder, SupervisedHeads, UnsupervisedDecoder, VoiceEmbedNet)
 
 
 def mobilenet_keys() -> list[str]:
@@ -106,13 +105,16 @@ def random_morphable(n_vertices: int = 50, seed: int = 0) -> dict[str, torch.Ten
 def test_supervised_mesh_formula():
     mm = random_morphable()
     dec = SupervisedDecoder(Morphable(**mm)).eval()
+    with torch.no_grad():  # a scale output of about +-20 z-scores, so that SCALE_STD weighs in s
+        dec.heads.classifier_scale[1].bias.copy_(torch.tensor([20.0]))
     emb = F.normalize(torch.randn(2, 64), dim=1)
     with torch.no_grad():
         params, vertices = dec(emb)
+    assert abs(params[:, 0]).min() > 10
     t = {k: v.double().numpy() for k, v in mm.items()}
     for b in range(2):
         p = params[b].double().numpy()
-        s = p[0] * SCALE_STD + SCALE_MEAN
+        s = p[0] * 1.538597731841497e-05 + 0.0005920184194110334  # ORIGINAL.md section 2, typed out
         q = p[1:51] * t["param_std"][12:62] + t["param_mean"][12:62]
         flat = s * (t["u"][:, 0] + t["w_shp"] @ q[:40] + t["w_exp"] @ q[40:50])
         expected = flat.reshape(3, -1, order="F").T  # interleaved xyz, as 3DDFA reshapes it
