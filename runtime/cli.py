@@ -250,6 +250,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from runtime import __version__
+    from runtime.cli_tools import add_parsers
+    from runtime.serve.cli import add_serve_parser, add_triton_repo_parser
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -300,8 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", parents=[common], help="check the installation: versions, GPU, cache, Sim3DR")
     d.set_defaults(func=cmd_doctor)
 
-    from runtime.cli_tools import add_parsers
     add_parsers(sub, common)  # evaluate, analyze
+    add_serve_parser(sub, common)
+    add_triton_repo_parser(sub, common)
 
     c = sub.add_parser("cache", parents=[common], help="list or clear the cached models folders",
                        description="list: every cached models folder with its kind, state and size; "
