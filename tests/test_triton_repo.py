@@ -176,3 +176,143 @@ def test_cli_parser_writes_a_repository(models_dir, tmp_path, capsys):
     assert tr.parse_config(out / "voice2mesh_supervised" / "config.pbtxt").max_batch_size == 8
     args = parser.parse_args(["serve", "--models", str(models_dir)])
     assert (args.host, args.port, args.max_batch, args.max_delay_ms) == ("127.0.0.1", 8000, 8, 2.0)
+
+
+# ------------------------------------------------------------------------------ a real Triton server
+
+PYTRITON = "nvidia-pytriton==0.7.0"  # ships a real tritonserver binary with the python backend only
+TOOLS = Path.home() / ".cache" / "cmp-deploy-tools"
+# Triton has no onnxruntime backend here, so the test swaps each graph's backend for a python
+# model that runs the same model.onnx with ONNX Runtime; the configs, the ensemble wiring, the
+# warm-up and the protocol are Triton's own. DLPack both ways: the stub's numpy bridge predates
+# numpy 2 and hands over empty or wrong buffers otherwise.
+STAND_IN = '''import json
+import os
+import sys
+
+sys.path[:0] = {paths!r}
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        self.inputs = [i["name"] for i in config["input"]]
+        self.outputs = [o["name"] for o in config["output"]]
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            feeds = {{n: np.from_dlpack(pb_utils.get_input_tensor_by_name(request, n)) for n in self.inputs}}
+            values = self.session.run(self.outputs, feeds)
+            responses.append(pb_utils.InferenceResponse(
+                [pb_utils.Tensor.from_dlpack(n, np.ascontiguousarray(v)) for n, v in zip(self.outputs, values)]))
+        return responses
+'''
+
+
+def _tritonserver() -> Path:
+    """tritonserver from the nvidia-pytriton wheel, fetched once into a cache (skip if impossible)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    root = TOOLS / "nvidia-pytriton-0.7.0"
+    binary = root / "pytriton" / "tritonserver" / "bin" / "tritonserver"
+    if not binary.is_file():
+        wheels = TOOLS / "wheels"
+        fetched = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", PYTRITON, "-d",
+                                  str(wheels)], capture_output=True, text=True, timeout=600)
+        found = sorted(wheels.glob("nvidia_pytriton-0.7.0-*.whl"))
+        if fetched.returncode or not found:
+            pytest.skip(f"cannot fetch {PYTRITON} (a real tritonserver): {fetched.stderr.strip()[-200:]}")
+        tmp = root.with_name(root.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        zipfile.ZipFile(found[0]).extractall(tmp)
+        tmp.rename(root)
+    server = root / "pytriton" / "tritonserver"
+    stub = server / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}" / \
+        "triton_python_backend_stub"
+    if not stub.is_file():
+        pytest.skip(f"{PYTRITON} has no python backend stub for Python {sys.version_info[:2]}")
+    shutil.copyfile(stub, server / "backends" / "python" / stub.name)
+    for exe in (binary, server / "backends" / "python" / stub.name):
+        exe.chmod(0o755)
+    return binary
+
+
+@pytest.mark.slow
+def test_real_tritonserver_serves_the_ensemble_like_the_predictor(models_dir, tmp_path):
+    """A real tritonserver loads the generated repository (configs, warm-up, the 3-step
+    ensemble) and answers cmp_supervised like the Predictor's fused-graph path, through the
+    same client helper that talks to 'cmp-face serve'."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    import numpy as np
+    import onnxruntime
+    import tritonclient.http as th
+
+    from runtime.demo_signal import demo_voice
+    from runtime.predictor import Predictor
+    from runtime.serve.client import infer
+
+    binary = _tritonserver()
+    repo = tmp_path / "repo"
+    tr.write_repository(models_dir, repo, ["supervised"])
+    paths = sorted({str(Path(m.__file__).parents[1]) for m in (np, onnxruntime)})
+    for graph in ("frontend", "encoder", "decoder_supervised"):
+        config = repo / graph / "config.pbtxt"
+        config.write_text(config.read_text().replace('backend: "onnxruntime"', 'backend: "python"'))
+        (repo / graph / "1" / "model.py").write_text(STAND_IN.format(paths=paths))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "triton.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(binary), "--model-repository", str(repo), "--http-port", str(port),
+                                 "--grpc-port", "0", "--allow-grpc", "false", "--allow-metrics", "false",
+                                 "--disable-auto-complete-config", "--allow-gpu-metrics", "false",
+                                 "--backend-directory", str(binary.parents[1] / "backends")],
+                                stdout=out, stderr=subprocess.STDOUT, env=os.environ | {"PYTHONNOUSERSITE": "1"})
+    try:
+        client = th.InferenceServerClient(f"127.0.0.1:{port}")
+        deadline = time.monotonic() + 120
+        while True:
+            text = log.read_text(errors="replace")
+            if "Failed to initialize Python stub" in text:
+                pytest.skip(f"Triton's python backend stub cannot start here: {text[-300:]}")
+            assert proc.poll() is None, f"tritonserver exited {proc.returncode}:\n{text[-3000:]}"
+            try:
+                if client.is_server_ready() and client.is_model_ready("cmp_supervised"):
+                    break
+            except Exception:  # noqa: BLE001 - not listening yet
+                pass
+            assert time.monotonic() < deadline, f"tritonserver not ready:\n{text[-3000:]}"
+            time.sleep(0.5)
+        meta = client.get_model_metadata("cmp_supervised")
+        assert meta["platform"] == "ensemble"
+        assert meta["outputs"] == [{"name": "embedding", "datatype": "FP32", "shape": [-1, 64]},
+                                   {"name": "params", "datatype": "FP32", "shape": [-1, 51]},
+                                   {"name": "vertices", "datatype": "FP32", "shape": [-1, 53215, 3]}]
+        samples = demo_voice(3.0)
+        got = infer(f"127.0.0.1:{port}", samples)  # the same client helper as for 'cmp-face serve'
+        want = Predictor(models_dir, "supervised", threads=1, frontend="onnx").predict(
+            samples, sample_rate=16000, vad=False)
+        for name in ("embedding", "params", "vertices"):
+            ref = getattr(want, name)
+            np.testing.assert_allclose(got[name][0], ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
