@@ -33,7 +33,7 @@ from starlette.routing import Route
 from runtime.errors import CmpError, InputError
 from runtime.serve.batcher import Batcher, DeadlineExceeded
 from runtime.serve.metrics import Metrics
-from runtime.serve.pipeline import Limits, ServedPipeline, Stages
+from runtime.serve.pipeline import ServedPipeline, Stages
 from runtime.serve.protocol import HEADER_LENGTH, ProtocolError, encode_infer_response, parse_infer_request
 
 log = logging.getLogger("cmp_face.serve")

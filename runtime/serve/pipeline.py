@@ -17,6 +17,7 @@ from runtime.errors import InputError
 from runtime.features import N_MELS, check_fbank
 from runtime.predictor import Predictor
 from runtime.result import Prediction
+from runtime.serve.protocol import ProtocolError
 
 SAMPLE_RATE = 16000
 FRAMES_PER_S = 100
@@ -87,7 +88,6 @@ class ServedPipeline:
     def _check_duration(self, n: int, rate: float, unit: str = "samples") -> None:
         seconds = n / rate
         if seconds > self.limits.max_audio_s:
-            from runtime.serve.protocol import ProtocolError
             raise ProtocolError(413, f"audio of {seconds:.1f} s ({n} {unit}) is longer than this server's "
                                      f"limit of {self.limits.max_audio_s:g} s")
 
