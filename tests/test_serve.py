@@ -302,6 +302,24 @@ def test_bad_infer_requests_answer_400(server, doc, binary, message):
     assert r.status_code == 400 and _error(r) == message
 
 
+@pytest.mark.parametrize("datatype", ["INT16", "FP32"])
+def test_samples_without_signal_answer_the_predictors_message(server, predictor, datatype):
+    from runtime.errors import InputError
+
+    from runtime.fbank import check_signal
+
+    flat = np.full(16000, 7, np.int16)
+    with pytest.raises(InputError) as expected:
+        if datatype == "INT16":
+            predictor.predict(flat, sample_rate=16000, vad=False)
+        else:  # FP32 is used as given: the Predictor's check, on the float values
+            check_signal(flat.astype(np.float32))
+    doc = {"inputs": [{"name": "samples", "datatype": datatype, "shape": [1, 16000], "data": [7] * 16000}]}
+    r = _infer(server, doc)
+    assert r.status_code == 400 and _error(r) == str(expected.value)
+    assert _error(r).startswith("no signal in the audio: all 16000 samples are 7")
+
+
 def test_malformed_bodies_and_unknown_routes(server):
     r = httpx.post(f"{server.url}/v2/models/cmp_supervised/infer", content=b"{not json")
     assert r.status_code == 400 and _error(r).startswith("the request header is not valid JSON")
@@ -444,7 +462,7 @@ def test_served_pipeline_equals_predictor(models_dir, pipeline, frontend):
     items = served.prepare_samples(batch, None, False, Stages())
     assert [kind for kind, _ in items] == (["samples"] * 2 if frontend == "onnx" else ["fbank"] * 2)
     rows = served.run(items)
-    out = served.stack(rows, served.output_names)
+    out = served.stack(rows, served.output_names, [kind for kind, _ in items])
     for k in range(2):
         want = predictor.predict(batch[k], sample_rate=16000, vad=False)
         _close(out["vertices"][k], want.vertices)
@@ -453,7 +471,7 @@ def test_served_pipeline_equals_predictor(models_dir, pipeline, frontend):
             _close(out["pose_R"][k], want.pose_R)
             _close(out["vertices_frontal"][k], want.vertices_frontal)
             # uint8 display image: truncation may move a value by 1 when batching rounds differently
-            face = served.prediction(rows[k]).face_image.astype(int)
+            face = served.prediction(rows[k], items[k][0]).face_image.astype(int)
             assert face.shape == (120, 120, 3) and np.abs(face - want.face_image).max() <= 1
 
 

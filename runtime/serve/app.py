@@ -295,7 +295,7 @@ def create_app(served: ServedPipeline, max_batch: int = 8, max_delay_ms: float =
             else:
                 items = await state.cpu(served.prepare_fbank, req.inputs["fbank"], stages)
             rows = await state.batch(items, deadline, stages)
-            outputs = served.stack(rows, req.outputs or served.output_names)
+            outputs = served.stack(rows, req.outputs or served.output_names, [kind for kind, _ in items])
             body, headers = await state.cpu(encode_infer_response, name, req, outputs)
             stages.lap("encode")
             state.metrics.observe_stages({k: v for k, v in stages.items() if k not in ("queue", "model")})
@@ -315,7 +315,7 @@ def create_app(served: ServedPipeline, max_batch: int = 8, max_delay_ms: float =
             stages.lap("receive")
             items, notes = await state.cpu(served.prepare_audio_file, data, vad, stages)
             rows = await state.batch(items, deadline, stages)
-            result = served.prediction(rows[0])
+            result = served.prediction(rows[0], items[0][0])
             body = await state.cpu(_encode_prediction, result, fmt, stages, notes)
             state.metrics.observe_stages({k: v for k, v in stages.items() if k not in ("queue", "model")})
             return Response(body, 200, media_type=FORMATS[fmt])

@@ -15,7 +15,7 @@ import numpy as np
 
 from runtime.errors import InputError
 from runtime.features import N_MELS, check_fbank
-from runtime.predictor import Predictor
+from runtime.predictor import Predictor, _check_finite
 from runtime.result import Prediction
 from runtime.serve.protocol import ProtocolError
 
@@ -94,16 +94,21 @@ class ServedPipeline:
     def _from_wave(self, samples: np.ndarray, vad: bool, stages: Stages) -> tuple[str, np.ndarray]:
         """16 kHz samples -> what the model stage takes: log-mel features (numpy frontend) or
         the samples themselves (fused graph)."""
+        from runtime.fbank import check_signal, compute_fbank, log_mel, normalise
+
         if vad:
             from runtime.vad import remove_silence
 
             samples = remove_silence(samples)
             stages.lap("vad")
         if self.predictor.frontend == "onnx":
+            check_signal(samples)  # the graph computes the fbank: refuse what numpy refuses, alike
             return "samples", samples
-        from runtime.fbank import log_mel, normalise
-
-        fbank = normalise(log_mel(samples))
+        if samples.dtype == np.int16:
+            fbank = compute_fbank(samples, vad=False)
+        else:  # FP32 samples used as given (not rounded to int16)
+            check_signal(samples)
+            fbank = normalise(log_mel(samples))
         stages.lap("fbank")
         return "fbank", fbank
 
@@ -174,10 +179,15 @@ class ServedPipeline:
                 out[i] = values
         return [{n: o[n] for n in self.output_names} for o in out]
 
-    def stack(self, rows: list[dict[str, np.ndarray]], wanted: list[str]) -> dict[str, np.ndarray]:
+    def stack(self, rows: list[dict[str, np.ndarray]], wanted: list[str], kinds: list[str]) -> dict[str, np.ndarray]:
+        """One request's rows as ``[B, ...]`` outputs; a NaN output is the model's fault
+        (the Predictor's own check: ModelError, answered 500)."""
+        for k, (row, kind) in enumerate(zip(rows, kinds)):
+            _check_finite(row, k, fused=kind == "samples")
         return {n: np.stack([r[n] for r in rows]) for n in wanted}
 
-    def prediction(self, out: dict[str, np.ndarray]) -> Prediction:
+    def prediction(self, out: dict[str, np.ndarray], kind: str) -> Prediction:
+        _check_finite(out, 0, fused=kind == "samples")
         return self.predictor._result(out)  # the Predictor's own conversion (display image, pose)
 
     def warm_up(self) -> None:
