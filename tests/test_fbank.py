@@ -519,3 +519,10 @@ def test_release_features_stay_within_the_bound():
         # |x| <= sqrt(T - 1) holds exactly (shorter utterances were tiled: tighter still)
         assert np.abs(a).max() <= math.sqrt(a.shape[0] - 1) <= max_abs_value(a.shape[0]) / 2, path.name
         check_fbank(a)
+
+
+def test_check_signal_rejects_bad_arrays():
+    for x, shape in ((np.zeros(0, np.int16), "(0,)"), (np.zeros((2, 100), np.int16), "(2, 100)")):
+        with pytest.raises(InputError, match="^" + re.escape(
+                f"check_signal expects a non-empty 1-D array of samples, got shape {shape}") + "$"):
+            fbank.check_signal(x)
