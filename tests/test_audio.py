@@ -459,7 +459,13 @@ def test_all_silence_raises_no_speech(tmp_path):
         compute_fbank(x)
     with pytest.raises(InputError, match=msg(expected)):  # NoSpeechError is an InputError
         fbank_from_source(p)
-    assert fbank_from_source(p, vad=False).shape == (1000, 64)  # the way out
+    # without VAD, digital silence has no signal to normalise: refused too (runtime.fbank)
+    with pytest.raises(InputError, match=msg(
+            "no signal in the audio: all 32000 samples are 0; features are normalised per mel filter by its spread "
+            "over time, so every filter's log-mel must vary (standard deviation over frames at least 0.01): "
+            "digital silence, a constant (DC) level or a steady tone carry no voice")):
+        fbank_from_source(p, vad=False)
+    assert fbank_from_source(write(tmp_path, "hum.wav", wav_bytes(pcm16(tone(32000)))), vad=False).shape == (1000, 64)
 
 
 def test_nan_and_inf_in_float_wavs(tmp_path):
