@@ -62,6 +62,10 @@ def _check_predict_options(args: argparse.Namespace) -> None:
                          "test voice, or --mic SECONDS")
     if sources > 1:
         raise InputError("give INPUT files, --demo or --mic, not several of them")
+    if args.mic is not None:
+        from runtime.microphone import check_seconds
+
+        check_seconds(args.mic)
     if args.output.exists() and not args.output.is_dir():
         raise InputError(f"{args.output}: exists and is not a folder")
 

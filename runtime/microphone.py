@@ -13,7 +13,7 @@ import numpy as np
 
 from runtime.errors import CmpError, InputError
 
-__all__ = ["MAX_SECONDS", "MIN_SECONDS", "record"]
+__all__ = ["MAX_SECONDS", "MIN_SECONDS", "check_seconds", "record"]
 
 #: Shortest recording: the voice activity detector and the encoder need some speech.
 MIN_SECONDS = 0.5
@@ -34,7 +34,7 @@ def _sounddevice() -> ModuleType:
     return sounddevice
 
 
-def _check_seconds(seconds: float) -> float:
+def check_seconds(seconds: float) -> float:
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.integer, np.floating)) \
             or not math.isfinite(seconds) or not MIN_SECONDS <= seconds <= MAX_SECONDS:
         raise InputError(f"recording length: expected {MIN_SECONDS:g} to {MAX_SECONDS:g} seconds, got {seconds!r}")
@@ -44,7 +44,7 @@ def _check_seconds(seconds: float) -> float:
 def record(seconds: float, sample_rate: int = 16000) -> np.ndarray:
     """Record ``seconds`` of mono audio from the default input device; returns int16 ``(n,)``
     with ``n = round(seconds * sample_rate)``. Blocks until the recording is complete."""
-    seconds = _check_seconds(seconds)
+    seconds = check_seconds(seconds)
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) \
             or not 8000 <= sample_rate <= 192000:
         raise InputError(f"sample rate: expected an integer from 8000 to 192000 Hz, got {sample_rate!r}")

@@ -170,3 +170,28 @@ def test_max_bytes_bounds_npy_and_audio_inputs(capsys, models_dir, tmp_path):
     assert code == 2
     assert err.strip() == (f"cmp-face: error: audio file is too large: {wav} has {wav.stat().st_size} bytes, "
                            "the limit is 4096 bytes (raise max_bytes to accept it)")
+
+
+def test_predict_from_the_microphone_equals_the_same_samples_from_a_file(capsys, models_dir, tmp_path, monkeypatch):
+    import sys
+    import wave
+
+    from runtime.demo_signal import demo_voice
+    from tests.test_evaluate_analyze import stand_in_module
+
+    sd = stand_in_module()  # no machine here has a microphone: a stand-in returns a known voice
+    monkeypatch.setitem(sys.modules, "sounddevice", sd)
+    code, _, err = run(capsys, "predict", "--mic", "3", "-o", str(tmp_path / "mic"), "--models", str(models_dir))
+    assert code == 0, err
+    assert sd.calls[1] == ("rec", 48000, 16000, 1, "int16")
+    wav = tmp_path / "same.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes(np.resize(demo_voice(), 48000).astype(np.int16).tobytes())
+    code, _, err = run(capsys, "predict", str(wav), "-o", str(tmp_path / "file"), "--models", str(models_dir))
+    assert code == 0, err
+    with np.load(tmp_path / "mic" / "result.npz") as a, np.load(tmp_path / "file" / "result.npz") as b:
+        np.testing.assert_array_equal(a["vertices"], b["vertices"])
+    code, _, err = run(capsys, "predict", "--mic", "0.1", "-o", str(tmp_path / "x"), "--models", str(tmp_path / "no"))
+    assert code == 2 and err.strip() == "cmp-face: error: recording length: expected 0.5 to 60 seconds, got 0.1"
+    assert len(sd.calls) == 3  # checked before any work: the device was not asked again
