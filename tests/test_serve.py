@@ -163,6 +163,24 @@ def test_tritonclient_binary_int16_batch_equals_predictor(server, predictor):
             _close(got, getattr(want, name))
 
 
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_requests(server, predictor, algorithm):
+    voice = _speech(2.0)
+    inp = th.InferInput("samples", [1, voice.size], "INT16")
+    inp.set_data_from_numpy(voice[None])
+    result = server.client().infer("cmp_supervised", [inp], request_compression_algorithm=algorithm)
+    _close(result.as_numpy("params")[0], predictor.predict(voice, sample_rate=16000, vad=False).params)
+    import gzip
+
+    bomb = gzip.compress(b" " * (MAX_BODY + 10))  # a small body that inflates beyond the limit
+    r = httpx.post(f"{server.url}/v2/models/cmp_supervised/infer", content=bomb, headers={"Content-Encoding": "gzip"})
+    assert r.status_code == 413
+    assert _error(r) == f"the gzip request body inflates beyond this server's limit of {MAX_BODY} bytes"
+    r = httpx.post(f"{server.url}/v2/models/cmp_supervised/infer", content=b"x", headers={"Content-Encoding": "br"})
+    assert r.status_code == 415
+    assert _error(r) == "Content-Encoding 'br' is not supported: send the request uncompressed, gzip or deflate"
+
+
 def test_json_fp32_samples_and_requested_outputs(server, predictor):
     voice = _speech(2.0)
     inp = th.InferInput("samples", [1, voice.size], "FP32")

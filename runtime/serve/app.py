@@ -34,7 +34,8 @@ from runtime.errors import CmpError, InputError
 from runtime.serve.batcher import Batcher, DeadlineExceeded
 from runtime.serve.metrics import Metrics
 from runtime.serve.pipeline import ServedPipeline, Stages
-from runtime.serve.protocol import HEADER_LENGTH, ProtocolError, encode_infer_response, parse_infer_request
+from runtime.serve.protocol import (HEADER_LENGTH, ProtocolError, decompress, encode_infer_response,
+                                    parse_infer_request)
 
 log = logging.getLogger("cmp_face.serve")
 FORMATS = {"json": "application/json", "obj": "text/plain", "ply": "application/octet-stream",
@@ -270,14 +271,17 @@ def create_app(served: ServedPipeline, max_batch: int = 8, max_delay_ms: float =
     async def infer(request: Request) -> Response:
         name = model_of(request)
         header_length = request.headers.get(HEADER_LENGTH)
-        if request.headers.get("content-encoding", "identity") != "identity":
-            raise ProtocolError(415, f"Content-Encoding {request.headers['content-encoding']!r} is not "
-                                     "supported: send the request uncompressed")
+        encoding = request.headers.get("content-encoding", "identity").lower()
+        if encoding not in ("identity", "gzip", "deflate"):
+            raise ProtocolError(415, f"Content-Encoding {encoding!r} is not supported: send the request "
+                                     "uncompressed, gzip or deflate")
 
         async def work(deadline: float) -> Response:
             stages = Stages()
             body = await request.body()
             stages.lap("receive")
+            if encoding != "identity":  # tritonclient's request_compression_algorithm
+                body = await state.cpu(decompress, body, encoding, state.limits.max_body_bytes)
             req = await state.cpu(parse_infer_request, body, header_length, state.limits.max_body_bytes)
             audio = name == served.name
             wanted_input = "samples" if audio else "fbank"

@@ -28,9 +28,18 @@ _ORT_TYPES = {"tensor(float)": "FP32", "tensor(float16)": "FP16", "tensor(double
 
 
 def tensor_spec(arg) -> dict:
-    """An ONNX Runtime NodeArg as protocol metadata (symbolic dimensions are -1)."""
-    return {"name": arg.name, "datatype": _ORT_TYPES[arg.type],
-            "shape": [d if isinstance(d, int) else -1 for d in arg.shape]}
+    """A runner's TensorInfo (or an ONNX Runtime NodeArg) as protocol metadata (symbolic
+    dimensions are -1)."""
+    from runtime.serve.protocol import datatype_of
+
+    datatype = datatype_of(arg.dtype) if hasattr(arg, "dtype") else _ORT_TYPES[arg.type]
+    return {"name": arg.name, "datatype": datatype,
+            "shape": [d if isinstance(d, int) and d >= 0 else -1 for d in arg.shape]}
+
+
+def _outputs(runner) -> list:
+    """A runner's outputs (runtime.runners), or an ONNX Runtime session's."""
+    return list(runner.outputs) if hasattr(runner, "outputs") else list(runner.get_outputs())
 
 
 @dataclass
@@ -70,8 +79,7 @@ class ServedPipeline:
         # The fused graph's outputs by construction (export.frontend_graph.fuse_voice2mesh):
         # the encoder's embedding, then the decoder's outputs in order. A test holds this
         # against voice2mesh_<pipeline>.onnx.
-        self.outputs = [tensor_spec(models.encoder.get_outputs()[0])] + [
-            tensor_spec(o) for o in models.decoder.get_outputs()]
+        self.outputs = [tensor_spec(_outputs(models.encoder)[0])] + [tensor_spec(o) for o in _outputs(models.decoder)]
         self.output_names = [o["name"] for o in self.outputs]
         self.inputs = {self.name: [{"name": "samples", "datatype": "FP32", "shape": [-1, -1]}],
                        self.fbank_name: [{"name": "fbank", "datatype": "FP32", "shape": [-1, -1, N_MELS]}]}

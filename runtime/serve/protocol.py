@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +36,20 @@ class ProtocolError(Exception):
 
 def bad_request(message: str) -> ProtocolError:
     return ProtocolError(400, message)
+
+
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """A gzip or deflate (zlib) request body, refused once it inflates beyond ``limit`` bytes."""
+    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise bad_request(f"the {encoding} request body cannot be decompressed ({exc})") from None
+    if len(data) > limit:
+        raise ProtocolError(413, f"the {encoding} request body inflates beyond this server's limit of {limit} bytes")
+    if not inflater.eof:
+        raise bad_request(f"the {encoding} request body is truncated")
+    return data
 
 
 def datatype_of(dtype: np.dtype) -> str:

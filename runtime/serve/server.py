@@ -56,6 +56,13 @@ def make_predictor(models: str | os.PathLike, pipeline: str, backend: str | None
     return Predictor(Path(models), pipeline, **options)
 
 
+def _describe(models) -> str:
+    """What runs the graphs (the runners' description, or ONNX Runtime's providers)."""
+    if hasattr(models, "describe"):
+        return models.describe()
+    return ", ".join(getattr(models, "providers", []))
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -98,7 +105,7 @@ def serve(models: str | os.PathLike, pipeline: str = "supervised", backend: str 
     if predictor.untrained:
         log.warning("these models come from the synthetic asset pack: UNTRAINED weights")
     log.info("serving %s on http://%s:%d (max batch %d, max delay %g ms, %s)", ", ".join(served.model_names),
-             host, bound, max_batch, max_delay_ms, ", ".join(predictor.models.providers))
+             host, bound, max_batch, max_delay_ms, _describe(predictor.models))
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
                             timeout_graceful_shutdown=max(1, round(drain_timeout_s)))
     server = _server(config)
