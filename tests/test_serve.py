@@ -493,6 +493,22 @@ def test_served_pipeline_equals_predictor(models_dir, pipeline, frontend):
             assert face.shape == (120, 120, 3) and np.abs(face - want.face_image).max() <= 1
 
 
+@pytest.mark.parametrize("options, message", [
+    (dict(port=70000), "--port must be between 0 and 65535, got 70000"),
+    (dict(max_batch=33), "--max-batch must be between 1 and 32, got 33"),
+    (dict(max_delay_ms=-1), "--max-delay-ms must be between 0 and 10000, got -1"),
+    (dict(cpu_workers=0), "--cpu-workers must be between 1 and 256, got 0"),
+    (dict(threads=0), "--threads must be between 1 and 256, got 0"),
+])
+def test_serve_options_are_checked_before_models_open(tmp_path, options, message):
+    from runtime.errors import InputError
+    from runtime.serve import serve
+
+    with pytest.raises(InputError) as err:
+        serve(tmp_path / "no-models", **options)  # the folder is never looked at
+    assert str(err.value) == message
+
+
 # ------------------------------------------------------------------------------ the batcher alone
 
 

@@ -108,6 +108,8 @@ def test_tensorrt_without_engines_names_the_build_command(models_dir, tmp_path):
 
 
 def test_missing_precision_and_foreign_output_folder(models_dir, tmp_path):
+    with pytest.raises(ModelError, match="nope: models folder not found"):
+        tr.write_repository(tmp_path / "nope", tmp_path / "r")
     with pytest.raises(ModelError, match=r"frontend_int8.onnx: not found \(the int8 frontend graph\); export it first"):
         tr.write_repository(models_dir, tmp_path / "r", precision="int8")
     (tmp_path / "mine").mkdir()

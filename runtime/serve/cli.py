@@ -32,7 +32,7 @@ def add_serve_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentP
     p.add_argument("--pipeline", choices=("supervised", "unsupervised"), default="supervised")
     p.add_argument("--backend", default=None, help="Predictor backend (default: the Predictor's)")
     p.add_argument("--precision", default=None, help="Predictor precision (default: the Predictor's)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (checked by the Predictor)")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     p.add_argument("--frontend", choices=("numpy", "onnx"), default="numpy",
                    help="log-mel in numpy on the CPU pool (default), or samples through the fused graph")

@@ -27,7 +27,8 @@ def _imports():
     return uvicorn
 
 
-def check_options(port: int, max_batch: int, max_delay_ms: float, limits: Limits, cpu_workers: int) -> None:
+def check_options(port: int, max_batch: int, max_delay_ms: float, limits: Limits, cpu_workers: int,
+                  threads: int | None = None) -> None:
     """Everything checkable before the models are opened."""
     if not 0 <= port <= 65535:
         raise InputError(f"--port must be between 0 and 65535, got {port}")
@@ -39,6 +40,8 @@ def check_options(port: int, max_batch: int, max_delay_ms: float, limits: Limits
         raise InputError(f"limits must be positive (body >= 1024 bytes): {limits}")
     if not 1 <= cpu_workers <= 256:
         raise InputError(f"--cpu-workers must be between 1 and 256, got {cpu_workers}")
+    if threads is not None and not 1 <= threads <= 256:
+        raise InputError(f"--threads must be between 1 and 256, got {threads}")
 
 
 def make_predictor(models: str | os.PathLike, pipeline: str, backend: str | None = None,
@@ -89,8 +92,8 @@ def serve(models: str | os.PathLike, pipeline: str = "supervised", backend: str 
     """
     uvicorn = _imports()
     limits = limits or Limits()
-    cpu_workers = cpu_workers or min(4, os.cpu_count() or 1)
-    check_options(port, max_batch, max_delay_ms, limits, cpu_workers)
+    cpu_workers = min(4, os.cpu_count() or 1) if cpu_workers is None else cpu_workers
+    check_options(port, max_batch, max_delay_ms, limits, cpu_workers, threads)
     from runtime.serve.app import create_app
     from runtime.serve.pipeline import ServedPipeline
 

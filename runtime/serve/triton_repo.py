@@ -194,6 +194,8 @@ def write_repository(models: str | os.PathLike, out: str | os.PathLike, pipeline
     if not 1 <= instances <= 64 or not 1 <= max_batch <= 4096 or not 0 <= queue_delay_us <= 10_000_000:
         raise InputError(f"--instances 1..64, --max-batch 1..4096, --max-queue-delay-us 0..10^7 "
                          f"(got {instances}, {max_batch}, {queue_delay_us})")
+    if not models.is_dir():
+        raise ModelError(f"{models}: models folder not found")
     manifest = _read_manifest(models)
     pipelines = pipelines or list(manifest.get("pipelines", []))
     missing = [p for p in pipelines if p not in manifest.get("pipelines", [])]
