@@ -52,30 +52,17 @@ def session(path, threads: int, spinning: bool = False, profile_dir: str | None 
 
 
 def predictor_stages(models: Path, threads: int, reps: int) -> None:
-    import inspect
-
     import numpy as np
 
     from runtime.demo_signal import demo_voice
     from runtime.predictor import Predictor
 
     x = demo_voice(6.0)
-    has_frontend = "frontend" in inspect.signature(Predictor).parameters
-    has_spinning = "spinning" in inspect.signature(Predictor).parameters
     print("\n1. Predictor.predict(6 s synthetic voice), median ms per stage (its own timings)")
     for pipe in ("supervised", "unsupervised"):
-        for frontend in (["numpy", "onnx"] if has_frontend and (models / f"voice2mesh_{pipe}.onnx").is_file()
-                         else ["numpy"]):
+        for frontend in (["numpy", "onnx"] if (models / f"voice2mesh_{pipe}.onnx").is_file() else ["numpy"]):
             for spinning in (True, False):
-                kw = {"frontend": frontend} if has_frontend else {}
-                if has_spinning:
-                    kw["spinning"] = spinning
-                p = Predictor(models, pipe, device="cpu", threads=threads, **kw)
-                if not has_spinning:
-                    p.models.encoder = session(models / "encoder.onnx", threads, spinning)
-                    p.models.decoder = session(models / f"decoder_{pipe}.onnx", threads, spinning)
-                    if getattr(p.models, "voice2mesh", None) is not None:
-                        p.models.voice2mesh = session(models / f"voice2mesh_{pipe}.onnx", threads, spinning)
+                p = Predictor(models, pipe, device="cpu", threads=threads, frontend=frontend, spinning=spinning)
                 for _ in range(3):
                     p.predict(x, sample_rate=16000)
                 runs, walls = [], []

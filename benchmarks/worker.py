@@ -82,6 +82,7 @@ def run_ours(backend: dict, cfg: dict, rec: Recorder, inputs: dict) -> dict:
     from runtime.fbank import log_mel, normalise
     from runtime.predictor import Predictor
     from runtime.render import render_frontal, render_overlap
+    from runtime.runners.ort_runner import OrtRunner
     from runtime.sessions import open_session
     from runtime.vad import remove_silence
 
@@ -112,10 +113,10 @@ def run_ours(backend: dict, cfg: dict, rec: Recorder, inputs: dict) -> dict:
         else:       # other files / options: the same Predictor with this backend's sessions
             preds[pipeline] = Predictor(models, pipeline, device="cpu", threads=threads, frontend=frontend,
                                         spinning=spinning)
-            preds[pipeline].models.encoder = sess(backend["files"]["encoder"])
-            preds[pipeline].models.decoder = sess(backend["files"][f"decoder_{pipeline}"])
-            preds[pipeline].models.providers = providers
-        got = preds[pipeline].models.encoder.get_providers()[0]
+            for graph, attr in (("encoder", "encoder"), (f"decoder_{pipeline}", "decoder")):
+                path = backend["files"][graph]
+                setattr(preds[pipeline].models, attr, OrtRunner.wrap(sess(path), path, graph))
+        got = preds[pipeline].models.encoder.session.get_providers()[0]
         if got != providers[0]:
             raise RuntimeError(f"encoder session runs on {got}, not {providers[0]}")
     sup, uns = preds["supervised"], preds["unsupervised"]
@@ -140,11 +141,11 @@ def run_ours(backend: dict, cfg: dict, rec: Recorder, inputs: dict) -> dict:
         rec.stage("logmel", "runtime.fbank: vectorised log-mel (block FFT) + normalise",
                   lambda: normalise(log_mel(voiced)))
     feed = {"fbank": np.ascontiguousarray(fb.T[None])}
-    enc = sup.models.encoder
+    enc = sup.models.encoder.session  # the raw ONNX Runtime session: stage timings without our checks
     rec.stage("encoder", f"encoder.onnx, batch 1, T={fb.shape[0]}",
               lambda: enc.run(["embedding"], feed))
     emb = enc.run(["embedding"], feed)[0]
-    dsup, duns = sup.models.decoder, uns.models.decoder
+    dsup, duns = sup.models.decoder.session, uns.models.decoder.session
     rec.stage("decoder_supervised", "decoder_supervised.onnx: heads + 3DMM mesh reconstruction (inside the graph)",
               lambda: dsup.run(None, {"embedding": emb}))
     rec.stage("decoder_unsupervised", "decoder_unsupervised.onnx: generator + upsample + image3D + pose net "
@@ -199,7 +200,7 @@ def run_ours(backend: dict, cfg: dict, rec: Recorder, inputs: dict) -> dict:
     import Sim3DR
     info = {"ort_intra_op_threads": threads, "ort_inter_op_threads": 1,
             "sim3dr_threads": Sim3DR.resolve_num_threads(),
-            "providers": sup.models.encoder.get_providers(),
+            "providers": sup.models.encoder.session.get_providers(),
             "ort_spinning": spinning}
     return {"parity": parity, "threads": info}
 

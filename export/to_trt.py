@@ -26,8 +26,8 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 
 from runtime.atomic import replacing  # noqa: E402
 from runtime.errors import CmpError, EngineError, ModelError  # noqa: E402
-from runtime.engines import (BUILD_SCRIPT, HARDWARE_COMPAT, MANIFEST, PRECISIONS, SIDECAR_FORMAT, Gpu,  # noqa: E402
-                             engine_file, engine_target, import_tensorrt, onnx_file, rebuild_command,
+from runtime.engines import (BUILD_SCRIPT, HARDWARE_COMPAT, MANIFEST, PRECISION_COMMANDS, PRECISIONS,  # noqa: E402
+                             SIDECAR_FORMAT, Gpu, engine_file, engine_target, import_tensorrt, onnx_file, rebuild_command,
                              sidecar_path)
 from runtime.profiles import DEFAULT_MAX_SECONDS, Profile, check_max_seconds, derive_profiles  # noqa: E402
 from runtime.release_files import sha256  # noqa: E402
@@ -36,12 +36,6 @@ PIPELINES = ("supervised", "unsupervised")
 DEFAULT_WORKSPACE_MIB = 4096
 DEFAULT_OPT_LEVEL = 3  # TensorRT's own default
 TRTEXEC_SCRIPT = "trtexec.sh"
-# The commands that write each precision's ONNX files (issue 10's flow).
-PRECISION_COMMANDS = {
-    "fp32": "cmp-face export --release RELEASE_DIR -o {models}",
-    "fp16": "cmp-face export --release RELEASE_DIR -o {models} --precision fp32,fp16",
-    "int8": "cmp-face calibrate --models {models} --audio SPEECH_DIR",
-}
 
 
 @dataclass(frozen=True)

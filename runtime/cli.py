@@ -11,6 +11,7 @@ import traceback
 from pathlib import Path
 
 from runtime.errors import CmpError, InputError
+from runtime.runners import BACKENDS
 
 EXIT_ERROR = 2
 MAX_THREADS = 256
@@ -50,10 +51,12 @@ def _check_int(name: str, value: int | None, low: int, high: int) -> None:
 def _check_predict_options(args: argparse.Namespace) -> None:
     """Everything that can be checked before models are opened or inputs read."""
     from runtime.render import check_num_threads, check_size
+    from runtime.runners import parse_device
 
     if args.size is not None:
         check_size(args.size, name="--size")
     check_num_threads()  # SIM3DR_NUM_THREADS, if set
+    parse_device(args.device)
     _check_int("--threads", args.threads, 1, MAX_THREADS)
     _check_int("--max-bytes", args.max_bytes, 1, MAX_BYTES_LIMIT)
     sources = sum([bool(args.input), args.demo, args.mic is not None])
@@ -107,7 +110,8 @@ def _predictor(args: argparse.Namespace):
     from runtime.audio import DEFAULT_MAX_BYTES
 
     return Predictor(_models_folder(args), args.pipeline, args.device, args.threads, vad=not args.no_vad,
-                     frontend=args.frontend, max_bytes=args.max_bytes or DEFAULT_MAX_BYTES)
+                     frontend=args.frontend, max_bytes=args.max_bytes or DEFAULT_MAX_BYTES,
+                     backend=args.backend, precision=args.precision)
 
 
 def _untrained_warning(predictor) -> None:
@@ -137,7 +141,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     written, replaced, removed = _write_outputs(result, args.output, args)
     _untrained_warning(predictor)
     stages = "  ".join(f"{k} {v:.1f} ms" for k, v in result.timings.items())
-    print(f"{args.pipeline} pipeline ({', '.join(predictor.models.providers)}): {stages}")
+    print(f"{args.pipeline} pipeline ({predictor.models.describe()}): {stages}")
     note = _replaced_note(args.output, replaced, removed)
     if note:
         _progress(note)
@@ -281,7 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--release", type=Path, metavar="DIR", help="release folder (exported once into the cache)")
     src.add_argument("--models", type=Path, metavar="DIR", help="models folder written by 'cmp-face export'")
     p.add_argument("--epoch", help="checkpoint epoch when the release folder holds several")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="auto (default), onnxruntime, onnxruntime-trt (its TensorRT provider) or tensorrt "
+                        "(engines from 'cmp-face build-engines')")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
+                   help="which models of the folder run (fp16/int8 files are made by export and calibrate)")
     p.add_argument("--threads", type=int, help=f"ONNX Runtime intra-op threads (1..{MAX_THREADS})")
     p.add_argument("--no-vad", action="store_true", help="keep silences (skip voice activity detection)")
     p.add_argument("--frontend", choices=("numpy", "onnx"), default="numpy",

@@ -32,6 +32,12 @@ INSTALL_TENSORRT = "pip install --extra-index-url https://pypi.nvidia.com tensor
 INSTALL_LEAN = "pip install tensorrt-lean-cu13-bindings tensorrt-lean-cu13-libs"
 INSTALL_CUDA_PYTHON = "pip install cuda-python"
 MANIFEST = "models.json"
+# The commands that write each precision's ONNX files.
+PRECISION_COMMANDS = {
+    "fp32": "cmp-face export --release RELEASE_DIR -o {models}",
+    "fp16": "cmp-face export --release RELEASE_DIR -o {models} --precision fp32,fp16",
+    "int8": "cmp-face calibrate --models {models} --audio SPEECH_DIR",
+}
 _ENGINE_NAME = re.compile(r"^(?P<graph>.+)_(?P<precision>fp32|fp16|int8)_(?P<target>[A-Za-z0-9+-]+)\.engine$")
 
 

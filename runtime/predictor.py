@@ -22,11 +22,13 @@ FRONTENDS = ("numpy", "onnx")
 
 
 def _equal_length_groups(lengths: dict[int, int]) -> list[list[int]]:
-    """Indices grouped by length, shortest first: only equal lengths can share a batch."""
+    """Indices grouped by length, shortest first, at most MAX_DECODER_BATCH per group: only equal
+    lengths can share a batch, and engines are built for batches of at most 32."""
     groups: dict[int, list[int]] = defaultdict(list)
     for i, n in lengths.items():
         groups[n].append(i)
-    return [groups[n] for n in sorted(groups)]
+    return [groups[n][k:k + MAX_DECODER_BATCH] for n in sorted(groups)
+            for k in range(0, len(groups[n]), MAX_DECODER_BATCH)]
 
 
 class _Clock:
@@ -61,7 +63,10 @@ class Predictor:
     >>> r = p.predict("voice.wav"); r.vertices.shape               # doctest: +SKIP
     (53215, 3)
 
-    ``device``: "auto" (CUDA when onnxruntime-gpu provides it, else CPU), "cpu" or "cuda".
+    ``device``: "auto" (CUDA when onnxruntime-gpu provides it, else CPU), "cpu", "cuda" or "cuda:N".
+    ``backend``: "auto", "onnxruntime", "onnxruntime-trt" (ONNX Runtime's TensorRT provider) or
+    "tensorrt" (native engines from ``cmp-face build-engines``): :mod:`runtime.runners`.
+    ``precision``: "fp32", "fp16" or "int8": which ONNX files (or engines) of the folder run.
     ``vad``: remove silence from audio input as the release does (ignored for fbank input).
     ``frontend``: "numpy" computes the log-mel on the CPU and runs encoder and decoder;
     "onnx" runs audio through ``voice2mesh_<pipeline>.onnx`` (log-mel, encoder and decoder in
@@ -81,11 +86,12 @@ class Predictor:
 
     def __init__(self, models: str | os.PathLike, pipeline: str = "supervised", device: str = "auto",
                  threads: int | None = None, vad: bool = True, frontend: str = "numpy",
-                 spinning: bool = False, max_bytes: int | None = DEFAULT_MAX_BYTES) -> None:
+                 spinning: bool = False, max_bytes: int | None = DEFAULT_MAX_BYTES, backend: str = "auto",
+                 precision: str = "fp32") -> None:
         if frontend not in FRONTENDS:
             raise ModelError(f"unknown frontend {frontend!r}: choose one of {', '.join(FRONTENDS)}")
         self.models = ModelsFolder.open(models, pipeline, device, threads, voice2mesh=frontend == "onnx",
-                                        spinning=spinning)
+                                        spinning=spinning, backend=backend, precision=precision)
         if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)
                                       or max_bytes < 1):
             raise InputError(f"max_bytes must be a positive integer or None, got {max_bytes!r}")
@@ -93,7 +99,7 @@ class Predictor:
         self.pipeline = pipeline
         self.vad = vad
         self.frontend = frontend
-        self._outputs = [o.name for o in self.models.decoder.get_outputs()]
+        self._outputs = [o.name for o in self.models.decoder.outputs]
 
     @classmethod
     def from_cache(cls, release: str | os.PathLike | None = None, pipeline: str = "supervised",
@@ -104,6 +110,18 @@ class Predictor:
         from runtime.cache import models_for
 
         return cls(models_for(None if release is None else Path(release), pipeline, epoch), pipeline, **options)
+
+    def close(self) -> None:
+        """Release the runners (GPU memory, engines); the Predictor cannot run afterwards."""
+        for runner in (self.models.encoder, self.models.decoder, self.models.voice2mesh):
+            if runner is not None:
+                runner.close()
+
+    def __enter__(self) -> "Predictor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def untrained(self) -> bool:
@@ -230,25 +248,24 @@ class Predictor:
         out = np.empty((len(fbanks), 64), np.float32)
         for idx in _equal_length_groups({i: fb.shape[0] for i, fb in enumerate(fbanks)}):
             batch = np.ascontiguousarray(np.stack([fbanks[i].T for i in idx]))
-            out[idx] = self.models.encoder.run(["embedding"], {"fbank": batch})[0]
+            out[idx] = self.models.encoder.run({"fbank": batch}, ["embedding"])["embedding"]
         return out
 
     def decode(self, embeddings: np.ndarray) -> dict[str, np.ndarray]:
         """Decoder outputs for (B, 64) embeddings, in chunks of MAX_DECODER_BATCH."""
-        chunks = [self.models.decoder.run(self._outputs, {"embedding": embeddings[i:i + MAX_DECODER_BATCH]})
+        chunks = [self.models.decoder.run({"embedding": embeddings[i:i + MAX_DECODER_BATCH]}, self._outputs)
                   for i in range(0, len(embeddings), MAX_DECODER_BATCH)]
-        return {name: np.concatenate([c[k] for c in chunks]) for k, name in enumerate(self._outputs)}
+        return {name: np.concatenate([c[name] for c in chunks]) for name in self._outputs}
 
     def voice_to_mesh(self, waves: dict[int, np.ndarray]) -> dict[int, dict[str, np.ndarray]]:
-        """Run ``voice2mesh_<pipeline>.onnx`` on int16 samples, batching equal lengths."""
-        session = self.models.voice2mesh
-        names = [o.name for o in session.get_outputs()]
+        """Run ``voice2mesh_<pipeline>`` on int16 samples, batching equal lengths."""
+        runner = self.models.voice2mesh
         out: dict[int, dict[str, np.ndarray]] = {}
         for idx in _equal_length_groups({i: len(w) for i, w in waves.items()}):
             batch = np.stack([waves[i] for i in idx]).astype(np.float32)
-            values = session.run(names, {"samples": batch})
+            values = runner.run({"samples": batch})
             for k, i in enumerate(idx):
-                out[i] = {n: v[k] for n, v in zip(names, values)}
+                out[i] = {n: v[k] for n, v in values.items()}
         return out
 
     def _result(self, out: dict[str, np.ndarray]) -> Prediction:

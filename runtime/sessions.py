@@ -10,30 +10,8 @@ import numpy as np
 from runtime.errors import ModelError
 
 PIPELINES = ("supervised", "unsupervised")
-DEVICES = ("auto", "cpu", "cuda")
-ENCODER_FILE = "encoder.onnx"
 TRIANGLES_FILE = "triangles.npy"
 MANIFEST_FILE = "models.json"
-
-
-def decoder_file(pipeline: str) -> str:
-    return f"decoder_{pipeline}.onnx"
-
-
-def select_providers(device: str = "auto") -> list[str]:
-    """ONNX Runtime providers for ``device``: CUDA when asked for or (auto) when available."""
-    import onnxruntime as ort
-
-    if device not in DEVICES:
-        raise ModelError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
-    available = ort.get_available_providers()
-    has_cuda = "CUDAExecutionProvider" in available
-    if device == "cuda" and not has_cuda:
-        raise ModelError("device 'cuda' requested but this onnxruntime has no CUDAExecutionProvider "
-                         f"(available: {', '.join(available)}); install onnxruntime-gpu (see README, GPU)")
-    if device == "cpu" or not has_cuda:
-        return ["CPUExecutionProvider"]
-    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
 def open_session(path: Path, providers: list[str], threads: int | None = None, spinning: bool = False):
@@ -61,9 +39,9 @@ def open_session(path: Path, providers: list[str], threads: int | None = None, s
         raise ModelError(f"{path}: ONNX Runtime cannot load this model ({first})") from exc
 
 
-def _check_io(session, path: Path, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> None:
-    have_in = tuple(i.name for i in session.get_inputs())
-    have_out = {o.name for o in session.get_outputs()}
+def _check_io(runner, path: Path, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> None:
+    have_in = tuple(i.name for i in runner.inputs)
+    have_out = {o.name for o in runner.outputs}
     if have_in != inputs or not set(outputs) <= have_out:
         raise ModelError(f"{path}: unexpected inputs/outputs {have_in} -> {sorted(have_out)}; expected "
                          f"{inputs} -> {list(outputs)} (was it exported by cmp-deploy?)")
@@ -71,24 +49,33 @@ def _check_io(session, path: Path, inputs: tuple[str, ...], outputs: tuple[str, 
 
 @dataclass
 class ModelsFolder:
-    """The ONNX sessions of one pipeline, ready to run."""
+    """The runners of one pipeline (``runtime.runners``: any backend), ready to run."""
 
     root: Path
     pipeline: str
-    encoder: object
+    encoder: object   # runtime.runners.Runner
     decoder: object
     triangles: np.ndarray
     manifest: dict
-    providers: list[str]
+    backend: object   # runtime.runners.Backend
+    precision: str = "fp32"
     voice2mesh: object | None = None  # samples -> mesh in one graph, when asked for
 
     @property
     def untrained(self) -> bool:
         return bool(self.manifest.get("synthetic"))
 
+    def describe(self) -> str:
+        """What runs the graphs, e.g. "onnxruntime on cpu, fp32"."""
+        return f"{self.backend}, {self.precision}"
+
     @classmethod
     def open(cls, root: str | Path, pipeline: str = "supervised", device: str = "auto",
-             threads: int | None = None, voice2mesh: bool = False, spinning: bool = False) -> "ModelsFolder":
+             threads: int | None = None, voice2mesh: bool = False, spinning: bool = False,
+             backend: str = "auto", precision: str = "fp32") -> "ModelsFolder":
+        from runtime.engines import PRECISION_COMMANDS, onnx_file
+        from runtime.runners import open_runner, select_backend
+
         root = Path(root)
         if pipeline not in PIPELINES:
             raise ModelError(f"unknown pipeline {pipeline!r}: choose one of {', '.join(PIPELINES)}")
@@ -105,18 +92,23 @@ class ModelsFolder:
         if pipeline not in manifest.get("pipelines", []):
             raise ModelError(f"{root} holds no {pipeline} decoder (exported: "
                              f"{', '.join(manifest.get('pipelines', [])) or 'none'})")
-        providers = select_providers(device)
-        encoder = open_session(root / ENCODER_FILE, providers, threads, spinning)
-        _check_io(encoder, root / ENCODER_FILE, ("fbank",), ("embedding",))
-        decoder = open_session(root / decoder_file(pipeline), providers, threads, spinning)
-        _check_io(decoder, root / decoder_file(pipeline), ("embedding",), ("params", "vertices"))
+        graphs = ["encoder", f"decoder_{pipeline}"] + ([f"voice2mesh_{pipeline}"] if voice2mesh else [])
+        missing = [onnx_file(g, precision) for g in graphs if not (root / onnx_file(g, precision)).is_file()]
+        if precision != "fp32" and missing:
+            raise ModelError(f"{root} has no {precision} models ({', '.join(missing)} not found); make them "
+                             f"with: {PRECISION_COMMANDS[precision].format(models=root)}")
+        chosen = select_backend(backend, device, root)
+
+        def runner(graph: str, inputs: tuple[str, ...], outputs: tuple[str, ...]):
+            opened = open_runner(root, graph, chosen, precision, threads=threads, spinning=spinning)
+            _check_io(opened, root / onnx_file(graph, precision), inputs, outputs)
+            return opened
+
+        encoder = runner("encoder", ("fbank",), ("embedding",))
+        decoder = runner(f"decoder_{pipeline}", ("embedding",), ("params", "vertices"))
         triangles = load_triangles(root / TRIANGLES_FILE, manifest.get("n_vertices"))
-        fused = None
-        if voice2mesh:
-            path = root / f"voice2mesh_{pipeline}.onnx"
-            fused = open_session(path, providers, threads, spinning)
-            _check_io(fused, path, ("samples",), ("embedding", "params", "vertices"))
-        return cls(root, pipeline, encoder, decoder, triangles, manifest, providers, fused)
+        fused = runner(f"voice2mesh_{pipeline}", ("samples",), ("embedding", "params", "vertices")) if voice2mesh else None
+        return cls(root, pipeline, encoder, decoder, triangles, manifest, chosen, precision, fused)
 
 
 def load_triangles(path: Path, n_vertices: int | None) -> np.ndarray:

@@ -128,7 +128,7 @@ def test_models_folder_errors(models_dir, tmp_path):
         Predictor(tmp_path)
     with pytest.raises(ModelError, match=re.escape("unknown pipeline 'both': choose one of supervised, unsupervised")):
         Predictor(models_dir, "both")
-    with pytest.raises(ModelError, match=re.escape("unknown device 'tpu': choose one of auto, cpu, cuda")):
+    with pytest.raises(ModelError, match=re.escape("unknown device 'tpu': choose auto, cpu, cuda or cuda:N")):
         Predictor(models_dir, device="tpu")
     copy = tmp_path / "copy"
     shutil.copytree(models_dir, copy)
@@ -346,3 +346,26 @@ def test_big_endian_audio_arrays(supervised):
     c = supervised.predict(x.astype(">i4") * 65536, sample_rate=16000)
     np.testing.assert_array_equal(a.vertices, b.vertices)
     np.testing.assert_array_equal(a.vertices, c.vertices)
+
+
+def test_missing_precision_and_bad_backend_are_clear_errors(models_dir, tmp_path):
+    # A folder with the FP32 files only (links), whatever other tests added to the shared one.
+    folder = tmp_path / "fp32-only"
+    folder.mkdir()
+    for name in ("models.json", "triangles.npy", "encoder.onnx", "decoder_supervised.onnx"):
+        (folder / name).symlink_to(models_dir / name)
+    with pytest.raises(ModelError) as err:
+        Predictor(folder, "supervised", device="cpu", precision="int8")
+    assert str(err.value) == (f"{folder} has no int8 models (encoder_int8.onnx, decoder_supervised_int8.onnx not "
+                              f"found); make them with: cmp-face calibrate --models {folder} --audio SPEECH_DIR")
+    with pytest.raises(ModelError, match=re.escape("unknown precision 'fp8': choose one of fp32, fp16, int8")):
+        Predictor(folder, "supervised", device="cpu", precision="fp8")
+    with pytest.raises(ModelError, match=re.escape("unknown backend 'tvm': choose one of auto, onnxruntime, "
+                                                   "onnxruntime-trt, tensorrt")):
+        Predictor(folder, "supervised", backend="tvm")
+    with Predictor(folder, "supervised", device="cpu", backend="onnxruntime") as p:
+        assert p.models.describe() == "onnxruntime on cpu, fp32"
+        assert p.predict(np.zeros((1000, 64), np.float32) + np.linspace(-1, 1, 1000, dtype=np.float32)[:, None]
+                         ).vertices.shape == (53215, 3)
+    with pytest.raises(ModelError, match="runner is closed"):
+        p.predict(np.zeros((1000, 64), np.float32) + np.linspace(-1, 1, 1000, dtype=np.float32)[:, None])

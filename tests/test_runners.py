@@ -66,7 +66,8 @@ def test_missing_gpu_packages_are_named(monkeypatch, no_tensorrt):
         "tensorrt-cu13 (or use an NGC TensorRT container); for engines built with --version-compatible the lean "
         "runtime is enough: pip install tensorrt-lean-cu13-bindings tensorrt-lean-cu13-libs")
     monkeypatch.setitem(sys.modules, "tensorrt", ModuleType("tensorrt"))
-    monkeypatch.setitem(sys.modules, "cuda", None)
+    for name in ("cuda", "cuda.bindings", "cuda.bindings.runtime"):  # also when imported earlier
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(EngineError, match=r"^cuda-python is not installed: TensorRT engines need it \(pip install "
                                           r"cuda-python\)$"):
         select_backend("tensorrt", "cuda:1")

@@ -39,10 +39,19 @@ class OrtRunner(Runner):
 
     def __init__(self, path: Path, graph: str, providers: list, threads: int | None = None,
                  spinning: bool = False) -> None:
-        self.path, self.graph = Path(path), graph
-        self.session = open_session(self.path, providers, threads, spinning)
-        self.inputs = tensor_infos(self.session.get_inputs())
-        self.outputs = tensor_infos(self.session.get_outputs())
+        self._bind(open_session(Path(path), providers, threads, spinning), path, graph)
+
+    @classmethod
+    def wrap(cls, session, path: str | Path, graph: str) -> "OrtRunner":
+        """A runner around a session opened elsewhere (benchmarks with other provider options)."""
+        runner = cls.__new__(cls)
+        runner._bind(session, path, graph)
+        return runner
+
+    def _bind(self, session, path: str | Path, graph: str) -> None:
+        self.path, self.graph, self.session = Path(path), graph, session
+        self.inputs = tensor_infos(session.get_inputs())
+        self.outputs = tensor_infos(session.get_outputs())
 
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         feeds = self._feeds(feeds)
