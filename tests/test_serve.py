@@ -453,6 +453,17 @@ def test_full_queue_answers_503_and_deadline_504(slow_server):
         assert http.get("/v2/health/ready").status_code == 200
 
 
+def test_slow_upload_is_cut_at_the_deadline(slow_server):
+    """A client that stops sending its body gets 504 and does not keep its admission slot."""
+    with socket.create_connection(("127.0.0.1", slow_server.port)) as sock, \
+            httpx.Client(base_url=slow_server.url) as http:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nRIFF")
+        sock.settimeout(10)
+        answer = sock.recv(4096).decode()
+        assert answer.startswith("HTTP/1.1 504") and '{"error":"request deadline of 0.5 s exceeded"}' in answer
+        _wait_for_metric(http, "cmp_serve_inflight_requests 0.0")
+
+
 def _wait_for_metric(http, line: str) -> None:
     deadline = time.monotonic() + 20
     while line not in http.get("/metrics").text:

@@ -278,7 +278,7 @@ def create_app(served: ServedPipeline, max_batch: int = 8, max_delay_ms: float =
 
         async def work(deadline: float) -> Response:
             stages = Stages()
-            body = await request.body()
+            body = await _within(request.body(), deadline)
             stages.lap("receive")
             if encoding != "identity":  # tritonclient's request_compression_algorithm
                 body = await state.cpu(decompress, body, encoding, state.limits.max_body_bytes)
@@ -315,7 +315,7 @@ def create_app(served: ServedPipeline, max_batch: int = 8, max_delay_ms: float =
 
         async def work(deadline: float) -> Response:
             stages = Stages()
-            data = await _audio_body(request)
+            data = await _within(_audio_body(request), deadline)
             stages.lap("receive")
             items, notes = await state.cpu(served.prepare_audio_file, data, vad, stages)
             rows = await state.batch(items, deadline, stages)
@@ -368,6 +368,12 @@ async def _not_found(request: Request, exc) -> Response:
 
 async def _not_allowed(request: Request, exc) -> Response:
     return error_response(405, f"method {request.method} is not allowed on {request.url.path}")
+
+
+async def _within(awaitable, deadline: float):
+    """Receive the body by the request's deadline: a client that sends slowly must not hold its
+    admission slot after its 504 (computations, unlike reading, cannot be interrupted)."""
+    return await asyncio.wait_for(awaitable, max(0.0, deadline - asyncio.get_running_loop().time()))
 
 
 async def _audio_body(request: Request) -> bytes:
