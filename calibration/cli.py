@@ -1,4 +1,4 @@
-"""``python -m calibration --models DIR (--audio DIR | --fbanks DIR) [--precision fp16]``
+"""``python -m calibration --models DIR (--audio DIR | --fbanks DIR) [--method M] [--precision P]``
 
 Writes reduced-precision models beside the FP32 ones and records them in ``models.json``.
 Without ``--audio``/``--fbanks`` the built-in synthetic voices are used (labelled as such).
@@ -10,9 +10,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from calibration.stats import METHODS
 from runtime.errors import CmpError
 
-PRECISIONS = ("fp16",)
+DEFAULT_METHOD = "max"  # calibration.int8.DEFAULT_METHOD, without importing onnxruntime here
+
+PRECISIONS = ("int8", "fp16")
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -21,7 +24,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--audio", type=Path, metavar="DIR", help="folder of speech recordings (VAD on)")
     source.add_argument("--fbanks", type=Path, metavar="DIR", help="folder of (T, 64) .npy fbanks")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp16", help="what to write (default %(default)s)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="int8", help="what to write (default %(default)s)")
+    parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
+                        help="int8: how activation ranges are chosen from the statistics (default %(default)s)")
     parser.add_argument("--data-max", type=float, default=None, metavar="X",
                         help="fp16: activations beyond this stay FP32 (default 2048)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -32,6 +37,10 @@ def run(args: argparse.Namespace) -> dict:
     from calibration import inputs
 
     data = inputs.load(args.audio, args.fbanks, progress=print)
+    if args.precision == "int8":
+        from calibration.int8 import write_int8
+
+        return write_int8(args.models, data, args.method)
     from calibration.fp16 import DATA_MAX, write_fp16
 
     return write_fp16(args.models, data, args.data_max or DATA_MAX)

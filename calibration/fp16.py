@@ -251,10 +251,12 @@ def tensor_errors(model32: onnx.ModelProto, model16: onnx.ModelProto,
 
 
 def bisect_islands(model: onnx.ModelProto, islands: Mapping[str, str],
-                   verdict: Callable[[onnx.ModelProto], Verdict],
-                   progress: Callable[[str], None] = print) -> tuple[dict[str, str], onnx.ModelProto, Verdict]:
-    """When FP16 everywhere outside ``islands`` breaks the bar: the largest FP16 run of nodes,
-    taken from the end of the graph or from its start (topological order), that meets it.
+                   verdict: Callable[[onnx.ModelProto], Verdict], progress: Callable[[str], None],
+                   build: Callable[[set[str]], onnx.ModelProto],
+                   what: str = "FP16") -> tuple[dict[str, str], onnx.ModelProto, Verdict]:
+    """When ``what`` (FP16, INT8) everywhere outside ``islands`` breaks the bar: the largest run
+    of nodes in ``what``, taken from the end of the graph or from its start (topological
+    order), that meets it. ``build(keep)`` makes the model with the nodes ``keep`` left FP32.
 
     Error in a deep network is mostly amplification of rounding made upstream, so the node
     where it shows is rarely the node to keep in FP32; a contiguous FP16 suffix (or prefix)
@@ -268,9 +270,9 @@ def bisect_islands(model: onnx.ModelProto, islands: Mapping[str, str],
         while lo < hi:
             mid = (lo + hi + 1) // 2
             fp16 = set(order[len(order) - mid:] if side == "end" else order[:mid])
-            model16 = convert(model, set(islands) | (set(order) - fp16))
-            v = verdict(emulate(model16))
-            progress(f"  bisect ({side}): {mid:3d} of {len(order)} nodes FP16 -> {v.measure} {v.value:.6g}"
+            model16 = build(set(islands) | (set(order) - fp16))
+            v = verdict(model16)
+            progress(f"  bisect ({side}): {mid:3d} of {len(order)} nodes {what} -> {v.measure} {v.value:.6g}"
                      f" {'ok' if v.ok else 'fails'}")
             if v.ok:
                 lo, passing = mid, (model16, v)
@@ -278,14 +280,13 @@ def bisect_islands(model: onnx.ModelProto, islands: Mapping[str, str],
                 hi = mid - 1
         if passing and (best is None or lo > best[0]):
             fp16 = set(order[len(order) - lo:] if side == "end" else order[:lo])
-            reason = f"measured: FP16 breaks the bar; FP16 kept for the last {lo} nodes" if side == "end" else \
-                f"measured: FP16 breaks the bar; FP16 kept for the first {lo} nodes"
+            reason = f"measured: {what} breaks the bar; {what} kept for the {'last' if side == 'end' else 'first'} " \
+                     f"{lo} nodes"
             best = (lo, {**islands, **{n: reason for n in order if n not in fp16}}, *passing)
     if best is None:  # nothing passes in FP16: the whole graph stays FP32
-        reason = "measured: no FP16 node meets the bar"
-        kept = {**islands, **{n: reason for n in order}}
-        model16 = convert(model, kept)
-        return kept, model16, verdict(emulate(model16))
+        kept = {**islands, **{n: f"measured: no {what} node meets the bar" for n in order}}
+        model16 = build(set(kept))
+        return kept, model16, verdict(model16)
     return best[1], best[2], best[3]
 
 
@@ -313,7 +314,8 @@ def fp16_graph(graph: str, model: onnx.ModelProto, feeds: list[Mapping[str, np.n
     v = verdict(emulate(model16))
     progress(f"[{graph}] {len(islands)} FP32 nodes: {v}")
     if not v.ok:
-        islands, model16, v = bisect_islands(model, islands, verdict, progress)
+        islands, model16, v = bisect_islands(model, islands, lambda m: verdict(emulate(m)), progress,
+                                             build=lambda keep: convert(model, keep))
         progress(f"[{graph}] {len(islands)} FP32 nodes after bisection: {v}")
     return Fp16Result(graph, model16, islands, v, ranges)
 

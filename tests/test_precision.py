@@ -119,7 +119,8 @@ def test_bisection_keeps_the_node_that_breaks_the_bar_in_fp32():
 def test_imports_without_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
             "import calibration.cli, calibration.fp16, calibration.graph, calibration.inputs, "
-            "calibration.manifest, calibration.quality, export.frontend_graph\n"
+            "calibration.manifest, calibration.quality, calibration.int8, calibration.stats, export.frontend_graph\n"
+            "import onnxruntime.quantization.qdq_quantizer\n"
             "assert 'torch' not in {m for m in sys.modules if sys.modules[m] is not None}\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

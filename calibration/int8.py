@@ -1,0 +1,202 @@
+"""INT8 models with explicit Q/DQ, laid out the way TensorRT consumes them.
+
+ONNX Runtime's ``QDQQuantizer`` (the engine behind ``quantize_static``) writes the Q/DQ with
+the settings NVIDIA ModelOpt passes it: symmetric INT8 activations (zero point 0, per tensor)
+and per-channel symmetric INT8 weights stored as int8 initializers behind
+``DequantizeLinear``; biases stay float; only the inputs of Conv/MatMul/Gemm are quantized
+(their outputs are not), so Conv/MatMul + bias + activation fuse. The clipping thresholds come
+from our own cached statistics (:mod:`calibration.stats`), not from ORT's calibrators, so a
+method change does not re-run the model.
+
+Kept out of INT8 always: the 3DMM arithmetic after the parameter heads (so no Q/DQ touches
+``vertices``) and every ConvTranspose (TensorRT's INT8 ConvTranspose has a record of wrong
+results and silent fallbacks; ORT's CPU has no INT8 kernel for it). Further nodes stay FP32
+when the bar of issue 10 fails on the calibration inputs: the bisection of :mod:`calibration.fp16`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import onnx
+
+from calibration import graph as G
+from calibration import stats as S
+from calibration.fp16 import PARAM_OUTPUTS, bisect_islands, decoder_errors, decoder_verdict, hazard_islands
+from calibration.inputs import InputSet
+from calibration.manifest import register_files, sha256, write_model
+from calibration.quality import BARS, Verdict, min_cosine, selection_bars
+
+OP_TYPES = ("Conv", "MatMul", "Gemm")
+SUFFIX = "_int8"
+DEFAULT_METHOD = "max"
+NEVER_INT8 = ("ConvTranspose",)
+EXTRA_OPTIONS = {
+    "ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+    "QDQDisableWeightAdjustForInt32Bias": True,  # without it ORT crashes on our decoders
+    "DedicatedQDQPair": False, "OpTypesToExcludeOutputQuantization": list(OP_TYPES),
+    "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1},
+}
+
+
+def fixed_islands(model: onnx.ModelProto) -> dict[str, str]:
+    islands = hazard_islands(model)
+    for node in model.graph.node:
+        if node.op_type in NEVER_INT8:
+            islands[node.name] = "ConvTranspose stays out of INT8 (TensorRT INT8 record; no ORT CPU kernel)"
+    return islands
+
+
+def activation_inputs(model: onnx.ModelProto, islands: Mapping[str, str]) -> list[str]:
+    """The tensors that get an activation Q/DQ: non-constant float inputs of quantizable nodes."""
+    weights = {t.name for t in model.graph.initializer}
+    types = G.tensor_types(model)
+    names = []
+    for node in model.graph.node:
+        if node.op_type in OP_TYPES and node.name not in islands:
+            for x in node.input:
+                if x and x not in weights and types.get(x) == G.FLOAT and x not in names:
+                    names.append(x)
+    return names
+
+
+def quantize(model: onnx.ModelProto, thresholds: Mapping[str, float], exclude: set[str]) -> onnx.ModelProto:
+    """Q/DQ ``model`` (nodes in ``exclude`` untouched) with symmetric ranges ``[-T, T]``."""
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+
+    ranges = TensorsData(CalibrationMethod.MinMax, {
+        name: TensorData(lowest=np.float32(-t), highest=np.float32(t)) for name, t in thresholds.items()})
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    copy = onnx.shape_inference.infer_shapes(copy)
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # ORT logs a pre-processing hint per call
+    try:
+        quantizer = QDQQuantizer(copy, True, False, QuantType.QInt8, QuantType.QInt8, ranges, None,
+                                 sorted(exclude), list(OP_TYPES), dict(EXTRA_OPTIONS))
+        quantizer.quantize_model()
+    finally:
+        logging.getLogger().setLevel(level)
+    quantizer.model.topological_sort()
+    out = quantizer.model.model
+    onnx.checker.check_model(out)
+    return out
+
+
+@dataclass
+class Int8Result:
+    graph: str
+    model: onnx.ModelProto
+    islands: dict[str, str]
+    verdict: Verdict
+    cache: Path
+    cache_hit: bool
+
+
+def int8_graph(models: Path, graph: str, feeds: list[Mapping[str, np.ndarray]],
+               verdict: Callable[[onnx.ModelProto], Verdict], method: str,
+               progress: Callable[[str], None] = print, tick: Callable[[int], None] = lambda n: None) -> Int8Result:
+    path = Path(models) / f"{graph}.onnx"
+    model = onnx.load(str(path))
+    G.ensure_node_names(model)
+    islands = fixed_islands(model)
+    names = activation_inputs(model, {})
+    stats, cache, hit = S.cached(models, graph, sha256(path), feeds, lambda: S.collect(model, feeds, names, tick))
+    thresholds = stats.thresholds(method)
+    progress(f"[{graph}] statistics of {len(names)} tensors {'read from' if hit else 'saved to'} {cache.name}")
+    model8 = quantize(model, thresholds, set(islands))
+    v = verdict(model8)
+    progress(f"[{graph}] {len(islands)} nodes out of INT8: {v}")
+    if not v.ok:
+        quantizable = {n.name for n in model.graph.node if n.op_type in OP_TYPES}
+        outside = {n.name: "not quantized" for n in model.graph.node if n.name not in quantizable}
+        keep, model8, v = bisect_islands(model, {**outside, **islands}, verdict, progress,
+                                         build=lambda keep: quantize(model, thresholds, keep), what="INT8")
+        islands = {k: r for k, r in keep.items() if k in quantizable}
+        progress(f"[{graph}] {len(islands)} quantizable nodes kept FP32 after bisection: {v}")
+    return Int8Result(graph, model8, islands, v, cache, hit)
+
+
+def qdq_summary(model: onnx.ModelProto) -> dict:
+    """What the file claims: int8 weights behind DequantizeLinear, zero points all 0."""
+    weights = {t.name: t for t in model.graph.initializer}
+    q = sum(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    int8_weights = sum(1 for n in dq if n.input[0] in weights and weights[n.input[0]].data_type == onnx.TensorProto.INT8)
+    zero_points = [G.numpy_helper.to_array(weights[n.input[2]]) for n in dq if len(n.input) > 2 and n.input[2] in weights]
+    return {"quantize_linear": q, "dequantize_linear": len(dq), "int8_weights": int8_weights,
+            "zero_points_all_zero": all(not np.any(z) for z in zero_points)}
+
+
+def write_int8(models: Path, inputs: InputSet, method: str = DEFAULT_METHOD,
+               progress: Callable[[str], None] = print) -> dict:
+    """Calibrate on ``inputs`` and write ``<graph>_int8.onnx`` for the encoder and each decoder;
+    record them in ``models.json`` and return that ``precisions["int8"]`` entry."""
+    from tqdm import tqdm
+
+    from calibration.manifest import read_manifest
+    from runtime.errors import ModelError
+
+    if method not in S.METHODS:
+        raise ModelError(f"unknown calibration method {method!r}: choose one of {', '.join(S.METHODS)}")
+    models = Path(models)
+    manifest = read_manifest(models)
+    pipelines = manifest.get("pipelines", [])
+    bar = selection_bars("int8")
+    feeds = [u.encoder_feed() for u in inputs.utterances]
+    encoder = onnx.load(str(models / "encoder.onnx"))
+    s32 = G.session(encoder)
+    embeddings = np.concatenate([s32.run(["embedding"], f)[0] for f in feeds])
+    dfeeds = [{"embedding": embeddings[i:i + 8]} for i in range(0, len(embeddings), 8)]
+    graphs: dict[str, dict] = {}
+    written: list[str] = []
+    progress(f"INT8 ({method}) for {models}: calibrating on {inputs.source}")
+    with tqdm(total=2 * (len(feeds) + len(pipelines) * len(dfeeds)), desc="calibration statistics",
+              unit="run", leave=False) as bar_:
+        def encoder_verdict(m8: onnx.ModelProto) -> Verdict:
+            s = G.session(m8)
+            got = np.concatenate([s.run(["embedding"], f)[0] for f in feeds])
+            return Verdict("encoder", "cosine", min_cosine(got, embeddings), bar["cosine"], inputs.source)
+
+        results = [int8_graph(models, "encoder", feeds, encoder_verdict, method, progress, bar_.update)]
+        for pipeline in pipelines:
+            name = f"decoder_{pipeline}"
+            decoder = onnx.load(str(models / f"{name}.onnx"))
+            names = [o.name for o in decoder.graph.output]
+            want = dict(zip(names, G.session(decoder).run(names, {"embedding": embeddings})))
+
+            def verdict(m8: onnx.ModelProto, name=name, names=names, want=want) -> Verdict:
+                got = dict(zip(names, G.session(m8).run(names, {"embedding": embeddings})))
+                return decoder_verdict(name, decoder_errors(got, want), bar["params"],
+                                       f"FP32 embeddings of {inputs.source}")
+
+            results.append(int8_graph(models, name, dfeeds, verdict, method, progress, bar_.update))
+    for r in results:
+        if not r.verdict.ok:
+            raise ModelError(f"{r.graph}: no INT8 model meets the bar ({r.verdict})")
+        summary = qdq_summary(r.model)
+        if summary["dequantize_linear"]:
+            file = f"{r.graph}{SUFFIX}.onnx"
+            write_model(r.model, models / file)
+            written.append(file)
+        else:  # nothing met the bar in INT8: the FP32 file serves (no 2nd copy of its weights)
+            file = f"{r.graph}.onnx"
+        official = Verdict(r.graph, r.verdict.measure, r.verdict.value, BARS["int8"][r.verdict.measure], r.verdict.inputs)
+        graphs[r.graph] = {"file": file, "from": f"{r.graph}.onnx", "from_sha256": sha256(models / f"{r.graph}.onnx"),
+                           "islands": r.islands, "quality": official.as_dict(),
+                           "selection_bar": r.verdict.bar, "qdq": summary,
+                           "statistics": f"{S.CACHE_DIR}/{r.cache.name}"}
+        progress(f"[{r.graph}] {'wrote ' + file if file in written else 'no INT8 node meets the bar: ' + file + ' serves'}"
+                 f": {official}")
+    entry = {"tool": "calibration.int8 (onnxruntime QDQQuantizer, TensorRT-style settings)", "method": method,
+             "calibrated_on": inputs.source, "activations": "int8 symmetric per tensor",
+             "weights": "int8 symmetric per channel", "graphs": graphs,
+             "param_outputs": [n for n in PARAM_OUTPUTS]}
+    register_files(models, written, "int8", entry)
+    progress(f"INT8: wrote {', '.join(written) or 'nothing'}")
+    return entry

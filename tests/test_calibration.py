@@ -1,0 +1,144 @@
+"""INT8 calibration (calibration.stats, calibration.int8): thresholds, the cache, the Q/DQ
+layout TensorRT consumes, and the bars on speech never used for calibration."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from calibration import graph as G
+from calibration import inputs as I
+from calibration import stats as S
+from calibration.int8 import NEVER_INT8, fixed_islands, qdq_summary, quantize, write_int8
+from calibration.quality import BARS, min_cosine, relative_error, selection_bars
+from tests.conftest import DATA, FBANKS, WAVS, requires
+from tests.test_precision import _supervised_folder
+
+
+def test_thresholds_per_method():
+    rng = np.random.default_rng(0)
+    x = np.abs(rng.standard_normal(200_000))
+    x[:3] = 40.0  # three outliers
+    hist = np.histogram(x, S.BINS, (0.0, 40.0))[0][None]
+    stats = S.Stats(["x"], np.array([40.0]), hist)
+    assert stats.thresholds("max") == {"x": 40.0}
+    # 99.999 %: 2 of 200000 values may lie beyond; the 3 outliers (1.5e-5) are kept.
+    assert stats.thresholds("percentile")["x"] == pytest.approx(40.0)
+    # Entropy clips the outliers: a half-normal's KL optimum lies at a few sigma.
+    assert 3.0 < stats.thresholds("entropy")["x"] < 6.0
+    with pytest.raises(ValueError, match="unknown calibration method 'minmax': choose one of max, percentile, "
+                                         "entropy"):
+        stats.thresholds("minmax")
+
+
+def _conv_model() -> onnx.ModelProto:
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((8, 4, 3)).astype(np.float32)
+    wt = rng.standard_normal((8, 2, 1)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1]),
+         helper.make_node("Relu", ["c"], ["r"], name="relu"),
+         helper.make_node("ConvTranspose", ["r", "wt"], ["y"], name="up")],
+        "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 16])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.zeros(8, np.float32) + 0.1, "b"),
+         numpy_helper.from_array(wt, "wt")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    return model
+
+
+def test_qdq_layout_is_what_tensorrt_consumes():
+    model = _conv_model()
+    islands = fixed_islands(model)
+    assert islands == {"up": "ConvTranspose stays out of INT8 (TensorRT INT8 record; no ORT CPU kernel)"}
+    assert NEVER_INT8 == ("ConvTranspose",)
+    q = quantize(model, {"x": 2.0, "r": 5.0}, set(islands))
+    onnx.checker.check_model(q, full_check=True)
+    weights = {t.name: t for t in q.graph.initializer}
+    dq = {n.output[0]: n for n in q.graph.node if n.op_type == "DequantizeLinear"}
+    conv = next(n for n in q.graph.node if n.name == "conv")
+    # Weights: int8 per output channel (axis 0) behind DequantizeLinear; bias left in float.
+    w_dq = dq[conv.input[1]]
+    assert weights[w_dq.input[0]].data_type == TensorProto.INT8
+    assert numpy_helper.to_array(weights[w_dq.input[1]]).shape == (8,)
+    assert conv.input[2] == "b" and weights["b"].data_type == TensorProto.FLOAT
+    # Activation: symmetric per tensor, scale T / 127, zero point 0.
+    x_dq = dq[conv.input[0]]
+    assert float(numpy_helper.to_array(weights[x_dq.input[1]])) == pytest.approx(2.0 / 127)
+    assert qdq_summary(q) == {"quantize_linear": 1, "dequantize_linear": 2, "int8_weights": 1,
+                              "zero_points_all_zero": True}
+    # The Conv output is not quantized (Conv + bias + Relu fuse) and the ConvTranspose stays float.
+    up = next(n for n in q.graph.node if n.name == "up")
+    assert up.input == ["r", "wt"] and weights["wt"].data_type == TensorProto.FLOAT
+    x = np.random.default_rng(2).uniform(-2, 2, (1, 4, 16)).astype(np.float32)
+    got, want = G.session(q).run(None, {"x": x})[0], G.session(model).run(None, {"x": x})[0]
+    assert relative_error(got, want) < 0.05  # 8-bit weights and input: a few percent at most
+
+
+def test_statistics_are_cached_by_model_and_inputs(tmp_path):
+    model = _conv_model()
+    feeds = [{"x": np.full((1, 4, 16), v, np.float32)} for v in (0.5, -1.5)]
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return S.collect(model, feeds, ["x", "r"])
+
+    first, path, hit = S.cached(tmp_path, "toy", "ab" * 32, feeds, compute)
+    assert not hit and path.parent == tmp_path / "calibration" and path.name.startswith("toy-abababababababab-")
+    again, path2, hit2 = S.cached(tmp_path, "toy", "ab" * 32, feeds, compute)
+    assert hit2 and path2 == path and calls == [1]
+    assert again.names == ["x", "r"] and np.array_equal(again.hist, first.hist)
+    assert again.amax[0] == pytest.approx(1.5) and first.hist[0].sum() == 2 * 64
+    _, path3, hit3 = S.cached(tmp_path, "toy", "ab" * 32, feeds[:1], compute)
+    assert not hit3 and path3 != path  # other inputs: other statistics
+
+
+@requires(FBANKS, "fbank_preprocessed")
+@requires(WAVS, "voxceleb_wav")
+def test_int8_models_meet_the_bars_on_held_out_speech(models_dir, tmp_path):
+    folder = _supervised_folder(models_dir, tmp_path)
+    calibration = I.from_fbanks(DATA / "fbank_preprocessed")  # calibrate on the release's fbanks ...
+    log: list[str] = []
+    entry = write_int8(folder, calibration, "max", progress=log.append)
+    assert entry["method"] == "max" and entry["calibrated_on"] == calibration.source
+    manifest = json.loads((folder / "models.json").read_text())
+    files = {g: entry["graphs"][g]["file"] for g in ("encoder", "decoder_supervised")}
+    assert files["encoder"] == "encoder_int8.onnx" and set(files.values()) <= set(manifest["files"])
+    assert manifest["precisions"]["int8"] == json.loads(json.dumps(entry))
+
+    encoder = onnx.load(str(folder / "encoder_int8.onnx"))
+    onnx.checker.check_model(encoder, full_check=True)
+    summary = entry["graphs"]["encoder"]["qdq"]
+    assert summary == qdq_summary(encoder) and summary["int8_weights"] >= 1 and summary["zero_points_all_zero"]
+    # On the untrained synthetic heads no Gemm meets the selection bar in INT8, so the FP32 file
+    # may serve; either way no Q/DQ may touch the 3DMM tail.
+    decoder = onnx.load(str(folder / files["decoder_supervised"]))
+    made_by = {o: n for n in decoder.graph.node for o in n.output}
+    users = G.consumers(decoder)
+    for node in decoder.graph.node:  # no Q/DQ touches the vertices (nor the 3DMM tail)
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            assert all(u.op_type in ("Gemm", "Conv", "MatMul") and u.name not in
+                       entry["graphs"]["decoder_supervised"]["islands"] for u in users.get(node.output[0], [])
+                       if u.op_type != "DequantizeLinear")
+    assert made_by["vertices"].op_type == "Reshape"
+
+    # ... and hold out the real recordings.
+    held_out = I.from_audio(DATA / "voxceleb_wav")
+    e32, e8 = (G.session(onnx.load(str(folder / n))) for n in ("encoder.onnx", "encoder_int8.onnx"))
+    emb32 = np.concatenate([e32.run(None, u.encoder_feed())[0] for u in held_out.utterances])
+    emb8 = np.concatenate([e8.run(None, u.encoder_feed())[0] for u in held_out.utterances])
+    assert min_cosine(emb8, emb32) >= BARS["int8"]["cosine"]
+    d32, d8 = (G.session(onnx.load(str(folder / n))) for n in ("decoder_supervised.onnx", files["decoder_supervised"]))
+    assert relative_error(d8.run(["params"], {"embedding": emb32})[0],
+                          d32.run(["params"], {"embedding": emb32})[0]) <= BARS["int8"]["params"]
+
+    # Another method reads the cached statistics instead of running the models again.
+    log.clear()
+    write_int8(folder, calibration, "percentile", progress=log.append)
+    assert sum("read from" in line for line in log) == 2 and not any("saved to" in line for line in log)
+    assert selection_bars("int8") == {"cosine": pytest.approx(0.9995), "params": pytest.approx(0.01)}
