@@ -433,21 +433,42 @@ def write_fp16(models: Path, inputs: InputSet, data_max: float = DATA_MAX,
 def _voice_graphs(models: Path, manifest: dict, inputs: InputSet, results: Mapping[str, Fp16Result],
                   written: list[str], progress: Callable[[str], None]) -> dict:
     """The frontend stays FP32 (its ranges recorded); ``voice2mesh_<p>_fp16`` fuses it with the
-    FP16 encoder and decoder and is checked against the FP32 ``voice2mesh_<p>``."""
-    from export.frontend_graph import fuse_voice2mesh
-
-    voices = inputs if all(u.samples is not None for u in inputs.utterances) else builtin_voices()
+    FP16 encoder and decoder."""
+    voices = voice_inputs(inputs)
     frontend = onnx.load(str(models / "frontend.onnx"))
-    feeds = [u.samples_feed() for u in voices.utterances]
-    ranges = G.measure_ranges(frontend, feeds)
+    ranges = G.measure_ranges(frontend, [u.samples_feed() for u in voices.utterances])
     _log_ranges("frontend", ranges, {n.name for n in frontend.graph.node}, frontend, progress)
     out = {"frontend": {"file": None, "islands": "all",
                         "reason": "power spectrum overflows FP16 (see ranges); log floor and per-filter "
                                   "normalisation are listed hazards", "ranges_from": voices.source,
                         "ranges": _ranges_entry(ranges)}}
-    for pipeline in manifest.get("pipelines", []):
+    parts = {name: r.model for name, r in results.items()}
+    out.update(fused_graphs(models, manifest.get("pipelines", []), voices, parts, SUFFIX, written, progress))
+    return out
+
+
+def voice_inputs(inputs: InputSet) -> InputSet:
+    """Utterances with audio samples: ``inputs`` when they came from audio, else the built-in voices."""
+    return inputs if all(u.samples is not None for u in inputs.utterances) else builtin_voices()
+
+
+def fused_graphs(models: Path, pipelines: list[str], voices: InputSet, parts: Mapping[str, onnx.ModelProto],
+                 suffix: str, written: list[str], progress: Callable[[str], None],
+                 files: Mapping[str, str] | None = None) -> dict:
+    """``voice2mesh_<p><suffix>.onnx``: the FP32 frontend fused with ``parts["encoder"]`` and
+    ``parts["decoder_<p>"]``, compared end to end with the FP32 ``voice2mesh_<p>`` (reported:
+    the bars hold per model; a decoder that amplifies a tiny embedding change shows here)."""
+    from export.frontend_graph import fuse_voice2mesh
+
+    frontend = onnx.load(str(models / "frontend.onnx"))
+    feeds = [u.samples_feed() for u in voices.utterances]
+    out = {}
+    for pipeline in pipelines:
         graph = f"voice2mesh_{pipeline}"
-        fused = fuse_voice2mesh(frontend, results["encoder"].model, results[f"decoder_{pipeline}"].model)
+        if not (models / f"{graph}.onnx").is_file():
+            progress(f"[{graph}] skipped: {graph}.onnx (FP32) is not in {models}")
+            continue
+        fused = fuse_voice2mesh(frontend, parts["encoder"], parts[f"decoder_{pipeline}"])
         ref = G.session(onnx.load(str(models / f"{graph}.onnx")))
         s = G.session(fused)
         names = [o.name for o in ref.get_outputs()]
@@ -459,14 +480,14 @@ def _voice_graphs(models: Path, manifest: dict, inputs: InputSet, results: Mappi
         got, want = stack(got_all), stack(want_all)
         errors = decoder_errors(got, want)
         cosine = min_cosine(got["embedding"], want["embedding"])
-        # End to end, reported only: the bars hold per model (encoder; decoder fed FP32
-        # embeddings); a decoder that amplifies a tiny embedding change shows here.
         progress(f"[{graph}] end to end vs FP32 on {voices.source}: embedding cosine {cosine:.7f}, "
                  + ", ".join(f"{k} rel. error {v:.3g}" for k, v in errors.items() if k != "embedding"))
-        write_model(fused, models / f"{graph}{SUFFIX}.onnx")
-        written.append(f"{graph}{SUFFIX}.onnx")
-        out[graph] = {"file": f"{graph}{SUFFIX}.onnx", "from": f"frontend.onnx + encoder{SUFFIX}.onnx + "
-                      f"decoder_{pipeline}{SUFFIX}.onnx", "nodes": precision_of(fused),
+        file = f"{graph}{suffix}.onnx"
+        write_model(fused, models / file)
+        written.append(file)
+        sources = [(files or {}).get(g, f"{g}{suffix}.onnx") for g in ("encoder", f"decoder_{pipeline}")]
+        out[graph] = {"file": file, "from": " + ".join(["frontend.onnx", *sources]),
+                      "nodes": precision_of(fused),
                       "end_to_end": {"inputs": voices.source, "embedding_cosine": cosine,
                                      "errors": {k: float(f"{v:.4g}") for k, v in errors.items()}}}
     return out

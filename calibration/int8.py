@@ -25,7 +25,8 @@ import onnx
 
 from calibration import graph as G
 from calibration import stats as S
-from calibration.fp16 import PARAM_OUTPUTS, bisect_islands, decoder_errors, decoder_verdict, hazard_islands
+from calibration.fp16 import (PARAM_OUTPUTS, bisect_islands, decoder_errors, decoder_verdict, fused_graphs,
+                              hazard_islands, voice_inputs)
 from calibration.inputs import InputSet
 from calibration.manifest import register_files, sha256, write_model
 from calibration.quality import BARS, Verdict, min_cosine, selection_bars
@@ -193,6 +194,9 @@ def write_int8(models: Path, inputs: InputSet, method: str = DEFAULT_METHOD,
                            "statistics": f"{S.CACHE_DIR}/{r.cache.name}"}
         progress(f"[{r.graph}] {'wrote ' + file if file in written else 'no INT8 node meets the bar: ' + file + ' serves'}"
                  f": {official}")
+    if (models / "frontend.onnx").is_file() and written:
+        graphs.update(fused_graphs(models, pipelines, voice_inputs(inputs), {r.graph: r.model for r in results},
+                                   SUFFIX, written, progress, {g: e["file"] for g, e in graphs.items()}))
     entry = {"tool": "calibration.int8 (onnxruntime QDQQuantizer, TensorRT-style settings)", "method": method,
              "calibrated_on": inputs.source, "activations": "int8 symmetric per tensor",
              "weights": "int8 symmetric per channel", "graphs": graphs,
