@@ -137,8 +137,36 @@ def test_int8_models_meet_the_bars_on_held_out_speech(models_dir, tmp_path):
     assert relative_error(d8.run(["params"], {"embedding": emb32})[0],
                           d32.run(["params"], {"embedding": emb32})[0]) <= BARS["int8"]["params"]
 
+    # The accuracy report on the held-out recordings (its own module, same folder).
+    from calibration.report import UNTRAINED_NOTE, evaluate, write
+
+    report = evaluate(folder, held_out, progress=log.append)
+    int8 = report["precisions"]["int8"]
+    assert int8["held_out"] and int8["encoder"]["cosine_min"] == pytest.approx(min_cosine(emb8, emb32), abs=1e-9)
+    row = int8["decoder_supervised"]
+    assert row["ok"] and row["params_error"] <= BARS["int8"]["params"]
+    assert set(row["are_change"]) == {"forehead", "cheek", "ear", "midline", "mean"}
+    assert 0 <= row["vertex_error_mm_mean"] <= row["vertex_error_mm_max"] and row["sensitivity_are_change"] >= 0
+    files = write(report, tmp_path / "accuracy")
+    assert {f.name for f in files} >= {"accuracy.md", "accuracy.json"}
+    text = (tmp_path / "accuracy" / "accuracy.md").read_text()
+    assert UNTRAINED_NOTE in text and "| int8 | decoder_supervised | params <= 0.02 |" in text
+    assert json.loads((tmp_path / "accuracy" / "accuracy.json").read_text())["inputs"] == held_out.source
+    same = evaluate(folder, calibration, progress=log.append)
+    assert not same["precisions"]["int8"]["held_out"] and any("not held out" in line for line in log)
+
     # Another method reads the cached statistics instead of running the models again.
     log.clear()
     write_int8(folder, calibration, "percentile", progress=log.append)
     assert sum("read from" in line for line in log) == 2 and not any("saved to" in line for line in log)
     assert selection_bars("int8") == {"cosine": pytest.approx(0.9995), "params": pytest.approx(0.01)}
+
+
+def test_report_needs_reduced_precision_models(tmp_path, capsys):
+    from calibration.report import main
+
+    (tmp_path / "models.json").write_text(json.dumps({"files": {"encoder.onnx": "0" * 64}}))
+    np.save(tmp_path / "a.npy", np.zeros((10, 64), np.float32))
+    assert main(["--models", str(tmp_path), "--fbanks", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"report: error: {tmp_path}: models.json records no FP16 or INT8 models; "
+                                       "write them first (python -m calibration --models DIR ...)\n")

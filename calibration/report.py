@@ -1,0 +1,212 @@
+"""The accuracy report: each reduced precision in a models folder against FP32, on held-out speech.
+
+    python -m calibration.report --models DIR (--audio DIR | --fbanks DIR) [-o OUT]
+
+Per precision (``precisions`` in ``models.json``) and pipeline: the encoder's embedding cosine;
+each decoder fed the same FP32 embedding (params error, the issue-10 bars); end to end (the
+precision's encoder into its decoder): vertex error in the model's units and in mm on a face
+scaled to 140 mm ear to ear (supervised) or in pixels (unsupervised, image frame), and the
+change of the paper's four ARE ratios and their mean (``runtime.metrics``). Beside it, the
+sensitivity: the FP32 decoder fed FP32 embeddings turned by the same angle in a random
+direction, i.e. how much the network itself amplifies an embedding change that small.
+Writes ``accuracy.md``, ``accuracy.json`` and ``accuracy.png`` (matplotlib, when installed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from calibration import graph as G
+from calibration import inputs as I
+from calibration.fp16 import PARAM_OUTPUTS
+from calibration.manifest import read_manifest
+from calibration.quality import BARS, relative_error
+from runtime import metrics
+from runtime.errors import CmpError, ModelError
+
+EAR_MM = 140.0  # ear-to-ear width of the face the mm figures are scaled to
+UNTRAINED_NOTE = ("The synthetic weights are UNTRAINED: their decoders amplify tiny embedding changes far more "
+                  "than trained ones should. Run this report on your own weights and held-out speech; a change "
+                  "of the mean ARE within 5e-4 (a tenth of the paper's gain over its baseline) is a reasonable "
+                  "acceptance bar.")
+
+
+def _run(models: Path, file: str, feeds: list[dict]) -> list[dict[str, np.ndarray]]:
+    s = G.session(onnx.load(str(models / file)))
+    names = [o.name for o in s.get_outputs()]
+    return [dict(zip(names, s.run(names, f))) for f in feeds]
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def _turned(e: np.ndarray, cosines: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Each row of ``e`` turned by ``arccos(cosine)`` towards a random orthogonal direction."""
+    rng = np.random.default_rng(seed)
+    out = np.empty_like(e)
+    for i, (row, c) in enumerate(zip(e.astype(np.float64), np.clip(cosines, -1.0, 1.0))):
+        u = rng.standard_normal(row.shape)
+        u -= u.dot(row) / row.dot(row) * row
+        u /= np.linalg.norm(u)
+        norm = np.linalg.norm(row)
+        out[i] = norm * (c * row / norm + np.sqrt(1.0 - c * c) * u)
+    return out.astype(np.float32)
+
+
+def _are(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """(B, 5): |ratio change| of the four distances and their mean, per utterance."""
+    rows = []
+    for p, r in zip(pred, ref):
+        e = metrics.ratio_errors(p, r)
+        rows.append([e[k] for k in metrics.DISTANCES] + [float(np.mean(list(e.values())))])
+    return np.array(rows)
+
+
+def evaluate(models: Path, inputs: I.InputSet, progress: Callable[[str], None] = print) -> dict:
+    models = Path(models)
+    manifest = read_manifest(models)
+    precisions = manifest.get("precisions") or {}
+    if not precisions:
+        raise ModelError(f"{models}: models.json records no FP16 or INT8 models; write them first "
+                         "(python -m calibration --models DIR ...)")
+    feeds = [u.encoder_feed() for u in inputs.utterances]
+    e32 = np.concatenate([r["embedding"] for r in _run(models, "encoder.onnx", feeds)])
+    report: dict = {"models": str(models), "inputs": inputs.source, "untrained": bool(manifest.get("synthetic")),
+                    "note": UNTRAINED_NOTE if manifest.get("synthetic") else None, "precisions": {}}
+    ref = {p: _run(models, f"decoder_{p}.onnx", [{"embedding": e32}])[0] for p in manifest.get("pipelines", [])}
+    for precision, entry in precisions.items():
+        graphs = entry.get("graphs", {})
+        used = entry.get("calibrated_on") or entry.get("ranges_from")
+        out: dict = {"held_out": used != inputs.source, "calibrated_on": used}
+        if used == inputs.source:
+            progress(f"WARNING: {precision} was calibrated on these same inputs ({used}); they are not held out")
+        eq = np.concatenate([r["embedding"] for r in _run(models, graphs.get("encoder", {}).get("file", "encoder.onnx"),
+                                                           feeds)])
+        cos = _cosines(eq.astype(np.float64), e32.astype(np.float64))
+        bar = BARS.get(precision, BARS["int8"])
+        out["encoder"] = {"cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()), "bar": bar["cosine"],
+                          "ok": bool(cos.min() >= bar["cosine"])}
+        progress(f"[{precision}] encoder: embedding cosine min {cos.min():.7f} (bar {bar['cosine']})")
+        for pipeline, want in ref.items():
+            file = graphs.get(f"decoder_{pipeline}", {}).get("file", f"decoder_{pipeline}.onnx")
+            local = _run(models, file, [{"embedding": e32}])[0]
+            e2e = _run(models, file, [{"embedding": eq}])[0]
+            sens = _run(models, f"decoder_{pipeline}.onnx", [{"embedding": _turned(e32, cos)}])[0]
+            params_err = max(relative_error(local[n], want[n]) for n in PARAM_OUTPUTS if n in want)
+            v32, vq = want["vertices"].astype(np.float64), e2e["vertices"].astype(np.float64)
+            per_vertex = np.linalg.norm(vq - v32, axis=2)  # (B, N)
+            row = {"file": file, "params_error": params_err, "params_bar": bar["params"],
+                   "ok": bool(params_err <= bar["params"]), "vertex_error_max": float(per_vertex.max()),
+                   "vertex_error_mean": float(per_vertex.mean())}
+            if pipeline == "supervised":
+                ear = np.array([metrics.measurements(v)["ear"] for v in v32])
+                mm = per_vertex * (EAR_MM / ear)[:, None]
+                row |= {"vertex_error_mm_max": float(mm.max()), "vertex_error_mm_mean": float(mm.mean())}
+            else:
+                row |= {"vertex_error_px_max": float(per_vertex.max()), "vertex_error_px_mean": float(per_vertex.mean())}
+            are, are_s = _are(vq, v32), _are(sens["vertices"].astype(np.float64), v32)
+            row["are_change"] = {k: float(are[:, i].max()) for i, k in enumerate([*metrics.DISTANCES, "mean"])}
+            row["are_change_mean_over_inputs"] = float(are[:, -1].mean())
+            row["sensitivity_are_change"] = float(are_s[:, -1].mean())
+            row["_per_vertex"] = per_vertex.ravel()
+            out[f"decoder_{pipeline}"] = row
+            progress(f"[{precision}] decoder_{pipeline}: params error {params_err:.3g} (bar {bar['params']}), "
+                     f"end-to-end vertex error max {per_vertex.max():.3g}, mean |dARE| "
+                     f"{row['are_change_mean_over_inputs']:.3g} (FP32 decoder, same embedding angle: "
+                     f"{row['sensitivity_are_change']:.3g})")
+        report["precisions"][precision] = out
+    return report
+
+
+def markdown(report: dict) -> str:
+    lines = ["# Accuracy of the reduced-precision models against FP32", "",
+             f"Models: `{report['models']}`  ", f"Held-out inputs: {report['inputs']}", ""]
+    if report["note"]:
+        lines += [f"> **{report['note']}**", ""]
+    lines += ["| precision | graph | bar | measured | ok | vertex error (max / mean) | mean dARE (max) | "
+              "sensitivity: FP32 decoder, same angle |", "|---|---|---|---|---|---|---|---|"]
+    for precision, out in report["precisions"].items():
+        enc = out["encoder"]
+        lines.append(f"| {precision} | encoder | cosine >= {enc['bar']} | {enc['cosine_min']:.6f} | "
+                     f"{'yes' if enc['ok'] else 'NO'} | | | |")
+        for key, row in out.items():
+            if not key.startswith("decoder_"):
+                continue
+            unit = "mm" if "vertex_error_mm_max" in row else "px"
+            verr = f"{row[f'vertex_error_{unit}_max']:.3g} / {row[f'vertex_error_{unit}_mean']:.3g} {unit}"
+            lines.append(f"| {precision} | {key} | params <= {row['params_bar']} | {row['params_error']:.3g} | "
+                         f"{'yes' if row['ok'] else 'NO'} | {verr} | {row['are_change_mean_over_inputs']:.3g} "
+                         f"({row['are_change']['mean']:.3g}) | {row['sensitivity_are_change']:.3g} |")
+        if not out["held_out"]:
+            lines.append(f"\n**{precision} was calibrated on these inputs: they are not held out.**")
+    lines += ["", "Decoder bars: each decoder fed the same FP32 embedding. Vertex error and dARE: end to end "
+              "(the precision's encoder into its decoder). Sensitivity: the FP32 decoder fed FP32 embeddings turned "
+              "by the same angle as the precision's encoder turns them, in a random direction.", ""]
+    return "\n".join(lines)
+
+
+def figure(report: dict, path: Path) -> bool:
+    """Per-vertex end-to-end error distributions per precision; False when matplotlib is missing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    keys = sorted({k for out in report["precisions"].values() for k in out if k.startswith("decoder_")})
+    fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(5 * max(len(keys), 1), 3.5), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for precision, out in report["precisions"].items():
+            if key in out:
+                err = np.maximum(out[key]["_per_vertex"], 1e-12)
+                ax.hist(np.log10(err), bins=60, histtype="step", label=precision)
+        ax.set_title(key)
+        ax.set_xlabel("log10 per-vertex error (model units)")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def write(report: dict, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if figure(report, out / "accuracy.png"):
+        written.append(out / "accuracy.png")
+    for out_ in report["precisions"].values():
+        for row in out_.values():
+            if isinstance(row, dict):
+                row.pop("_per_vertex", None)
+    (out / "accuracy.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "accuracy.md").write_text(markdown(report))
+    return [out / "accuracy.md", out / "accuracy.json", *written]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m calibration.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=Path, required=True, metavar="DIR")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--audio", type=Path, metavar="DIR", help="held-out speech recordings")
+    source.add_argument("--fbanks", type=Path, metavar="DIR", help="held-out (T, 64) .npy fbanks")
+    parser.add_argument("-o", "--output", type=Path, metavar="DIR", help="default: MODELS/accuracy")
+    args = parser.parse_args(argv)
+    try:
+        report = evaluate(args.models, I.load(args.audio, args.fbanks, progress=print))
+        files = write(report, args.output or args.models / "accuracy")
+    except CmpError as exc:
+        print(f"report: error: {exc}", file=sys.stderr)
+        return 2
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
