@@ -227,7 +227,7 @@ def export_voice_graphs(out_dir: Path, pipelines: tuple[str, ...], meta: dict[st
 
 def export_steps(pipelines: tuple[str, ...]) -> int:
     """How many ``step`` messages :func:`export_release` prints (for a progress bar)."""
-    return 3 + 5 * len(pipelines)
+    return 3 + 4 * len(pipelines)  # encoder export + verify, frontend; per pipeline: load, export, verify, fuse
 
 
 def default_real_inputs() -> Path | None:
