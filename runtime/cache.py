@@ -116,7 +116,12 @@ def check_models(models: Path, upgrade: bool = True) -> list[str]:
         if "size" in record and st.st_size != record["size"]:
             problems.append(f"{name} has {st.st_size} bytes, {MANIFEST} says {record['size']}")
         elif st.st_mtime_ns != record.get("mtime_ns"):
-            if sha256(file) != record["sha256"]:
+            try:
+                digest = sha256(file)
+            except OSError as exc:
+                problems.append(f"{name} is unreadable ({exc.strerror or type(exc).__name__})")
+                continue
+            if digest != record["sha256"]:
                 problems.append(f"{name} does not match its sha256 in {MANIFEST}")
             else:
                 files[name] = record | {"size": st.st_size, "mtime_ns": st.st_mtime_ns}

@@ -94,6 +94,11 @@ def test_damage_is_described_exactly(root):
         "encoder.onnx does not match its sha256 in models.json",
         "decoder_supervised.onnx has 5 bytes, models.json says 2400",
         "triangles.npy is missing"]
+    (models / "triangles.npy").mkdir()  # a folder of the recorded size: hashing it fails
+    manifest = json.loads((models / "models.json").read_text())
+    manifest["files"]["triangles.npy"]["size"] = (models / "triangles.npy").stat().st_size
+    (models / "models.json").write_text(json.dumps(manifest))
+    assert cache.check_models(models)[2] == "triangles.npy is unreadable (Is a directory)"
     (models / "models.json").write_text("{not json")
     assert cache.check_models(models) == ["models.json is unreadable (JSONDecodeError)"]
     (models / "models.json").write_text(json.dumps({"format": 99, "files": {"a": {}}}))
