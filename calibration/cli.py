@@ -24,6 +24,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--audio", type=Path, metavar="DIR", help="folder of speech recordings (VAD on)")
     source.add_argument("--fbanks", type=Path, metavar="DIR", help="folder of (T, 64) .npy fbanks")
+    parser.add_argument("--max-inputs", type=int, metavar="N",
+                        help="use at most N utterances, chosen deterministically across lengths (default: all)")
     parser.add_argument("--precision", choices=PRECISIONS, default="int8", help="what to write (default %(default)s)")
     parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
                         help="int8: how activation ranges are chosen from the statistics (default %(default)s)")
@@ -36,7 +38,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 def run(args: argparse.Namespace) -> dict:
     from calibration import inputs
 
-    data = inputs.load(args.audio, args.fbanks, progress=print)
+    data = inputs.select(inputs.load(args.audio, args.fbanks, progress=print), args.max_inputs)
     if args.precision == "int8":
         from calibration.int8 import write_int8
 

@@ -111,10 +111,10 @@ def select(inputs: InputSet, limit: int | None) -> InputSet:
     """At most ``limit`` utterances, chosen deterministically: ordered by a hash of their
     content (not their names, so renaming files changes nothing), then spread evenly over
     that order so long and short utterances are both represented."""
+    if limit is not None and limit < 1:
+        raise InputError(f"the selection needs at least 1 utterance, got {limit}")
     if limit is None or len(inputs) <= limit:
         return inputs
-    if limit < 1:
-        raise InputError(f"the selection needs at least 1 utterance, got limit={limit}")
     keyed = sorted(inputs.utterances, key=lambda u: hashlib.sha256(u.fbank.tobytes()).hexdigest())
     by_length = sorted(keyed, key=lambda u: u.fbank.shape[0])  # stable: ties keep the hash order
     picks = np.linspace(0, len(by_length) - 1, limit).round().astype(int)

@@ -208,3 +208,25 @@ def test_fp16_models_meet_the_bars_on_held_out_speech(models_dir, tmp_path):
     p16, v16 = d16.run(["params", "vertices"], {"embedding": emb32})
     assert relative_error(p16, p32) <= 1e-3
     assert relative_error(v16, v32) <= 1e-3  # vertices follow: the 3DMM arithmetic is FP32
+
+
+def test_audio_folder_without_speech(tmp_path):
+    import wave
+
+    from runtime.errors import InputError, NoSpeechError
+
+    rng = np.random.default_rng(0)
+    for name, x in (("zeros.wav", np.zeros(16000, np.int16)), ("hiss.wav", (rng.standard_normal(16000) * 3).astype(np.int16))):
+        with wave.open(str(tmp_path / name), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(16000)
+            w.writeframes(x.tobytes())
+    notes = []
+    with pytest.raises(NoSpeechError, match=f"^{tmp_path}: none of its 2 audio files contains speech$"):
+        I.from_audio(tmp_path, notes.append)
+    assert notes == ["  skipped hiss.wav: no speech found", "  skipped zeros.wav: no speech found"]
+    with pytest.raises(InputError, match="^the selection needs at least 1 utterance, got 0$"):
+        I.select(I.InputSet("toy", []), 0)
+    with pytest.raises(InputError, match="^give --audio or --fbanks, not both$"):
+        I.load(tmp_path, tmp_path)
