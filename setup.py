@@ -49,7 +49,14 @@ setup(
         "plot": ["matplotlib>=3.7"],
         # Coverage-guided fuzzing of the readers (tests/fuzz/, not run in CI).
         "fuzz": ["atheris>=2.3"],
-        "test": ["pytest>=7", "hypothesis>=6.100", "scipy>=1.10", "onnx>=1.16", "matplotlib>=3.7", "psutil>=5.9"],
+        # 'cmp-face serve': the Open Inference Protocol server.
+        "serve": ["starlette>=0.40", "uvicorn>=0.30", "prometheus-client>=0.20", "python-multipart>=0.0.18"],
+        # Validating Triton model repositories offline, and the Triton/KServe client.
+        "triton": ["tritonclient[http]>=2.40", "protobuf>=6.33.5"],
+        # The tests drive the server with tritonclient (a client we did not write) and httpx.
+        "test": ["pytest>=7", "hypothesis>=6.100", "scipy>=1.10", "onnx>=1.16", "matplotlib>=3.7", "psutil>=5.9",
+                 "starlette>=0.40", "uvicorn>=0.30", "prometheus-client>=0.20", "python-multipart>=0.0.18",
+                 "tritonclient[http]>=2.40", "protobuf>=6.33.5", "httpx>=0.27"],
     },
     entry_points={"console_scripts": ["cmp-face=runtime.cli:main"]},
 )
