@@ -44,7 +44,7 @@ class _Clock:
         self._t = now
 
 
-def _check_finite(out: dict[str, np.ndarray], index: int, fused: bool) -> None:
+def check_finite(out: dict[str, np.ndarray], index: int, fused: bool) -> None:
     """Raise ModelError naming the network (the stage) and the first output that holds NaN or
     inf values; ``out`` lists the embedding first, then the decoder's outputs."""
     for name, value in out.items():
@@ -231,8 +231,8 @@ class Predictor:
                 outputs[i] = out
             clock.lap("voice2mesh")
         for i, out in enumerate(outputs):
-            _check_finite(out, i, fused=i in waves)
-        results = [self._result(out) for out in outputs]
+            check_finite(out, i, fused=i in waves)
+        results = [self.to_prediction(out) for out in outputs]
         for r, found in zip(results, notes):
             r.warnings = found
         clock.lap("postprocess")
@@ -268,7 +268,8 @@ class Predictor:
                 out[i] = {n: v[k] for n, v in values.items()}
         return out
 
-    def _result(self, out: dict[str, np.ndarray]) -> Prediction:
+    def to_prediction(self, out: dict[str, np.ndarray]) -> Prediction:
+        """One utterance's network outputs (the embedding, then the decoder's) as a Prediction."""
         result = Prediction(pipeline=self.pipeline, embedding=out["embedding"], params=out["params"],
                             vertices=out["vertices"], triangles=self.models.triangles, untrained=self.untrained)
         if self.pipeline == "unsupervised":

@@ -15,7 +15,7 @@ import numpy as np
 
 from runtime.errors import InputError
 from runtime.features import N_MELS, check_fbank
-from runtime.predictor import Predictor, _check_finite
+from runtime.predictor import Predictor, check_finite
 from runtime.result import Prediction
 from runtime.serve.protocol import ProtocolError
 
@@ -191,12 +191,12 @@ class ServedPipeline:
         """One request's rows as ``[B, ...]`` outputs; a NaN output is the model's fault
         (the Predictor's own check: ModelError, answered 500)."""
         for k, (row, kind) in enumerate(zip(rows, kinds)):
-            _check_finite(row, k, fused=kind == "samples")
+            check_finite(row, k, fused=kind == "samples")
         return {n: np.stack([r[n] for r in rows]) for n in wanted}
 
     def prediction(self, out: dict[str, np.ndarray], kind: str) -> Prediction:
-        _check_finite(out, 0, fused=kind == "samples")
-        return self.predictor._result(out)  # the Predictor's own conversion (display image, pose)
+        check_finite(out, 0, fused=kind == "samples")
+        return self.predictor.to_prediction(out)  # the Predictor's own conversion (display image, pose)
 
     def warm_up(self) -> None:
         """One batch through every session so the first request does not pay for it."""
