@@ -1,0 +1,183 @@
+"""benchmarks/gpu_check.py: the GPU check's code path on the CPU (``--device cpu``), its bars and
+verdicts, and its time budget. The GPU rows themselves run only on a GPU machine."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import gpu_check as gc  # noqa: E402
+
+
+def run_check(models: Path, out: Path, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--quick",
+           "--models", str(models), "--out", str(out), "--pipelines", "supervised", "--utterances", "1", *extra]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    doc = json.loads((out / "gpu_check.json").read_text()) if (out / "gpu_check.json").is_file() else {}
+    return proc, doc
+
+
+# ----------------------------------------------------------------------------- the whole script, CPU mode
+def test_cpu_mode_measures_the_cpu_row_and_says_why_gpu_rows_are_not_run(tmp_path, models_dir, pack_dir):
+    import onnxruntime as ort
+
+    out = tmp_path / "out"
+    proc, doc = run_check(models_dir, out, "--batches", "1,2", "--release", str(pack_dir))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in gc.NAMES:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert not [p for p in out.iterdir() if ".partial" in p.name]  # no temporary files left behind
+
+    rows = {c["id"]: c for c in doc["configs"]}
+    # Every GPU backend x precision is listed, none run here, each with the runtime's reason.
+    gpu_ids = [f"{b}-cuda-{p}" for b in gc.GPU_BACKENDS for p in gc.PRECISIONS]
+    assert set(gpu_ids) <= set(rows)
+    for gid in gpu_ids:
+        assert rows[gid]["status"] == "not run" and rows[gid]["reason"], gid
+    providers = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in providers:
+        assert "has no CUDAExecutionProvider" in rows["onnxruntime-cuda-fp32"]["reason"]
+    if "TensorrtExecutionProvider" not in providers:
+        assert "needs onnxruntime-gpu with its TensorrtExecutionProvider" in rows["onnxruntime-trt-cuda-fp16"]["reason"]
+    assert any(w in rows["tensorrt-cuda-fp32"]["reason"] for w in ("tensorrt", "TensorRT"))
+    md = (out / "gpu_check.md").read_text()
+    for gid in gpu_ids:
+        assert f"- `{gid}`: {rows[gid]['reason']}" in md
+
+    # The CPU FP32 row runs the reference's own graphs on the same provider: identical up to the
+    # order of multithreaded reductions (< 1e-6), far inside the FP32 bars.
+    cpu = rows["onnxruntime-cpu-fp32"]
+    assert cpu["status"] == "measured" and cpu["resolved"] == "onnxruntime on cpu, fp32"
+    for path in ("stages", "voice2mesh"):
+        r = cpu["parity"]["supervised"][path]
+        assert r["ok"] and r["values"]["embedding_cosine"] > 1 - 1e-9
+        assert r["values"]["params_max_rel"] < 1e-6 and r["values"]["vertices_max_rel"] < 1e-6
+    if not (models_dir / "encoder_fp16.onnx").is_file():
+        assert rows["onnxruntime-cpu-fp16"]["reason"].startswith(f"no fp16 files in {models_dir}")
+    gain = doc["reference"]["decoder_gain"]["supervised"]
+    assert gain["params"] > 0 and gain["vertices"] > 0
+
+    # Latency: our chain and the release-style baseline (torch eager on the CPU here) at each batch.
+    assert doc["baseline"]["status"] == "measured"
+    assert doc["baseline"]["parity"]["supervised"]["ok"]
+    cells = {(r["chain"], r["batch"]) for r in doc["latency"]}
+    assert cells == {(c, b) for c in ("onnxruntime-cpu-fp32", "release-style") for b in (1, 2)}
+    for r in doc["latency"]:
+        assert r["n"] >= 2 and 0 < r["p50_ms"] <= r["p99_ms"]
+    assert doc["stopped"] is None and doc["latency_not_run"] == []
+    assert "| onnxruntime-cpu-fp32 | supervised | 2 |" in md
+
+
+def test_a_spent_budget_stops_gracefully_and_still_writes(tmp_path, models_dir):
+    out = tmp_path / "out"
+    # 13 s: one second beyond what is kept for writing; nothing after the reference fits.
+    proc, doc = run_check(models_dir, out, "--budget", "13", "--no-baseline")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert all((out / name).is_file() for name in gc.NAMES)
+    cpu = next(c for c in doc["configs"] if c["id"] == "onnxruntime-cpu-fp32")
+    assert cpu == {**cpu, "status": "not run", "reason": "time budget of 13 s spent"}
+    assert doc["stopped"].startswith("time budget of 13 s spent after")
+    assert doc["latency"] == [] and doc["baseline"]["reason"] == "--no-baseline"
+    assert "**stopped early**: time budget of 13 s spent" in (out / "gpu_check.md").read_text()
+
+
+# ----------------------------------------------------------------------------- arguments
+@pytest.mark.parametrize("argv, message", [
+    (["--device", "tpu"], "unknown device 'tpu': choose auto, cpu, cuda or cuda:N"),
+    (["--device", "auto"], "--device must be cuda, cuda:N or cpu"),
+    (["--pipelines", "both"], "--pipelines: choose from supervised, unsupervised"),
+    (["--batches", "1,x"], "--batches: comma-separated positive integers"),
+    (["--batches", "0"], "--batches: comma-separated positive integers"),
+    (["--budget", "5"], "--budget must exceed 12 s (kept for writing the results)"),
+])
+def test_bad_arguments_are_refused(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        gc.parse_args(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_device_is_normalised():
+    assert gc.parse_args(["--device", "cuda"]).device == "cuda:0"
+    assert gc.parse_args(["--device", "cuda:3"]).device == "cuda:3"
+    assert gc.parse_args(["--device", "cpu"]).device == "cpu"
+
+
+# ----------------------------------------------------------------------------- bars and verdicts
+def test_bars_scale_with_the_decoder_gain_and_give_up_when_meaningless():
+    assert gc._bars("fp16", {"params": 0.5, "vertices": 0.1}) == {
+        "embedding_cosine": 0.9999, "params_max_rel": 1e-3, "vertices_max_rel": 1e-3}  # gain < 1 never tightens
+    bars = gc._bars("fp32", {"params": 10.0, "vertices": 2.0}, embedding_error=1e-3)
+    assert bars["params_max_rel"] == pytest.approx((2e-3 + 1e-3) * 10)
+    assert bars["vertices_max_rel"] == pytest.approx((2e-3 + 1e-3) * 2)
+    # The synthetic unsupervised decoder's gain (~170-250): an INT8 params bar would exceed 0.5.
+    assert gc._bars("int8", {"params": 200.0, "vertices": 1.0})["params_max_rel"] is None
+
+
+class FakePredictor:
+    """Stands in for a backend's Predictor: answers from the reference, optionally wrong."""
+
+    def __init__(self, ref: gc.Reference, emb_noise: float = 0.0, scale: float = 1.0) -> None:
+        self.ref, self.noise, self.scale = ref, emb_noise, scale
+
+    def embed(self, fbanks):
+        e = self.ref.embeddings + self.noise * np.random.default_rng(1).standard_normal(self.ref.embeddings.shape)
+        return e.astype(np.float32)
+
+    def decode(self, emb):
+        return {k: v * self.scale for k, v in self.ref.decoded.items()}
+
+    def predict_batch(self, waves, sample_rate):
+        return [SimpleNamespace(embedding=f["embedding"], params=f["params"] * self.scale,
+                                vertices=f["vertices"] * self.scale) for f in self.ref.fused]
+
+
+def _reference() -> gc.Reference:
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((2, 64)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    dec = {"params": rng.standard_normal((2, 51)).astype(np.float32),
+           "vertices": rng.standard_normal((2, 100, 3)).astype(np.float32)}
+    fused = [{"embedding": emb[i], "params": dec["params"][i], "vertices": dec["vertices"][i]} for i in range(2)]
+    return gc.Reference([np.zeros((10, 64), np.float32)] * 2, emb, dec, fused, {"params": 1.0, "vertices": 1.0})
+
+
+def test_parity_passes_a_faithful_backend_and_fails_a_wrong_one():
+    ref = _reference()
+    voices = [("a", np.zeros(16000, np.int16)), ("b", np.zeros(16000, np.int16))]
+    good = gc.parity(FakePredictor(ref), ref, voices, "fp32")
+    assert good["ok"] and good["stages"]["values"]["params_max_rel"] == 0.0
+    # Outputs off by 1%: beyond the FP32 bar (2e-3), within INT8's (2e-2).
+    off = gc.parity(FakePredictor(ref, scale=1.01), ref, voices, "fp32")
+    assert not off["ok"] and off["stages"]["failed"] == ["params_max_rel", "vertices_max_rel"]
+    assert gc.parity(FakePredictor(ref, scale=1.01), ref, voices, "int8")["ok"]
+    # An embedding 1e-2 off per component: cosine ~0.997 fails FP16's 0.9999.
+    noisy = gc.parity(FakePredictor(ref, emb_noise=1e-2), ref, voices, "fp16")
+    assert noisy["stages"]["failed"] == ["embedding_cosine"] and not noisy["ok"]
+
+
+def test_markdown_marks_failures_and_missing_bars():
+    ref = _reference()
+    voices = [("a", np.zeros(16000, np.int16))] * 2
+    ref.gain = {"params": 1000.0, "vertices": 1.0}  # no params bar possible
+    par = gc.parity(FakePredictor(ref, scale=1.01), ref, voices, "fp32")
+    doc = {"machine_name": "m", "date": "2026-12-02T00:00:00", "device": "cuda:0", "quick": True,
+           "machine": {"gpu": "G", "cpu": "C", "logical_cpus": 2}, "git": "x",
+           "versions": {"python": "3", "onnxruntime": "1", "torch": "2"}, "cuda_preload": "-", "models": "M",
+           "untrained": True, "command": "c", "elapsed_s": 1.0, "budget_s": 10.0, "stopped": None,
+           "inputs": {"parity": "p", "latency": "l"}, "reference": {"decoder_gain": {"supervised": ref.gain}},
+           "configs": [{"id": "onnxruntime-cuda0-fp32", "status": "measured", "parity": {"supervised": par}}],
+           "baseline": {"status": "not run", "reason": "why", "device": "cuda:0"}, "latency": [],
+           "latency_not_run": []}
+    md = gc.markdown(doc)
+    assert "| onnxruntime-cuda0-fp32 | supervised | stages | 1.0000000 | 1.00e-02 | 1.00e-02 | 0.99999 / none / 0.002 " \
+           "| **FAIL** (vertices_max_rel) |" in md
+    assert "- release-style baseline: why" in md
