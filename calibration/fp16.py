@@ -454,7 +454,8 @@ def voice_inputs(inputs: InputSet) -> InputSet:
 
 def fused_graphs(models: Path, pipelines: list[str], voices: InputSet, parts: Mapping[str, onnx.ModelProto],
                  suffix: str, written: list[str], progress: Callable[[str], None],
-                 files: Mapping[str, str] | None = None) -> dict:
+                 files: Mapping[str, str] | None = None,
+                 describe: Callable[[onnx.ModelProto], dict] | None = None) -> dict:
     """``voice2mesh_<p><suffix>.onnx``: the FP32 frontend fused with ``parts["encoder"]`` and
     ``parts["decoder_<p>"]``, compared end to end with the FP32 ``voice2mesh_<p>`` (reported:
     the bars hold per model; a decoder that amplifies a tiny embedding change shows here)."""
@@ -487,7 +488,7 @@ def fused_graphs(models: Path, pipelines: list[str], voices: InputSet, parts: Ma
         written.append(file)
         sources = [(files or {}).get(g, f"{g}{suffix}.onnx") for g in ("encoder", f"decoder_{pipeline}")]
         out[graph] = {"file": file, "from": " + ".join(["frontend.onnx", *sources]),
-                      "nodes": precision_of(fused),
+                      **(describe(fused) if describe else {"nodes": precision_of(fused)}),
                       "end_to_end": {"inputs": voices.source, "embedding_cosine": cosine,
                                      "errors": {k: float(f"{v:.4g}") for k, v in errors.items()}}}
     return out

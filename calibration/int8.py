@@ -196,7 +196,8 @@ def write_int8(models: Path, inputs: InputSet, method: str = DEFAULT_METHOD,
                  f": {official}")
     if (models / "frontend.onnx").is_file() and written:
         graphs.update(fused_graphs(models, pipelines, voice_inputs(inputs), {r.graph: r.model for r in results},
-                                   SUFFIX, written, progress, {g: e["file"] for g, e in graphs.items()}))
+                                   SUFFIX, written, progress, {g: e["file"] for g, e in graphs.items()},
+                                   describe=lambda m: {"qdq": qdq_summary(m)}))
     entry = {"tool": "calibration.int8 (onnxruntime QDQQuantizer, TensorRT-style settings)", "method": method,
              "calibrated_on": inputs.source, "activations": "int8 symmetric per tensor",
              "weights": "int8 symmetric per channel", "graphs": graphs,

@@ -34,6 +34,10 @@ def test_thresholds_per_method():
         stats.thresholds("minmax")
 
 
+def summary_of(path) -> dict:
+    return qdq_summary(onnx.load(str(path)))
+
+
 def _conv_model() -> onnx.ModelProto:
     rng = np.random.default_rng(1)
     w = rng.standard_normal((8, 4, 3)).astype(np.float32)
@@ -109,6 +113,10 @@ def test_int8_models_meet_the_bars_on_held_out_speech(models_dir, tmp_path):
     manifest = json.loads((folder / "models.json").read_text())
     files = {g: entry["graphs"][g]["file"] for g in ("encoder", "decoder_supervised")}
     assert files["encoder"] == "encoder_int8.onnx" and set(files.values()) <= set(manifest["files"])
+    fused = entry["graphs"]["voice2mesh_supervised"]  # FP32 frontend + the INT8 encoder and decoder
+    assert fused["file"] == "voice2mesh_supervised_int8.onnx" and fused["file"] in manifest["files"]
+    assert fused["qdq"] == qdq_summary(onnx.load(str(folder / fused["file"])))
+    assert fused["qdq"]["int8_weights"] >= summary_of(folder / "encoder_int8.onnx")["int8_weights"]
     assert manifest["precisions"]["int8"] == json.loads(json.dumps(entry))
 
     encoder = onnx.load(str(folder / "encoder_int8.onnx"))
