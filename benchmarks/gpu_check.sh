@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Prepare a bare GPU machine (the lent H200) and run benchmarks/gpu_check.py, all in at most
-# GPU_CHECK_TOTAL seconds (default 240). Run from the repository root:
+# Prepare a bare GPU machine (the lent H200) and run benchmarks/gpu_check.py, whose own budget is
+# GPU_CHECK_BUDGET seconds (default 230, under four minutes). Run from the repository root:
 #
 #   bash benchmarks/gpu_check.sh stash            # a call that only carries one part of onnxruntime-gpu
 #   bash benchmarks/gpu_check.sh run [ARGS...]    # prepare + check; ARGS go to gpu_check.py
@@ -22,7 +22,7 @@ set -uo pipefail
 MODE="${1:-run}"
 [ $# -gt 0 ] && shift
 START=$(date +%s)
-TOTAL="${GPU_CHECK_TOTAL:-240}"
+BUDGET="${GPU_CHECK_BUDGET:-230}"
 CARRY="${GPU_CHECK_CARRY:-.gpu-carry}"
 HOME_DIR="${GPU_CHECK_HOME:-/tmp/cmp-gpu}"
 PY="${GPU_CHECK_PYTHON:-python3}"
@@ -73,6 +73,11 @@ fi
 install_wheels || { say "error: could not install the carried wheels"; exit 2; }
 export PYTHONPATH="$HOME_DIR/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export CMP_DEPLOY_CACHE="${CMP_DEPLOY_CACHE:-$HOME_DIR/cache}"
+# onnxruntime-gpu installed with --target looks for CUDA/cuDNN beside itself (preload_dlls), not in
+# the image's nvidia-* wheels: name their library folders for the loader (read at process start).
+NV_LIBS=$("$PY" -c "import glob, os, nvidia
+print(':'.join(sorted({os.path.dirname(f) for d in nvidia.__path__ for f in glob.glob(d + '/**/lib*.so*', recursive=True)})))" 2>/dev/null)
+[ -n "$NV_LIBS" ] && export LD_LIBRARY_PATH="$NV_LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" && say "CUDA libraries from the nvidia-* wheels: $NV_LIBS"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | sed 's/^/  gpu: /'
 "$PY" -c "import onnxruntime as o, sys; print('  onnxruntime', o.__version__, o.get_available_providers())" 2>&1
 
@@ -92,17 +97,16 @@ else
 fi
 if [ -n "$SIM_PID" ]; then
   wait "$SIM_PID"
-  [ -f "$HOME_DIR/sim3dr.ok" ] || { say "error: building Sim3DR failed:"; tail -n 5 "$LOGS/sim3dr_build.log"; exit 2; }
+  # Without Sim3DR the parity rows still run; the latency cells then say why they failed.
+  [ -f "$HOME_DIR/sim3dr.ok" ] || { say "warning: building Sim3DR failed:"; tail -n 5 "$LOGS/sim3dr_build.log"; }
 fi
 say "prepared: models $MODELS"
 
 AUDIO=()
 ls "$CARRY"/audio/*.wav >/dev/null 2>&1 && AUDIO=(--audio "$CARRY/audio")
-LEFT=$(( TOTAL - ($(date +%s) - START) - 10 ))
-[ "$LEFT" -lt 60 ] && LEFT=60
-say "running the check with a budget of $LEFT s"
+say "running the check with a budget of $BUDGET s"
 # SIGINT first: the check writes what it measured; the results are also rewritten after every step.
-timeout -s INT -k 15 $(( LEFT + 20 )) "$PY" benchmarks/gpu_check.py --models "$MODELS" --budget "$LEFT" "${AUDIO[@]}" "$@" \
+timeout -s INT -k 15 $(( BUDGET + 20 )) "$PY" benchmarks/gpu_check.py --models "$MODELS" --budget "$BUDGET" "${AUDIO[@]}" "$@" \
   2>&1 | tee "$LOGS/gpu_check.log" | tr '\r' '\n' | grep -v '^gpu check:'
 RC=${PIPESTATUS[0]}
 if [ -n "${OUT:-}" ]; then
