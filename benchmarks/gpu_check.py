@@ -236,8 +236,8 @@ def plan_configs(device: str) -> list[Config]:
 
 
 def probe(cfg: Config, models: Path, dry_cpu: bool, deadline: Deadline) -> str | None:
-    """Why ``cfg`` cannot run here, or None. The reasons are the runtime's own errors."""
-    from runtime.engines import onnx_file
+    """Why ``cfg`` cannot run here, or None. The reasons are the runtime's own errors (missing
+    precision files are reported by the Predictor when the row is opened)."""
     from runtime.runners import select_backend
 
     try:
@@ -250,11 +250,6 @@ def probe(cfg: Config, models: Path, dry_cpu: bool, deadline: Deadline) -> str |
                 f"{BUILD_SCRIPT} --models {models} --precision {cfg.precision}")
     if dry_cpu and cfg.device != "cpu":
         return "--device cpu: GPU rows are listed, not run"
-    missing = [g for g in ("encoder", "decoder_supervised") if not (models / onnx_file(g, cfg.precision)).is_file()]
-    if missing and cfg.backend != "tensorrt":
-        from runtime.engines import PRECISION_COMMANDS
-        return (f"no {cfg.precision} files in {models} ({', '.join(onnx_file(g, cfg.precision) for g in missing)}); "
-                f"make them with: {PRECISION_COMMANDS[cfg.precision].format(models=models)}")
     if cfg.backend == "onnxruntime-trt" and deadline.left() < TRT_EP_MIN_LEFT_S:
         return (f"ONNX Runtime's TensorRT provider builds its engines on first use (minutes); only "
                 f"{deadline.left():.0f} s of the time budget were left")
@@ -277,6 +272,16 @@ def preload_cuda_libraries() -> str:
     except Exception as exc:  # noqa: BLE001 - a failed preload is reported, the sessions then say more
         return f"preload_dlls failed: {exc}"
     return "onnxruntime.preload_dlls() done"
+
+
+def onnxruntime_info() -> dict:
+    """The onnxruntime actually imported (its distribution name can mislead: onnxruntime-gpu
+    installed beside the CPU package both answer to ``import onnxruntime``)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        return {"version": f"not importable ({exc})", "file": None, "providers": []}
+    return {"version": ort.__version__, "file": ort.__file__, "providers": ort.get_available_providers()}
 
 
 def _provider_options(p) -> dict | None:
@@ -377,8 +382,9 @@ def markdown(doc: dict) -> str:
              f"{doc['date']} · device under test **{doc['device']}**"
              + (f" ({m['gpu']})" if m.get("gpu") else "") + f" · CPU {m['cpu']} ({m['logical_cpus']} logical)"
              + f" · git {doc['git']} · {'QUICK' if doc['quick'] else 'full run'}",
-             f"python {doc['versions']['python']}, onnxruntime {doc['versions']['onnxruntime']}, "
-             f"torch {doc['versions']['torch']} · CUDA libraries: {doc['cuda_preload']}",
+             f"python {doc['versions']['python']}, onnxruntime {doc['onnxruntime']['version']} "
+             f"({', '.join(doc['onnxruntime']['providers'])}), torch {doc['versions']['torch']} · "
+             f"CUDA libraries: {doc['cuda_preload']}",
              f"Models: `{doc['models']}`" + (" (synthetic, UNTRAINED: speed is representative, outputs are not)"
                                               if doc.get("untrained") else ""),
              f"Reproduce: `{doc['command']}`",
@@ -579,7 +585,7 @@ def main(argv=None) -> int:
         "machine": {"cpu": _machine._cpu_model(), "logical_cpus": os.cpu_count(), "available_cores": cores,
                     "ram_gib": _machine._ram_gib(), "os": platform.platform(), "gpu": gpu},
         "versions": _machine.versions(), "git": _machine._git(), "models": str(models), "untrained": untrained,
-        "cuda_preload": preload,
+        "cuda_preload": preload, "onnxruntime": onnxruntime_info(),
         "inputs": {"parity": voices_desc,
                    "latency": f"{x_lat_name}, {len(x_lat) / SR:.2f} s"},
         "reference": {"backend": "onnxruntime", "device": "cpu", "precision": "fp32",

@@ -61,7 +61,7 @@ def test_cpu_mode_measures_the_cpu_row_and_says_why_gpu_rows_are_not_run(tmp_pat
         assert r["ok"] and r["values"]["embedding_cosine"] > 1 - 1e-9
         assert r["values"]["params_max_rel"] < 1e-6 and r["values"]["vertices_max_rel"] < 1e-6
     if not (models_dir / "encoder_fp16.onnx").is_file():
-        assert rows["onnxruntime-cpu-fp16"]["reason"].startswith(f"no fp16 files in {models_dir}")
+        assert rows["onnxruntime-cpu-fp16"]["reason"].startswith(f"{models_dir} has no fp16 models (")
     gain = doc["reference"]["decoder_gain"]["supervised"]
     assert gain["params"] > 0 and gain["vertices"] > 0
 
@@ -171,7 +171,8 @@ def test_markdown_marks_failures_and_missing_bars():
     par = gc.parity(FakePredictor(ref, scale=1.01), ref, voices, "fp32")
     doc = {"machine_name": "m", "date": "2026-12-02T00:00:00", "device": "cuda:0", "quick": True,
            "machine": {"gpu": "G", "cpu": "C", "logical_cpus": 2}, "git": "x",
-           "versions": {"python": "3", "onnxruntime": "1", "torch": "2"}, "cuda_preload": "-", "models": "M",
+           "versions": {"python": "3", "torch": "2"}, "cuda_preload": "-", "models": "M",
+           "onnxruntime": {"version": "1", "providers": ["CUDAExecutionProvider"]},
            "untrained": True, "command": "c", "elapsed_s": 1.0, "budget_s": 10.0, "stopped": None,
            "inputs": {"parity": "p", "latency": "l"}, "reference": {"decoder_gain": {"supervised": ref.gain}},
            "configs": [{"id": "onnxruntime-cuda0-fp32", "status": "measured", "parity": {"supervised": par}}],
