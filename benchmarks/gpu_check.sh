@@ -13,9 +13,10 @@
 #                          CUDA provider: the GPU rows then say so).
 #   wheels/*.whl           other missing packages (webrtcvad-wheels), installed with --no-deps.
 #   audio/*.wav            speech for the parity rows (else the built-in demo voices).
-# Preparation (in parallel): the Sim3DR extension is compiled in place with this machine's Python,
-# and the synthetic models are exported into $GPU_CHECK_HOME/cache (the cache is over one call's
-# 64 MiB, so models are built here, not carried), unless GPU_CHECK_MODELS names a models folder.
+# Preparation: the synthetic models are exported into $GPU_CHECK_HOME/cache (the cache is over one
+# call's 64 MiB, so models are built there, not carried; the first `stash` call starts that in the
+# background), unless GPU_CHECK_MODELS names a models folder; meanwhile `run` compiles the Sim3DR
+# extension in place with that machine's Python.
 # Results: benchmarks/results/<gpu>/gpu_check.{md,json,png}, copied with the logs to $OUT when set.
 set -uo pipefail
 
@@ -29,6 +30,7 @@ PY="${GPU_CHECK_PYTHON:-python3}"
 LOGS="${OUT:-$HOME_DIR}"
 mkdir -p "$HOME_DIR/parts" "$HOME_DIR/site" "$LOGS"
 export PYTHONUNBUFFERED=1
+export CMP_DEPLOY_CACHE="${CMP_DEPLOY_CACHE:-$HOME_DIR/cache}"
 
 say() { echo "[gpu_check.sh +$(( $(date +%s) - START ))s] $*"; }
 
@@ -39,6 +41,35 @@ stash() {  # keep this call's parts of the wheel outside the working tree (re-co
     cp -f "$f" "$HOME_DIR/parts/" && n=$((n + 1))
   done
   say "stashed $n file(s); $HOME_DIR/parts now holds: $(ls "$HOME_DIR/parts" | tr '\n' ' ')"
+}
+
+start_models() {
+  # The synthetic models, exported in a process of its own session (setsid), so that a `stash`
+  # call starts it and it runs on while the next calls carry the other parts. From a copy of the
+  # sources: the working tree is copied again by every call.
+  [ -n "${GPU_CHECK_MODELS:-}" ] && return 0
+  [ -s "$HOME_DIR/models.path" ] && return 0
+  if [ -f "$HOME_DIR/models.pid" ] && kill -0 "$(cat "$HOME_DIR/models.pid")" 2>/dev/null; then return 0; fi
+  rm -rf "$HOME_DIR/src" && mkdir -p "$HOME_DIR/src" && cp -r runtime export "$HOME_DIR/src/" || return 1
+  (cd "$HOME_DIR/src" && PYTHONPATH="$HOME_DIR/src" setsid "$PY" -c "import sys
+from export.cache import synthetic_models
+path = synthetic_models(progress=lambda m: print(m, flush=True))
+open(sys.argv[1], 'w').write(str(path))" "$HOME_DIR/models.path" > "$HOME_DIR/models_build.log" 2>&1 < /dev/null &
+   echo $! > "$HOME_DIR/models.pid")
+  say "exporting the synthetic models in the background (log: $HOME_DIR/models_build.log)"
+}
+
+wait_models() {  # -> MODELS
+  if [ -n "${GPU_CHECK_MODELS:-}" ]; then MODELS="$GPU_CHECK_MODELS"; return 0; fi
+  start_models || return 1
+  local waited=0
+  while [ ! -s "$HOME_DIR/models.path" ] && kill -0 "$(cat "$HOME_DIR/models.pid")" 2>/dev/null; do
+    sleep 2; waited=$((waited + 2))
+    [ "$waited" -ge "${GPU_CHECK_BUILD_WAIT:-480}" ] && break
+  done
+  cp -f "$HOME_DIR/models_build.log" "$LOGS/" 2>/dev/null
+  [ -s "$HOME_DIR/models.path" ] || return 1
+  MODELS=$(cat "$HOME_DIR/models.path")
 }
 
 install_wheels() {
@@ -64,7 +95,10 @@ install_wheels() {
 }
 
 stash
-[ "$MODE" = stash ] && exit 0
+if [ "$MODE" = stash ]; then
+  start_models
+  exit 0
+fi
 if [ "$MODE" != run ]; then
   echo "usage: bash benchmarks/gpu_check.sh stash | run [gpu_check.py options]" >&2
   exit 2
@@ -72,7 +106,6 @@ fi
 
 install_wheels || { say "error: could not install the carried wheels"; exit 2; }
 export PYTHONPATH="$HOME_DIR/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-export CMP_DEPLOY_CACHE="${CMP_DEPLOY_CACHE:-$HOME_DIR/cache}"
 # onnxruntime-gpu installed with --target looks for CUDA/cuDNN beside itself (preload_dlls), not in
 # the image's nvidia-* wheels: name their library folders for the loader (read at process start).
 NV_LIBS=$("$PY" -c "import glob, os, nvidia
@@ -88,13 +121,7 @@ if ! "$PY" -c "import Sim3DR" 2>/dev/null; then
 else
   SIM_PID=""
 fi
-if [ -n "${GPU_CHECK_MODELS:-}" ]; then
-  MODELS="$GPU_CHECK_MODELS"
-else
-  "$PY" -c "from export.cache import synthetic_models; print(synthetic_models(progress=lambda m: print('  ', m, flush=True)))" \
-    > "$LOGS/models_build.log" 2>&1 || { say "error: building the synthetic models failed:"; tail -n 5 "$LOGS/models_build.log"; exit 2; }
-  MODELS=$(tail -n 1 "$LOGS/models_build.log")
-fi
+wait_models || { say "error: the synthetic models were not built:"; tail -n 5 "$HOME_DIR/models_build.log"; exit 2; }
 if [ -n "$SIM_PID" ]; then
   wait "$SIM_PID"
   # Without Sim3DR the parity rows still run; the latency cells then say why they failed.
