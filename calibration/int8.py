@@ -156,6 +156,7 @@ def write_int8(models: Path, inputs: InputSet, method: str = DEFAULT_METHOD,
     dfeeds = [{"embedding": embeddings[i:i + 8]} for i in range(0, len(embeddings), 8)]
     graphs: dict[str, dict] = {}
     written: list[str] = []
+    superseded: list[str] = []
     progress(f"INT8 ({method}) for {models}: calibrating on {inputs.source}")
     with tqdm(total=2 * (len(feeds) + len(pipelines) * len(dfeeds)), desc="calibration statistics",
               unit="run", leave=False) as bar_:
@@ -187,6 +188,8 @@ def write_int8(models: Path, inputs: InputSet, method: str = DEFAULT_METHOD,
             written.append(file)
         else:  # nothing met the bar in INT8: the FP32 file serves (no 2nd copy of its weights)
             file = f"{r.graph}.onnx"
+            if (models / f"{r.graph}{SUFFIX}.onnx").exists():
+                superseded.append(f"{r.graph}{SUFFIX}.onnx")
         official = Verdict(r.graph, r.verdict.measure, r.verdict.value, BARS["int8"][r.verdict.measure], r.verdict.inputs)
         graphs[r.graph] = {"file": file, "from": f"{r.graph}.onnx", "from_sha256": sha256(models / f"{r.graph}.onnx"),
                            "islands": r.islands, "quality": official.as_dict(),
@@ -202,6 +205,6 @@ def write_int8(models: Path, inputs: InputSet, method: str = DEFAULT_METHOD,
              "calibrated_on": inputs.source, "activations": "int8 symmetric per tensor",
              "weights": "int8 symmetric per channel", "graphs": graphs,
              "param_outputs": [n for n in PARAM_OUTPUTS]}
-    register_files(models, written, "int8", entry)
+    register_files(models, written, "int8", entry, drop=tuple(superseded))
     progress(f"INT8: wrote {', '.join(written) or 'nothing'}")
     return entry

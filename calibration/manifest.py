@@ -53,11 +53,14 @@ def read_manifest(models: Path) -> dict:
     return manifest
 
 
-def register_files(models: Path, names: list[str], section: str, entry: dict) -> dict:
-    """Add ``names`` to ``files`` and ``entry`` as ``precisions[section]``; write atomically."""
+def register_files(models: Path, names: list[str], section: str, entry: dict, drop: tuple[str, ...] = ()) -> dict:
+    """Add ``names`` to ``files`` and ``entry`` as ``precisions[section]``; remove the files
+    ``drop`` (left by an earlier run, now superseded) from both disk and ``files``; write atomically."""
     models = Path(models)
     manifest = read_manifest(models)
     files = manifest["files"]
+    for name in drop:
+        files.pop(name, None)
     as_record = any(isinstance(v, dict) for v in files.values())
     for name in names:
         digest = sha256(models / name)
@@ -68,4 +71,6 @@ def register_files(models: Path, names: list[str], section: str, entry: dict) ->
             files[name] = digest
     manifest.setdefault("precisions", {})[section] = entry
     _replace(models / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
+    for name in drop:  # after the manifest stops naming them
+        (models / name).unlink(missing_ok=True)
     return manifest
