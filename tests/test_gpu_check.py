@@ -182,3 +182,51 @@ def test_markdown_marks_failures_and_missing_bars():
     assert "| onnxruntime-cuda0-fp32 | supervised | stages | 1.0000000 | 1.00e-02 | 1.00e-02 | 0.99999 / none / 0.002 " \
            "| **FAIL** (vertices_max_rel) |" in md
     assert "- release-style baseline: why" in md
+
+
+# ----------------------------------------------------------------------------- the GPU machine's wrapper
+def _tiny_wheel(folder: Path) -> Path:
+    """A valid pure-Python wheel of a few hundred bytes (what pip accepts: code, METADATA, WHEEL, RECORD)."""
+    import zipfile
+
+    path = folder / "hdummy-1.0-py3-none-any.whl"
+    files = {"hdummy/__init__.py": "X = 1\n",
+             "hdummy-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: hdummy\nVersion: 1.0\n",
+             "hdummy-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files["hdummy-1.0.dist-info/RECORD"] = "".join(f"{n},,\n" for n in files) + "hdummy-1.0.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(path, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+    return path
+
+
+def _wrapper(mode: str, carry: Path, home: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", "GPU_CHECK_CARRY": str(carry), "GPU_CHECK_HOME": str(home),
+           "GPU_CHECK_PYTHON": sys.executable, "GPU_CHECK_MODELS": "/nonexistent"}
+    return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), mode, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_wrapper_joins_the_carried_parts_checks_them_and_installs(tmp_path):
+    """Two calls each carry a part (stash), the last joins, checks the sha256 and installs; a part
+    missing is refused. The check itself then refuses '--budget 1' (exit 2): no models needed here."""
+    pytest.importorskip("Sim3DR._sim3dr", reason="the wrapper would compile Sim3DR in place")
+    wheel = _tiny_wheel(tmp_path)
+    data = wheel.read_bytes()
+    import hashlib
+    first, second = tmp_path / "call1" / "parts", tmp_path / "call2" / "parts"
+    first.mkdir(parents=True), second.mkdir(parents=True)
+    (first / f"{wheel.name}.part-aa").write_bytes(data[:300])
+    (second / f"{wheel.name}.part-ab").write_bytes(data[300:])
+    (first / f"{wheel.name}.sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  {wheel.name}\n")
+
+    broken = _wrapper("run", first.parent, tmp_path / "home-broken")
+    assert broken.returncode == 2
+    assert f"{wheel.name} joined from 1 parts fails its sha256 (a part missing?)" in broken.stdout
+
+    home = tmp_path / "home"
+    assert _wrapper("stash", first.parent, home).returncode == 0
+    done = _wrapper("run", second.parent, home, "--budget", "1")
+    assert f"installed {wheel.name}" in done.stdout
+    assert (home / "site" / "hdummy" / "__init__.py").read_text() == "X = 1\n"
+    assert done.returncode == 2 and "--budget must exceed 12 s" in done.stdout
