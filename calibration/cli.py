@@ -29,6 +29,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--precision", choices=PRECISIONS, default="int8", help="what to write (default %(default)s)")
     parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
                         help="int8: how activation ranges are chosen from the statistics (default %(default)s)")
+    parser.add_argument("--flavour", choices=("tensorrt", "cpu"), default="tensorrt",
+                        help="int8: symmetric s8 activations for TensorRT (<graph>_int8.onnx, default) or "
+                             "u8 activations for ONNX Runtime's CPU (<graph>_int8u8.onnx)")
     parser.add_argument("--data-max", type=float, default=None, metavar="X",
                         help="fp16: activations beyond this stay FP32 (default 2048)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -42,7 +45,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.precision == "int8":
         from calibration.int8 import write_int8
 
-        return write_int8(args.models, data, args.method)
+        return write_int8(args.models, data, args.method, flavour=args.flavour)
     from calibration.fp16 import DATA_MAX, write_fp16
 
     return write_fp16(args.models, data, args.data_max or DATA_MAX)

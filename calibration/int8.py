@@ -32,7 +32,11 @@ from calibration.manifest import register_files, sha256, write_model
 from calibration.quality import BARS, Verdict, min_cosine, selection_bars
 
 OP_TYPES = ("Conv", "MatMul", "Gemm")
-SUFFIX = "_int8"
+#: flavour -> (file suffix, models.json section, activation type). "tensorrt": symmetric s8
+#: activations (what TensorRT takes); "cpu": asymmetric u8 activations, which ONNX Runtime's
+#: CPU kernels (VNNI/AMX u8 x s8) run best; TensorRT rejects non-zero zero points.
+FLAVOURS = {"tensorrt": ("_int8", "int8", "int8 symmetric per tensor"),
+            "cpu": ("_int8u8", "int8u8", "uint8 asymmetric per tensor (CPU only; TensorRT rejects it)")}
 DEFAULT_METHOD = "max"
 NEVER_INT8 = ("ConvTranspose",)
 EXTRA_OPTIONS = {
@@ -64,22 +68,25 @@ def activation_inputs(model: onnx.ModelProto, islands: Mapping[str, str]) -> lis
     return names
 
 
-def quantize(model: onnx.ModelProto, thresholds: Mapping[str, float], exclude: set[str]) -> onnx.ModelProto:
-    """Q/DQ ``model`` (nodes in ``exclude`` untouched) with symmetric ranges ``[-T, T]``."""
+def quantize(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]], exclude: set[str],
+             unsigned: bool = False) -> onnx.ModelProto:
+    """Q/DQ ``model`` (nodes in ``exclude`` untouched) with the activation ``ranges`` (low, high):
+    symmetric s8 (``low = -high``) or, ``unsigned``, asymmetric u8."""
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
 
-    ranges = TensorsData(CalibrationMethod.MinMax, {
-        name: TensorData(lowest=np.float32(-t), highest=np.float32(t)) for name, t in thresholds.items()})
+    data = TensorsData(CalibrationMethod.MinMax, {
+        name: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for name, (lo, hi) in ranges.items()})
+    options = dict(EXTRA_OPTIONS, ActivationSymmetric=not unsigned)
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     copy = onnx.shape_inference.infer_shapes(copy)
     level = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # ORT logs a pre-processing hint per call
     try:
-        quantizer = QDQQuantizer(copy, True, False, QuantType.QInt8, QuantType.QInt8, ranges, None,
-                                 sorted(exclude), list(OP_TYPES), dict(EXTRA_OPTIONS))
+        quantizer = QDQQuantizer(copy, True, False, QuantType.QInt8, QuantType.QUInt8 if unsigned else QuantType.QInt8,
+                                 data, None, sorted(exclude), list(OP_TYPES), options)
         quantizer.quantize_model()
     finally:
         logging.getLogger().setLevel(level)
@@ -101,23 +108,24 @@ class Int8Result:
 
 def int8_graph(models: Path, graph: str, feeds: list[Mapping[str, np.ndarray]],
                verdict: Callable[[onnx.ModelProto], Verdict], method: str,
-               progress: Callable[[str], None] = print, tick: Callable[[int], None] = lambda n: None) -> Int8Result:
+               progress: Callable[[str], None] = print, tick: Callable[[int], None] = lambda n: None,
+               unsigned: bool = False) -> Int8Result:
     path = Path(models) / f"{graph}.onnx"
     model = onnx.load(str(path))
     G.ensure_node_names(model)
     islands = fixed_islands(model)
     names = activation_inputs(model, {})
     stats, cache, hit = S.cached(models, graph, sha256(path), feeds, lambda: S.collect(model, feeds, names, tick))
-    thresholds = stats.thresholds(method)
+    ranges = stats.ranges(method, unsigned)
     progress(f"[{graph}] statistics of {len(names)} tensors {'read from' if hit else 'saved to'} {cache.name}")
-    model8 = quantize(model, thresholds, set(islands))
+    model8 = quantize(model, ranges, set(islands), unsigned)
     v = verdict(model8)
     progress(f"[{graph}] {len(islands)} nodes out of INT8: {v}")
     if not v.ok:
         quantizable = {n.name for n in model.graph.node if n.op_type in OP_TYPES}
         outside = {n.name: "not quantized" for n in model.graph.node if n.name not in quantizable}
         keep, model8, v = bisect_islands(model, {**outside, **islands}, verdict, progress,
-                                         build=lambda keep: quantize(model, thresholds, keep), what="INT8")
+                                         build=lambda keep: quantize(model, ranges, keep, unsigned), what="INT8")
         islands = {k: r for k, r in keep.items() if k in quantizable}
         progress(f"[{graph}] {len(islands)} quantizable nodes kept FP32 after bisection: {v}")
     return Int8Result(graph, model8, islands, v, cache, hit)
@@ -135,7 +143,7 @@ def qdq_summary(model: onnx.ModelProto) -> dict:
 
 
 def write_int8(models: Path, inputs: InputSet, method: str = DEFAULT_METHOD,
-               progress: Callable[[str], None] = print) -> dict:
+               progress: Callable[[str], None] = print, flavour: str = "tensorrt") -> dict:
     """Calibrate on ``inputs`` and write ``<graph>_int8.onnx`` for the encoder and each decoder;
     record them in ``models.json`` and return that ``precisions["int8"]`` entry."""
     from tqdm import tqdm
@@ -143,6 +151,10 @@ def write_int8(models: Path, inputs: InputSet, method: str = DEFAULT_METHOD,
     from calibration.manifest import read_manifest
     from runtime.errors import ModelError
 
+    if flavour not in FLAVOURS:
+        raise ModelError(f"unknown INT8 flavour {flavour!r}: choose one of {', '.join(FLAVOURS)}")
+    suffix, section, activations = FLAVOURS[flavour]
+    unsigned = flavour == "cpu"
     if method not in S.METHODS:
         raise ModelError(f"unknown calibration method {method!r}: choose one of {', '.join(S.METHODS)}")
     models = Path(models)
@@ -165,7 +177,7 @@ def write_int8(models: Path, inputs: InputSet, method: str = DEFAULT_METHOD,
             got = np.concatenate([s.run(["embedding"], f)[0] for f in feeds])
             return Verdict("encoder", "cosine", min_cosine(got, embeddings), bar["cosine"], inputs.source)
 
-        results = [int8_graph(models, "encoder", feeds, encoder_verdict, method, progress, bar_.update)]
+        results = [int8_graph(models, "encoder", feeds, encoder_verdict, method, progress, bar_.update, unsigned)]
         for pipeline in pipelines:
             name = f"decoder_{pipeline}"
             decoder = onnx.load(str(models / f"{name}.onnx"))
@@ -177,19 +189,19 @@ def write_int8(models: Path, inputs: InputSet, method: str = DEFAULT_METHOD,
                 return decoder_verdict(name, decoder_errors(got, want), bar["params"],
                                        f"FP32 embeddings of {inputs.source}")
 
-            results.append(int8_graph(models, name, dfeeds, verdict, method, progress, bar_.update))
+            results.append(int8_graph(models, name, dfeeds, verdict, method, progress, bar_.update, unsigned))
     for r in results:
         if not r.verdict.ok:
             raise ModelError(f"{r.graph}: no INT8 model meets the bar ({r.verdict})")
         summary = qdq_summary(r.model)
         if summary["dequantize_linear"]:
-            file = f"{r.graph}{SUFFIX}.onnx"
+            file = f"{r.graph}{suffix}.onnx"
             write_model(r.model, models / file)
             written.append(file)
         else:  # nothing met the bar in INT8: the FP32 file serves (no 2nd copy of its weights)
             file = f"{r.graph}.onnx"
-            if (models / f"{r.graph}{SUFFIX}.onnx").exists():
-                superseded.append(f"{r.graph}{SUFFIX}.onnx")
+            if (models / f"{r.graph}{suffix}.onnx").exists():
+                superseded.append(f"{r.graph}{suffix}.onnx")
         official = Verdict(r.graph, r.verdict.measure, r.verdict.value, BARS["int8"][r.verdict.measure], r.verdict.inputs)
         graphs[r.graph] = {"file": file, "from": f"{r.graph}.onnx", "from_sha256": sha256(models / f"{r.graph}.onnx"),
                            "islands": r.islands, "quality": official.as_dict(),
@@ -199,12 +211,12 @@ def write_int8(models: Path, inputs: InputSet, method: str = DEFAULT_METHOD,
                  f": {official}")
     if (models / "frontend.onnx").is_file() and written:
         graphs.update(fused_graphs(models, pipelines, voice_inputs(inputs), {r.graph: r.model for r in results},
-                                   SUFFIX, written, progress, {g: e["file"] for g, e in graphs.items()},
+                                   suffix, written, progress, {g: e["file"] for g, e in graphs.items()},
                                    describe=lambda m: {"qdq": qdq_summary(m)}))
-    entry = {"tool": "calibration.int8 (onnxruntime QDQQuantizer, TensorRT-style settings)", "method": method,
-             "calibrated_on": inputs.source, "activations": "int8 symmetric per tensor",
+    entry = {"tool": "calibration.int8 (onnxruntime QDQQuantizer)", "flavour": flavour, "method": method,
+             "calibrated_on": inputs.source, "activations": activations,
              "weights": "int8 symmetric per channel", "graphs": graphs,
              "param_outputs": [n for n in PARAM_OUTPUTS]}
-    register_files(models, written, "int8", entry, drop=tuple(superseded))
-    progress(f"INT8: wrote {', '.join(written) or 'nothing'}")
+    register_files(models, written, section, entry, drop=tuple(superseded))
+    progress(f"INT8 ({flavour}): wrote {', '.join(written) or 'nothing'}")
     return entry

@@ -18,6 +18,7 @@ BINS = 2048
 METHODS = ("max", "percentile", "entropy")
 PERCENTILE = 99.999
 CACHE_DIR = "calibration"
+FORMAT = 2  # in the cache file name: a cache written by an older layout is recomputed, never misread
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Stats:
     names: list[str]
     amax: np.ndarray   # (N,) largest |x| per tensor
     hist: np.ndarray   # (N, BINS) counts of |x| over [0, amax]
+    vmin: np.ndarray   # (N,) smallest x (signed: 0 after a ReLU, which an unsigned range can use)
 
     def thresholds(self, method: str) -> dict[str, float]:
         """The clipping threshold T of each tensor (symmetric INT8: scale T / 127)."""
@@ -42,6 +44,12 @@ class Stats:
             else:
                 out[name] = entropy_threshold(hist, amax)
         return out
+
+    def ranges(self, method: str, unsigned: bool = False) -> dict[str, tuple[float, float]]:
+        """``(low, high)`` per tensor: ``(-T, T)``, or for unsigned (u8) activations the measured
+        minimum clipped to ``-T`` as low (``(0, T)`` after a ReLU: twice the resolution)."""
+        t = self.thresholds(method)
+        return {n: ((max(float(self.vmin[i]), -t[n]) if unsigned else -t[n]), t[n]) for i, n in enumerate(self.names)}
 
 
 def percentile_threshold(hist: np.ndarray, amax: float, percentile: float) -> float:
@@ -81,9 +89,10 @@ def collect(model: onnx.ModelProto, feeds: Iterable[Mapping[str, np.ndarray]], n
     """Two passes over ``feeds``: the largest |x| of each tensor, then histograms of |x|."""
     feeds = list(feeds)
     types = G.tensor_types(model)
-    amax = np.zeros(len(names))
+    amax, vmin = np.zeros(len(names)), np.zeros(len(names))
     for values in G.run_all(model, feeds, names, types):
         amax = np.maximum(amax, [float(np.abs(values[n]).max()) if values[n].size else 0.0 for n in names])
+        vmin = np.minimum(vmin, [float(values[n].min()) if values[n].size else 0.0 for n in names])
         progress(1)
     hist = np.zeros((len(names), BINS), np.int64)
     for values in G.run_all(model, feeds, names, types):
@@ -91,7 +100,7 @@ def collect(model: onnx.ModelProto, feeds: Iterable[Mapping[str, np.ndarray]], n
             if amax[i] > 0:
                 hist[i] += np.histogram(np.abs(values[n]), bins=BINS, range=(0.0, amax[i]))[0]
         progress(1)
-    return Stats(list(names), amax, hist)
+    return Stats(list(names), amax, hist, vmin)
 
 
 def inputs_key(feeds: Iterable[Mapping[str, np.ndarray]]) -> str:
@@ -106,15 +115,15 @@ def inputs_key(feeds: Iterable[Mapping[str, np.ndarray]]) -> str:
 def cached(models: Path, graph: str, model_sha: str, feeds: list[Mapping[str, np.ndarray]],
            compute: Callable[[], Stats]) -> tuple[Stats, Path, bool]:
     """Stats from the cache when the model and the inputs are the same, else computed and saved."""
-    path = Path(models) / CACHE_DIR / f"{graph}-{model_sha[:16]}-{inputs_key(feeds)}.npz"
+    path = Path(models) / CACHE_DIR / f"{graph}-{model_sha[:16]}-{inputs_key(feeds)}-v{FORMAT}.npz"
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:
-            return Stats([str(s) for s in z["names"]], z["amax"], z["hist"]), path, True
+            return Stats([str(s) for s in z["names"]], z["amax"], z["hist"], z["vmin"]), path, True
     stats = compute()
     path.parent.mkdir(exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
     try:
-        np.savez_compressed(tmp, names=np.array(stats.names), amax=stats.amax, hist=stats.hist)
+        np.savez_compressed(tmp, names=np.array(stats.names), amax=stats.amax, hist=stats.hist, vmin=stats.vmin)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

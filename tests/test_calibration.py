@@ -23,12 +23,15 @@ def test_thresholds_per_method():
     x = np.abs(rng.standard_normal(200_000))
     x[:3] = 40.0  # three outliers
     hist = np.histogram(x, S.BINS, (0.0, 40.0))[0][None]
-    stats = S.Stats(["x"], np.array([40.0]), hist)
+    stats = S.Stats(["x"], np.array([40.0]), hist, np.array([0.0]))
     assert stats.thresholds("max") == {"x": 40.0}
     # 99.999 %: 2 of 200000 values may lie beyond; the 3 outliers (1.5e-5) are kept.
     assert stats.thresholds("percentile")["x"] == pytest.approx(40.0)
     # Entropy clips the outliers: a half-normal's KL optimum lies at a few sigma.
     assert 3.0 < stats.thresholds("entropy")["x"] < 6.0
+    relu = S.Stats(["r", "x"], np.array([4.0, 4.0]), np.ones((2, S.BINS), np.int64), np.array([0.0, -9.0]))
+    assert relu.ranges("max") == {"r": (-4.0, 4.0), "x": (-4.0, 4.0)}
+    assert relu.ranges("max", unsigned=True) == {"r": (0.0, 4.0), "x": (-4.0, 4.0)}
     with pytest.raises(ValueError, match="unknown calibration method 'minmax': choose one of max, percentile, "
                                          "entropy"):
         stats.thresholds("minmax")
@@ -60,7 +63,7 @@ def test_qdq_layout_is_what_tensorrt_consumes():
     islands = fixed_islands(model)
     assert islands == {"up": "ConvTranspose stays out of INT8 (TensorRT INT8 record; no ORT CPU kernel)"}
     assert NEVER_INT8 == ("ConvTranspose",)
-    q = quantize(model, {"x": 2.0, "r": 5.0}, set(islands))
+    q = quantize(model, {"x": (-2.0, 2.0), "r": (-5.0, 5.0)}, set(islands))
     onnx.checker.check_model(q, full_check=True)
     weights = {t.name: t for t in q.graph.initializer}
     dq = {n.output[0]: n for n in q.graph.node if n.op_type == "DequantizeLinear"}
@@ -177,6 +180,19 @@ def test_int8_models_meet_the_bars_on_held_out_speech(models_dir, tmp_path):
     assert not (folder / "decoder_supervised_int8.onnx").exists()
     assert "decoder_supervised_int8.onnx" not in json.loads((folder / "models.json").read_text())["files"]
     assert selection_bars("int8") == {"cosine": pytest.approx(0.9995), "params": pytest.approx(0.01)}
+
+    # The CPU flavour: u8 activations (ReLU outputs get [0, T]), its own file and manifest section.
+    cpu = write_int8(folder, calibration, "max", progress=log.append, flavour="cpu")
+    assert cpu["graphs"]["encoder"]["file"] == "encoder_int8u8.onnx"
+    manifest = json.loads((folder / "models.json").read_text())
+    assert set(manifest["precisions"]) == {"int8", "int8u8"} and "encoder_int8u8.onnx" in manifest["files"]
+    u8 = onnx.load(str(folder / "encoder_int8u8.onnx"))
+    weights = {t.name: t for t in u8.graph.initializer}
+    q_zero_points = [weights[n.input[2]] for n in u8.graph.node if n.op_type == "QuantizeLinear"]
+    assert q_zero_points and all(z.data_type == TensorProto.UINT8 for z in q_zero_points)
+    e_u8 = G.session(u8)
+    emb_u8 = np.concatenate([e_u8.run(None, u.encoder_feed())[0] for u in held_out.utterances])
+    assert min_cosine(emb_u8, emb32) >= BARS["int8"]["cosine"]
 
 
 def test_report_needs_reduced_precision_models(tmp_path, capsys):
