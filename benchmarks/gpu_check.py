@@ -627,6 +627,7 @@ def main(argv=None) -> int:
                 bar.update(1)
                 continue
             from runtime import Predictor
+            pipe = args.pipelines[0]
             try:
                 for pipe in args.pipelines:
                     p = Predictor(models, pipe, backend=cfg.backend, device=cfg.device, precision=cfg.precision,
@@ -639,8 +640,10 @@ def main(argv=None) -> int:
                     except CmpError as exc:  # e.g. NaN outputs: a finding of this row, not a crash
                         cfg.parity[pipe] = {"error": str(exc), "ok": False}
                 cfg.status = "measured"
-            except CmpError as exc:
-                cfg.not_run(str(exc))
+            except CmpError as exc:  # the runtime's refusal (files, provider that did not start)
+                cfg.not_run(f"{pipe}: {exc}")
+            except Exception as exc:  # noqa: BLE001 - an ONNX Runtime/CUDA failure ends this row, not the run
+                cfg.not_run(f"{pipe}: failed: {type(exc).__name__}: {str(exc)[:300]}")
             save()
             bar.update(1)
 

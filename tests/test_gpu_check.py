@@ -61,7 +61,7 @@ def test_cpu_mode_measures_the_cpu_row_and_says_why_gpu_rows_are_not_run(tmp_pat
         assert r["ok"] and r["values"]["embedding_cosine"] > 1 - 1e-9
         assert r["values"]["params_max_rel"] < 1e-6 and r["values"]["vertices_max_rel"] < 1e-6
     if not (models_dir / "encoder_fp16.onnx").is_file():
-        assert rows["onnxruntime-cpu-fp16"]["reason"].startswith(f"{models_dir} has no fp16 models (")
+        assert rows["onnxruntime-cpu-fp16"]["reason"].startswith(f"supervised: {models_dir} has no fp16 models (")
     gain = doc["reference"]["decoder_gain"]["supervised"]
     assert gain["params"] > 0 and gain["vertices"] > 0
 
