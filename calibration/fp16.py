@@ -32,7 +32,7 @@ from onnx import helper, numpy_helper
 
 from calibration import graph as G
 from calibration.inputs import InputSet, builtin_voices
-from calibration.manifest import register_files, write_model
+from calibration.manifest import register_files, sha256, write_model
 from calibration.quality import BARS, Verdict, min_cosine, relative_error
 
 FP16_MAX = 65504.0
@@ -353,17 +353,11 @@ def _log_ranges(graph: str, ranges: Mapping[str, G.Range], islands: Collection[s
         progress(f"    {name:<34} {r.min:>11.4g} .. {r.max:<11.4g} {where}")
 
 
-def _entry(result: Fp16Result, source: str, models: Path, extra: dict | None = None) -> dict:
+def _entry(result: Fp16Result, models: Path, extra: dict | None = None) -> dict:
     return {"file": f"{result.graph}{SUFFIX}.onnx", "from": f"{result.graph}.onnx",
-            "from_sha256": _sha(models / f"{result.graph}.onnx"), "nodes": precision_of(result.model),
+            "from_sha256": sha256(models / f"{result.graph}.onnx"), "nodes": precision_of(result.model),
             "islands": result.islands, "quality": result.verdict.as_dict(), **(extra or {}),
             "ranges": _ranges_entry(result.ranges)}
-
-
-def _sha(path: Path) -> str:
-    from calibration.manifest import sha256
-
-    return sha256(path)
 
 
 def write_fp16(models: Path, inputs: InputSet, data_max: float = DATA_MAX,
@@ -416,7 +410,7 @@ def write_fp16(models: Path, inputs: InputSet, data_max: float = DATA_MAX,
             raise ModelError(f"{graph}: no FP16 model meets the bar ({result.verdict})")
         write_model(result.model, models / f"{graph}{SUFFIX}.onnx")
         written.append(f"{graph}{SUFFIX}.onnx")
-        graphs[graph] = _entry(result, inputs.source, models, graphs.get(graph))
+        graphs[graph] = _entry(result, models, graphs.get(graph))
         progress(f"[{graph}] wrote {graph}{SUFFIX}.onnx: {graphs[graph]['nodes']['fp16']} FP16 nodes, "
                  f"{graphs[graph]['nodes']['fp32']} FP32; {result.verdict}")
 

@@ -22,6 +22,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from calibration import graph as G
 from calibration import stats as S
@@ -137,7 +138,7 @@ def qdq_summary(model: onnx.ModelProto) -> dict:
     q = sum(n.op_type == "QuantizeLinear" for n in model.graph.node)
     dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
     int8_weights = sum(1 for n in dq if n.input[0] in weights and weights[n.input[0]].data_type == onnx.TensorProto.INT8)
-    zero_points = [G.numpy_helper.to_array(weights[n.input[2]]) for n in dq if len(n.input) > 2 and n.input[2] in weights]
+    zero_points = [numpy_helper.to_array(weights[n.input[2]]) for n in dq if len(n.input) > 2 and n.input[2] in weights]
     return {"quantize_linear": q, "dequantize_linear": len(dq), "int8_weights": int8_weights,
             "zero_points_all_zero": all(not np.any(z) for z in zero_points)}
 
