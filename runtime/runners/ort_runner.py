@@ -144,6 +144,12 @@ class BoundOrtRunner(OrtRunner):
 
 
 def cuda_runner(path: Path, graph: str, device_id: int = 0, cuda_graph: bool = False) -> BoundOrtRunner:
+    import onnxruntime as ort
+
+    # onnxruntime-gpu >= 1.21 can load the CUDA and cuDNN libraries of the nvidia-* wheels (or of
+    # torch) itself; without it they must be on the loader's path. Not run here: no GPU.
+    if hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()
     # HEURISTIC: the default EXHAUSTIVE search benchmarks cuDNN's algorithms on the first run of
     # every new input shape, and our utterances come in every length.
     options = {"device_id": device_id, "cudnn_conv_algo_search": "HEURISTIC"}
