@@ -203,3 +203,17 @@ def test_report_needs_reduced_precision_models(tmp_path, capsys):
     assert main(["--models", str(tmp_path), "--fbanks", str(tmp_path)]) == 2
     assert capsys.readouterr().err == (f"report: error: {tmp_path}: models.json records no FP16 or INT8 models; "
                                        "write them first (python -m calibration --models DIR ...)\n")
+
+
+@requires(FBANKS, "fbank_preprocessed")
+def test_cli_calibrates_a_folder(models_dir, tmp_path, capsys):
+    from calibration.cli import main
+
+    folder = _supervised_folder(models_dir, tmp_path)
+    assert main(["--models", str(folder), "--fbanks", str(DATA / "fbank_preprocessed"), "--max-inputs", "3",
+                 "--method", "percentile"]) == 0
+    out = capsys.readouterr().out
+    assert "INT8 (tensorrt): wrote encoder_int8.onnx" in out
+    entry = json.loads((folder / "models.json").read_text())["precisions"]["int8"]
+    assert entry["method"] == "percentile" and entry["calibrated_on"].endswith("(12 files), 3 selected")
+    assert len(list((folder / "calibration").glob("encoder-*.npz"))) == 1
