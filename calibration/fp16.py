@@ -201,7 +201,7 @@ def emulate(model16: onnx.ModelProto) -> onnx.ModelProto:
             nodes.append(node)
             continue
         nodes.append(node)
-        is_cast16 = node.op_type == "Cast" and node.attribute[0].i == G.FLOAT16
+        is_cast16 = node.op_type == "Cast" and any(a.name == "to" and a.i == G.FLOAT16 for a in node.attribute)
         for i, o in enumerate(node.output):
             if o and types.get(o) == G.FLOAT16:
                 if is_cast16:

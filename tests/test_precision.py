@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from calibration import graph as G
 from calibration import inputs as I
-from calibration.fp16 import (FP16_MAX, HAZARD_3DMM, convert, fp16_graph, hazard_islands, precision_of,
+from calibration.fp16 import (FP16_MAX, HAZARD_3DMM, convert, emulate, fp16_graph, hazard_islands, precision_of,
                               range_islands, write_fp16)
 from calibration.quality import Verdict, min_cosine, relative_error
 from tests.conftest import DATA, FBANKS, WAVS, requires
@@ -114,6 +114,19 @@ def test_bisection_keeps_the_node_that_breaks_the_bar_in_fp32():
     assert result.islands["add"] == "measured: FP16 breaks the bar; FP16 kept for the last 2 nodes"
     assert precision_of(result.model) == {"fp16": 2, "fp32": 2}
     assert any("FAILS the bar" in m for m in messages)  # the all-FP16 attempt was measured and failed
+
+
+def test_emulation_shows_the_rounding_onnxruntime_cpu_hides():
+    model = _model([helper.make_node("Add", ["x", "k"], ["a"], name="add"),
+                    helper.make_node("Sub", ["a", "k"], ["y"], name="sub")], {"k": np.full(4, 1000.0)})
+    x = np.full((2, 4), 0.3, np.float32)
+    m16 = convert(model, set())
+    # ORT's CPU provider computes both FP16 nodes in FP32 and drops the casts between them ...
+    assert G.session(m16).run(None, {"x": x})[0] == pytest.approx(x, abs=1e-3)
+    # ... FP16 storage of a (1000.3 -> 1000.5, spacing 0.5 there) leaves 0.5, as a GPU computes it.
+    emulated = emulate(m16)
+    assert all(t.data_type == TensorProto.FLOAT for t in emulated.graph.initializer)
+    assert np.array_equal(G.session(emulated).run(None, {"x": x})[0], np.full((2, 4), 0.5, np.float32))
 
 
 def test_imports_without_torch():
