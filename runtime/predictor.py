@@ -67,6 +67,9 @@ class Predictor:
     ``backend``: "auto", "onnxruntime", "onnxruntime-trt" (ONNX Runtime's TensorRT provider) or
     "tensorrt" (native engines from ``cmp-face build-engines``): :mod:`runtime.runners`.
     ``precision``: "fp32", "fp16" or "int8": which ONNX files (or engines) of the folder run.
+    ``cuda_graph``: ONNX Runtime CUDA replays one captured CUDA graph per graph: for serving one
+    fixed input length only (another shape is refused). Native TensorRT always captures one
+    graph per exact shape.
     ``vad``: remove silence from audio input as the release does (ignored for fbank input).
     ``frontend``: "numpy" computes the log-mel on the CPU and runs encoder and decoder;
     "onnx" runs audio through ``voice2mesh_<pipeline>.onnx`` (log-mel, encoder and decoder in
@@ -87,11 +90,12 @@ class Predictor:
     def __init__(self, models: str | os.PathLike, pipeline: str = "supervised", device: str = "auto",
                  threads: int | None = None, vad: bool = True, frontend: str = "numpy",
                  spinning: bool = False, max_bytes: int | None = DEFAULT_MAX_BYTES, backend: str = "auto",
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", cuda_graph: bool = False) -> None:
         if frontend not in FRONTENDS:
             raise ModelError(f"unknown frontend {frontend!r}: choose one of {', '.join(FRONTENDS)}")
         self.models = ModelsFolder.open(models, pipeline, device, threads, voice2mesh=frontend == "onnx",
-                                        spinning=spinning, backend=backend, precision=precision)
+                                        spinning=spinning, backend=backend, precision=precision,
+                                        cuda_graph=cuda_graph)
         if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)
                                       or max_bytes < 1):
             raise InputError(f"max_bytes must be a positive integer or None, got {max_bytes!r}")

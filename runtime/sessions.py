@@ -72,7 +72,7 @@ class ModelsFolder:
     @classmethod
     def open(cls, root: str | Path, pipeline: str = "supervised", device: str = "auto",
              threads: int | None = None, voice2mesh: bool = False, spinning: bool = False,
-             backend: str = "auto", precision: str = "fp32") -> "ModelsFolder":
+             backend: str = "auto", precision: str = "fp32", cuda_graph: bool = False) -> "ModelsFolder":
         from runtime.engines import PRECISION_COMMANDS, onnx_file
         from runtime.runners import open_runner, select_backend
 
@@ -100,7 +100,8 @@ class ModelsFolder:
         chosen = select_backend(backend, device, root)
 
         def runner(graph: str, inputs: tuple[str, ...], outputs: tuple[str, ...]):
-            opened = open_runner(root, graph, chosen, precision, threads=threads, spinning=spinning)
+            opened = open_runner(root, graph, chosen, precision, threads=threads, spinning=spinning,
+                                 cuda_graph=cuda_graph)
             _check_io(opened, root / onnx_file(graph, precision), inputs, outputs)
             return opened
 
