@@ -38,7 +38,7 @@ OP_TYPES = ("Conv", "MatMul", "Gemm")
 #: CPU kernels (VNNI/AMX u8 x s8) run best; TensorRT rejects non-zero zero points.
 FLAVOURS = {"tensorrt": ("_int8", "int8", "int8 symmetric per tensor"),
             "cpu": ("_int8u8", "int8u8", "uint8 asymmetric per tensor (CPU only; TensorRT rejects it)")}
-DEFAULT_METHOD = "max"
+DEFAULT_METHOD = "max"  # indicative (few files): see NOTES.md, "Measured"
 NEVER_INT8 = ("ConvTranspose",)
 EXTRA_OPTIONS = {
     "ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
@@ -49,10 +49,16 @@ EXTRA_OPTIONS = {
 
 
 def fixed_islands(model: onnx.ModelProto) -> dict[str, str]:
+    """Nodes never quantized: the 3DMM tail, ConvTranspose, and a MatMul whose *first* operand
+    is the constant (the generator's upsampling ``matrix @ x``): its per-channel weight axis
+    would be the reduced one, which TensorRT cannot fold into the product."""
     islands = hazard_islands(model)
+    weights = {t.name for t in model.graph.initializer}
     for node in model.graph.node:
         if node.op_type in NEVER_INT8:
             islands[node.name] = "ConvTranspose stays out of INT8 (TensorRT INT8 record; no ORT CPU kernel)"
+        elif node.op_type == "MatMul" and node.input[0] in weights and node.name not in islands:
+            islands[node.name] = "MatMul with a constant left operand (per-channel axis would be the reduced one)"
     return islands
 
 

@@ -63,6 +63,12 @@ def test_qdq_layout_is_what_tensorrt_consumes():
     islands = fixed_islands(model)
     assert islands == {"up": "ConvTranspose stays out of INT8 (TensorRT INT8 record; no ORT CPU kernel)"}
     assert NEVER_INT8 == ("ConvTranspose",)
+    left = onnx.ModelProto()
+    left.CopyFrom(model)
+    left.graph.node.append(helper.make_node("MatMul", ["m", "y"], ["z"], name="upsample"))
+    left.graph.initializer.append(numpy_helper.from_array(np.eye(3, 2, dtype=np.float32), "m"))
+    assert fixed_islands(left)["upsample"] == ("MatMul with a constant left operand (per-channel axis would be "
+                                               "the reduced one)")
     q = quantize(model, {"x": (-2.0, 2.0), "r": (-5.0, 5.0)}, set(islands))
     onnx.checker.check_model(q, full_check=True)
     weights = {t.name: t for t in q.graph.initializer}
