@@ -49,6 +49,8 @@ setup(
         "plot": ["matplotlib>=3.7"],
         # Coverage-guided fuzzing of the readers (tests/fuzz/, not run in CI).
         "fuzz": ["atheris>=2.3"],
+        # 'cmp-face calibrate' / 'accuracy' (FP16 and INT8 models; no torch needed).
+        "calibrate": ["onnx>=1.16", "matplotlib>=3.7"],
         # 'cmp-face serve': the Open Inference Protocol server.
         "serve": ["starlette>=0.40", "uvicorn>=0.30", "prometheus-client>=0.20", "python-multipart>=0.0.18"],
         # Validating Triton model repositories offline, and the Triton/KServe client.

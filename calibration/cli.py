@@ -18,8 +18,9 @@ DEFAULT_METHOD = "max"  # calibration.int8.DEFAULT_METHOD, without importing onn
 PRECISIONS = ("int8", "fp16")
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="python -m calibration", description=__doc__.splitlines()[0])
+def build_parser(parser: argparse.ArgumentParser | None = None,
+                 prog: str = "python -m calibration") -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, required=True, metavar="DIR", help="models folder (FP32 files)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--audio", type=Path, metavar="DIR", help="folder of speech recordings (VAD on)")
@@ -51,13 +52,14 @@ def run(args: argparse.Namespace) -> dict:
     return write_fp16(args.models, data, args.data_max or DATA_MAX)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m calibration") -> int:
+    """``python -m calibration`` and ``cmp-face calibrate`` (``prog`` names which in messages)."""
+    args = build_parser(prog=prog).parse_args(argv)
     try:
         run(args)
     except CmpError as exc:
         if args.debug:
             raise
-        print(f"calibrate: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -195,8 +195,9 @@ def write(report: dict, out: Path) -> list[Path]:
     return [out / "accuracy.md", out / "accuracy.json", *written]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m calibration.report", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str = "python -m calibration.report") -> int:
+    """``python -m calibration.report`` and ``cmp-face accuracy``."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, required=True, metavar="DIR")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--audio", type=Path, metavar="DIR", help="held-out speech recordings")
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate(args.models, I.load(args.audio, args.fbanks, progress=print))
         files = write(report, args.output or args.models / "accuracy")
     except CmpError as exc:
-        print(f"report: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     print("wrote " + ", ".join(str(f) for f in files))
     return 0

@@ -16,6 +16,8 @@ from runtime.runners import BACKENDS
 EXIT_ERROR = 2
 MAX_THREADS = 256
 MAX_BYTES_LIMIT = 1 << 40
+# Commands whose module parses its own arguments (so that 'predict' never imports them).
+PASS_THROUGH = ("export", "build-engines", "calibrate", "accuracy")
 MAX_BYTES_HELP = "refuse input files larger than N bytes (default 200 MiB)"
 # Our own output names in an OUT folder: a rerun replaces these and never touches other files.
 OUTPUT_FILES = ("mesh.obj", "mesh_frontal.obj", "result.npz", "render.png", "face.png", "mesh.ply",
@@ -217,6 +219,18 @@ def cmd_build_engines(args: argparse.Namespace) -> int:
     return to_trt.main(args.rest, prog="cmp-face build-engines")
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from calibration import cli as calibrate  # no torch; onnx (the calibrate extra)
+
+    return calibrate.main(args.rest, prog="cmp-face calibrate")
+
+
+def cmd_accuracy(args: argparse.Namespace) -> int:
+    from calibration import report
+
+    return report.main(args.rest, prog="cmp-face accuracy")
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from runtime.doctor import report
 
@@ -335,13 +349,19 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("build-engines", add_help=False, help="build TensorRT engines from a models folder; "
                                                              "same arguments as export/to_trt.py")
     t.set_defaults(func=cmd_build_engines, debug=False)
+    k = sub.add_parser("calibrate", add_help=False, help="write FP16 and INT8 models of a models folder; same "
+                                                         "arguments as python -m calibration")
+    k.set_defaults(func=cmd_calibrate, debug=False)
+    a = sub.add_parser("accuracy", add_help=False, help="each precision against FP32 on held-out speech; same "
+                                                        "arguments as python -m calibration.report")
+    a.set_defaults(func=cmd_accuracy, debug=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    if args.command in ("export", "build-engines"):
+    if args.command in PASS_THROUGH:
         args.rest = rest  # handed to the exporter's own parser
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")

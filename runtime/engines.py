@@ -35,7 +35,7 @@ MANIFEST = "models.json"
 # The commands that write each precision's ONNX files.
 PRECISION_COMMANDS = {
     "fp32": "cmp-face export --release RELEASE_DIR -o {models}",
-    "fp16": "cmp-face export --release RELEASE_DIR -o {models} --precision fp32,fp16",
+    "fp16": "cmp-face calibrate --models {models} --precision fp16",
     "int8": "cmp-face calibrate --models {models} --audio SPEECH_DIR",
 }
 _ENGINE_NAME = re.compile(r"^(?P<graph>.+)_(?P<precision>fp32|fp16|int8)_(?P<target>[A-Za-z0-9+-]+)\.engine$")
@@ -46,6 +46,20 @@ def onnx_file(graph: str, precision: str) -> str:
     if precision not in PRECISIONS:
         raise ModelError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     return f"{graph}.onnx" if precision == "fp32" else f"{graph}_{precision}.onnx"
+
+
+def precision_file(manifest: dict, graph: str, precision: str, cpu: bool = False) -> str:
+    """The ONNX file that runs ``graph`` at ``precision``, as ``models.json`` lists it (calibration
+    may point a graph at a higher-precision file when no layer of it meets the quality bar); on
+    the CPU, INT8 prefers the uint8-activation flavour (``int8u8``) where one was written. Files
+    not listed there are found by name (``encoder_fp16.onnx``)."""
+    name = onnx_file(graph, precision)
+    sections = manifest.get("precisions") or {}
+    for section in (["int8u8"] if cpu and precision == "int8" else []) + [precision]:
+        entry = ((sections.get(section) or {}).get("graphs") or {}).get(graph)
+        if isinstance(entry, dict) and isinstance(entry.get("file"), str):
+            return entry["file"]
+    return name
 
 
 def engine_target(compute_capability: tuple[int, int], hardware_compat: str = "none") -> str:

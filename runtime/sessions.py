@@ -73,7 +73,7 @@ class ModelsFolder:
     def open(cls, root: str | Path, pipeline: str = "supervised", device: str = "auto",
              threads: int | None = None, voice2mesh: bool = False, spinning: bool = False,
              backend: str = "auto", precision: str = "fp32", cuda_graph: bool = False) -> "ModelsFolder":
-        from runtime.engines import PRECISION_COMMANDS, onnx_file
+        from runtime.engines import PRECISION_COMMANDS, onnx_file, precision_file
         from runtime.runners import open_runner, select_backend
 
         root = Path(root)
@@ -92,17 +92,19 @@ class ModelsFolder:
         if pipeline not in manifest.get("pipelines", []):
             raise ModelError(f"{root} holds no {pipeline} decoder (exported: "
                              f"{', '.join(manifest.get('pipelines', [])) or 'none'})")
+        onnx_file("encoder", precision)  # an unknown precision is refused before anything else
+        chosen = select_backend(backend, device, root)
         graphs = ["encoder", f"decoder_{pipeline}"] + ([f"voice2mesh_{pipeline}"] if voice2mesh else [])
-        missing = [onnx_file(g, precision) for g in graphs if not (root / onnx_file(g, precision)).is_file()]
+        files = {g: precision_file(manifest, g, precision, cpu=chosen.device == "cpu") for g in graphs}
+        missing = [f for f in files.values() if not (root / f).is_file()]
         if precision != "fp32" and missing:
             raise ModelError(f"{root} has no {precision} models ({', '.join(missing)} not found); make them "
                              f"with: {PRECISION_COMMANDS[precision].format(models=root)}")
-        chosen = select_backend(backend, device, root)
 
         def runner(graph: str, inputs: tuple[str, ...], outputs: tuple[str, ...]):
             opened = open_runner(root, graph, chosen, precision, threads=threads, spinning=spinning,
-                                 cuda_graph=cuda_graph)
-            _check_io(opened, root / onnx_file(graph, precision), inputs, outputs)
+                                 cuda_graph=cuda_graph, file=files[graph])
+            _check_io(opened, root / files[graph], inputs, outputs)
             return opened
 
         encoder = runner("encoder", ("fbank",), ("embedding",))

@@ -369,3 +369,29 @@ def test_missing_precision_and_bad_backend_are_clear_errors(models_dir, tmp_path
                          ).vertices.shape == (53215, 3)
     with pytest.raises(ModelError, match="runner is closed"):
         p.predict(np.zeros((1000, 64), np.float32) + np.linspace(-1, 1, 1000, dtype=np.float32)[:, None])
+
+
+def test_precision_files_come_from_the_manifest(models_dir, tmp_path):
+    """Calibration may leave a graph in FP32 (models.json then points INT8 at the FP32 file), and on
+    the CPU the uint8-activation flavour is preferred where one was written."""
+    from runtime.engines import precision_file
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for name in ("triangles.npy", "encoder.onnx", "decoder_supervised.onnx"):
+        (folder / name).symlink_to(models_dir / name)
+    (folder / "encoder_int8u8.onnx").symlink_to(models_dir / "encoder.onnx")  # stand-ins: same graph
+    (folder / "encoder_int8.onnx").symlink_to(models_dir / "encoder.onnx")
+    manifest = json.loads((models_dir / "models.json").read_text())
+    manifest["precisions"] = {
+        "int8": {"graphs": {"encoder": {"file": "encoder_int8.onnx"},
+                            "decoder_supervised": {"file": "decoder_supervised.onnx"}}},
+        "int8u8": {"graphs": {"encoder": {"file": "encoder_int8u8.onnx"}}}}
+    (folder / "models.json").write_text(json.dumps(manifest))
+    assert precision_file(manifest, "encoder", "int8") == "encoder_int8.onnx"
+    assert precision_file(manifest, "encoder", "int8", cpu=True) == "encoder_int8u8.onnx"
+    assert precision_file(manifest, "decoder_supervised", "int8", cpu=True) == "decoder_supervised.onnx"
+    assert precision_file(manifest, "encoder", "fp16") == "encoder_fp16.onnx"  # not listed: by name
+    p = Predictor(folder, "supervised", device="cpu", precision="int8")
+    assert p.models.encoder.path.name == "encoder_int8u8.onnx"
+    assert p.models.decoder.path.name == "decoder_supervised.onnx"

@@ -104,7 +104,7 @@ def test_plan_names_the_command_that_makes_a_missing_precision(models):
     with pytest.raises(ModelError) as e:
         plan(models, Options(precision="fp16"))
     assert str(e.value) == (f"{models}/encoder_fp16.onnx: not found; make the FP16 models first with: cmp-face "
-                            f"export --release RELEASE_DIR -o {models} --precision fp32,fp16")
+                            f"calibrate --models {models} --precision fp16")
     with pytest.raises(ModelError) as e:
         plan(models, Options(precision="int8"), ["decoder_supervised"])
     assert str(e.value) == (f"{models}/decoder_supervised_int8.onnx: not found; make the INT8 models first with: "

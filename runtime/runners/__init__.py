@@ -172,14 +172,16 @@ def select_backend(backend: str = "auto", device: str = "auto", models: str | Pa
 
 def open_runner(models: str | Path, graph: str, backend: Backend, precision: str = "fp32", *,
                 threads: int | None = None, spinning: bool = False, cuda_graph: bool = False,
-                engine_cache: str | Path | None = None, max_seconds: float = DEFAULT_MAX_SECONDS) -> Runner:
+                engine_cache: str | Path | None = None, max_seconds: float = DEFAULT_MAX_SECONDS,
+                file: str | None = None) -> Runner:
     """A runner for ``graph`` of ``models`` at ``precision`` on ``backend`` (from :func:`select_backend`).
 
     ``cuda_graph``: ONNX Runtime CUDA replays one CUDA graph (fixed input shapes only; another
     shape is refused); native TensorRT captures one per exact input shape (the default there).
     ``engine_cache``: where ONNX Runtime's TensorRT provider keeps its engines (default
     ``<models>/trt-ep-cache``). ``max_seconds``: that provider's serving limit (native engines
-    carry theirs in the sidecar).
+    carry theirs in the sidecar). ``file``: the ONNX file to run (default ``onnx_file(graph, precision)``;
+    the Predictor passes what ``models.json`` lists).
     """
     from runtime.engines import onnx_file
 
@@ -190,7 +192,7 @@ def open_runner(models: str | Path, graph: str, backend: Backend, precision: str
         return TensorRTRunner.open(models, graph, precision, backend.device_id, cuda_graphs=True)
     from runtime.runners import ort_runner
 
-    path = models / onnx_file(graph, precision)
+    path = models / (file or onnx_file(graph, precision))
     if backend.name == "onnxruntime-trt":
         cache = Path(engine_cache) if engine_cache else models / "trt-ep-cache"
         return ort_runner.tensorrt_ep_runner(path, graph, backend.device_id, cache, max_seconds, cuda_graph)
