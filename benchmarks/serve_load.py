@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import signal
 import socket
@@ -298,7 +297,9 @@ def main(argv=None) -> int:
 
         args.models = synthetic_models(progress=lambda m: print(m, file=sys.stderr))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    machine = f"cpu-{platform.machine()}-{cores}c"
+    from benchmarks.latency import machine_name
+
+    machine = machine_name(cores, None)  # the same folder as the latency tables
     out = args.out or ROOT / "benchmarks" / "results" / machine / "serve"
     samples = speech(args.audio_seconds)
     doc = {"quick": args.quick, "machine": machine, "cores": cores, "pipeline": args.pipeline,

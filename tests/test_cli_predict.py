@@ -2,7 +2,6 @@
 folders of inputs, --version. Run in-process (runtime.cli.main) where no subprocess is needed."""
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 

@@ -17,7 +17,7 @@ from runtime import mesh_read
 from runtime.errors import CmpError, InputError
 from runtime.mesh_io import write_obj
 from runtime.metrics import DISTANCES
-from tests.test_metrics import SPEC_OICD, SPEC_PAIRS, ref_scores
+from tests.test_metrics import SPEC_PAIRS, ref_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 53215

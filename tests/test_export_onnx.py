@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import FBANKS, requires
+from tests.conftest import FBANKS
 
 onnx = pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
