@@ -7,37 +7,21 @@ file is listed under ``files`` in the manifest's own record format (a sha256 str
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 
 import onnx
 
+from runtime.atomic import replacing
 from runtime.errors import ModelError
+from runtime.release_files import sha256  # noqa: F401  (used here and by fp16/int8)
 
 MANIFEST = "models.json"
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _replace(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_model(model: onnx.ModelProto, path: Path) -> None:
-    _replace(Path(path), lambda tmp: onnx.save(model, str(tmp)))
+    with replacing(path) as tmp:
+        onnx.save(model, str(tmp))
 
 
 def read_manifest(models: Path) -> dict:
@@ -70,7 +54,8 @@ def register_files(models: Path, names: list[str], section: str, entry: dict, dr
         else:
             files[name] = digest
     manifest.setdefault("precisions", {})[section] = entry
-    _replace(models / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
+    with replacing(models / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     for name in drop:  # after the manifest stops naming them
         (models / name).unlink(missing_ok=True)
     return manifest
