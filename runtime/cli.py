@@ -35,7 +35,7 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _models_folder(args: argparse.Namespace) -> Path:
+def models_folder(args: argparse.Namespace) -> Path:
     """--models as given; else the cache's entry for --release or the synthetic pack (built,
     with torch, only when missing or damaged)."""
     if args.models:
@@ -111,7 +111,7 @@ def _predictor(args: argparse.Namespace):
 
     from runtime.audio import DEFAULT_MAX_BYTES
 
-    return Predictor(_models_folder(args), args.pipeline, args.device, args.threads, vad=not args.no_vad,
+    return Predictor(models_folder(args), args.pipeline, args.device, args.threads, vad=not args.no_vad,
                      frontend=args.frontend, max_bytes=args.max_bytes or DEFAULT_MAX_BYTES,
                      backend=args.backend, precision=args.precision)
 

@@ -59,10 +59,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace, source, sample_rate: Optional[int]):
     """Run the Predictor; returns (frontal vertices, triangles, untrained)."""
-    from runtime.cli import _models_folder
+    from runtime.cli import models_folder
     from runtime.predictor import Predictor
 
-    predictor = Predictor(_models_folder(args), args.pipeline, args.device, vad=not args.no_vad)
+    predictor = Predictor(models_folder(args), args.pipeline, args.device, vad=not args.no_vad)
     result = predictor.predict(source, sample_rate=sample_rate)
     frontal = result.vertices_frontal if result.vertices_frontal is not None else result.vertices
     return np.asarray(frontal, np.float64), result.triangles, predictor.untrained
