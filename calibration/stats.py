@@ -4,7 +4,6 @@ another method (max, percentile, entropy) reads them instead of running the mode
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -13,6 +12,7 @@ import numpy as np
 import onnx
 
 from calibration import graph as G
+from runtime.atomic import replacing
 
 BINS = 2048
 METHODS = ("max", "percentile", "entropy")
@@ -121,10 +121,6 @@ def cached(models: Path, graph: str, model_sha: str, feeds: list[Mapping[str, np
             return Stats([str(s) for s in z["names"]], z["amax"], z["hist"], z["vmin"]), path, True
     stats = compute()
     path.parent.mkdir(exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
-    try:
+    with replacing(path) as tmp:
         np.savez_compressed(tmp, names=np.array(stats.names), amax=stats.amax, hist=stats.hist, vmin=stats.vmin)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return stats, path, False

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from runtime.atomic import replacing
 from runtime.errors import CmpError, ModelError
 from runtime.release_files import ReleaseFolder, sha256
 
@@ -76,9 +77,8 @@ def file_record(path: Path) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def check_models(models: Path, upgrade: bool = True) -> list[str]:
