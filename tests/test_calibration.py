@@ -207,7 +207,8 @@ def test_report_needs_reduced_precision_models(tmp_path, capsys):
     (tmp_path / "models.json").write_text(json.dumps({"files": {"encoder.onnx": "0" * 64}}))
     np.save(tmp_path / "a.npy", np.zeros((10, 64), np.float32))
     assert main(["--models", str(tmp_path), "--fbanks", str(tmp_path)]) == 2
-    assert capsys.readouterr().err == (f"report: error: {tmp_path}: models.json records no FP16 or INT8 models; "
+    assert capsys.readouterr().err == (f"python -m calibration.report: error: {tmp_path}: models.json records no "
+                                       "FP16 or INT8 models; "
                                        "write them first (python -m calibration --models DIR ...)\n")
 
 

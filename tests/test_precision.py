@@ -143,11 +143,17 @@ def test_cli_missing_models_folder(tmp_path, capsys):
     from calibration.cli import main
 
     assert main(["--models", str(tmp_path / "nope"), "--fbanks", str(tmp_path)]) == 2
-    assert capsys.readouterr().err == f"calibrate: error: {tmp_path}: no .npy files found\n"
+    assert capsys.readouterr().err == f"python -m calibration: error: {tmp_path}: no .npy files found\n"
+    # The same command under its CLI name
+    from runtime.cli import main as cmp_face
+
+    assert cmp_face(["calibrate", "--models", str(tmp_path / "nope"), "--fbanks", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"cmp-face calibrate: error: {tmp_path}: no .npy files found\n"
     (tmp_path / "a.npy").write_bytes(b"")
     np.save(tmp_path / "a.npy", np.zeros((10, 64), np.float32))
     assert main(["--models", str(tmp_path / "nope"), "--fbanks", str(tmp_path)]) == 2
-    assert capsys.readouterr().err == (f"calibrate: error: {tmp_path / 'nope' / 'models.json'}: not found; is "
+    assert capsys.readouterr().err == (f"python -m calibration: error: {tmp_path / 'nope' / 'models.json'}: not "
+                                       f"found; is "
                                        f"{tmp_path / 'nope'} a models folder written by cmp-face export?\n")
 
 
