@@ -17,6 +17,7 @@ import numpy as np
 
 from runtime.audio import DEFAULT_MAX_BYTES, read_limited
 from runtime.errors import InputError
+from runtime.npy import read_header
 
 N_MELS = 64
 MIN_FRAMES = 1000  # the release tiles shorter utterances to 1000 frames
@@ -85,16 +86,7 @@ def load_fbank_file(path: str | os.PathLike, max_bytes: int | None = DEFAULT_MAX
 def _parse_npy(data: bytes, path: Path) -> np.ndarray:
     """The array in the bytes of a ``.npy`` file (format 1.0 or 2.0), never pickles."""
     fh = io.BytesIO(data)
-    try:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-        else:
-            raise ValueError(f"format version {version[0]}.{version[1]} (supported: 1.0 and 2.0)")
-    except Exception as exc:  # the header parser raises anything: TokenError, SyntaxError, ...
-        raise InputError(f"{path}: not a readable .npy array (corrupt header: {_detail(exc)})") from None
+    shape, fortran, dtype = read_header(fh, str(path))
     if dtype.hasobject or dtype.kind != "f" or dtype.subdtype is not None:
         raise InputError(f"{path}: dtype {dtype} is not supported; expected float32 features of "
                          f"shape (T, {N_MELS})")
@@ -112,10 +104,3 @@ def _parse_npy(data: bytes, path: Path) -> np.ndarray:
             f"{declared} bytes of data, the file holds {present})")
     return np.frombuffer(data, dtype=dtype, count=shape[0] * shape[1], offset=offset).reshape(
         shape, order="F" if fortran else "C")
-
-
-def _detail(exc: Exception) -> str:
-    """A short one-line reason (the header parser's messages can quote the whole header)."""
-    text = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
-    text = " ".join((text.splitlines() or [""])[0].split()) or type(exc).__name__
-    return text if len(text) <= 120 else text[:117] + "..."

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.lib import format as npformat
 
 from runtime.errors import InputError
+from runtime.npy import read_header
 
 __all__ = ["MAX_FILE_BYTES", "MESH_SUFFIXES", "npy_shape", "read_mesh", "read_obj"]
 
@@ -97,14 +98,7 @@ def _xyz(path: Path) -> np.ndarray:
 def _npy_header(path: Path, f: BinaryIO, member: str = "") -> Tuple[tuple, np.dtype]:
     """Shape and dtype from an .npy header, without reading the data."""
     name = f"{path}{f' ({member})' if member else ''}"
-    try:
-        version = npformat.read_magic(f)
-        if version not in ((1, 0), (2, 0)):
-            raise ValueError(f"unsupported .npy format version {version}")
-        read_header = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
-        shape, _, dtype = read_header(f)
-    except (ValueError, OSError, EOFError, SyntaxError) as exc:
-        raise InputError(f"{name}: not a readable .npy array ({exc})") from exc
+    shape, _, dtype = read_header(f, name)
     if dtype.hasobject:
         raise InputError(f"{name}: holds Python objects, not numbers")
     if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize > MAX_FILE_BYTES:
