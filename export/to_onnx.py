@@ -43,10 +43,32 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic pack")
     parser.add_argument("--pack-dir", type=Path, metavar="DIR",
                         help="with --synthetic: keep the written release-layout pack here")
+    parser.add_argument("--precision", type=_precisions, default=("fp32",), metavar="fp32[,fp16]",
+                        help="also write <graph>_fp16.onnx (FP32 islands from value ranges measured on "
+                             "--fp16-audio, else the built-in voices; needs no calibration data). INT8: "
+                             "cmp-face calibrate")
+    parser.add_argument("--fp16-audio", type=Path, metavar="DIR",
+                        help="speech recordings whose value ranges choose the FP16 islands")
     return parser
 
 
+def _precisions(text: str) -> tuple[str, ...]:
+    wanted = tuple(p.strip() for p in text.split(",") if p.strip())
+    if "fp32" not in wanted or not set(wanted) <= {"fp32", "fp16"}:
+        raise argparse.ArgumentTypeError(f"expected fp32 or fp32,fp16, got {text!r} (INT8: cmp-face calibrate)")
+    return wanted
+
+
 def run(args: argparse.Namespace) -> dict:
+    manifest = _export(args)
+    if "fp16" in args.precision:  # from the finished FP32 files, like 'cmp-face calibrate --precision fp16'
+        from calibration import fp16, inputs
+
+        manifest["precisions"] = {"fp16": fp16.write_fp16(args.output, inputs.load(audio=args.fp16_audio))}
+    return manifest
+
+
+def _export(args: argparse.Namespace) -> dict:
     pipelines = PIPELINES if args.pipeline == "both" else (args.pipeline,)
     steps = export_steps(pipelines) + (PACK_STEPS if args.synthetic else 0)
     with StepBar(steps, print, desc="exporting") as progress:

@@ -35,7 +35,7 @@ MANIFEST = "models.json"
 # The commands that write each precision's ONNX files.
 PRECISION_COMMANDS = {
     "fp32": "cmp-face export --release RELEASE_DIR -o {models}",
-    "fp16": "cmp-face calibrate --models {models} --precision fp16",
+    "fp16": "cmp-face calibrate --models {models} --precision fp16",  # or export ... --precision fp32,fp16
     "int8": "cmp-face calibrate --models {models} --audio SPEECH_DIR",
 }
 _ENGINE_NAME = re.compile(r"^(?P<graph>.+)_(?P<precision>fp32|fp16|int8)_(?P<target>[A-Za-z0-9+-]+)\.engine$")

@@ -251,3 +251,31 @@ def test_audio_folder_without_speech(tmp_path):
         I.select(I.InputSet("toy", []), 0)
     with pytest.raises(InputError, match="^give --audio or --fbanks, not both$"):
         I.load(tmp_path, tmp_path)
+
+
+def test_export_precision_fp16_writes_the_fp16_models_after_the_export(tmp_path, monkeypatch, capsys):
+    """'cmp-face export ... --precision fp32,fp16' = the export, then the FP16 pass on its output
+    (the pass itself is tested above; here: the wiring, and what the option accepts)."""
+    pytest.importorskip("torch")
+    from calibration import fp16
+    from export import to_onnx
+
+    calls = []
+    monkeypatch.setattr(to_onnx, "_export", lambda args: {"files": {}, "exported_to": str(args.output)})
+    monkeypatch.setattr(fp16, "write_fp16", lambda models, data: calls.append((models, data.source)) or {"graphs": {}})
+    args = to_onnx.build_parser().parse_args(["--synthetic", "-o", str(tmp_path), "--precision", "fp32,fp16",
+                                              "--fp16-audio", str(tmp_path)])
+    from runtime.errors import InputError
+
+    with pytest.raises(InputError, match=f"^{tmp_path}: no .wav/.flac/.ogg files found$"):
+        to_onnx.run(args)  # an empty folder: no speech to measure the ranges on
+    args.fp16_audio = None
+    manifest = to_onnx.run(args)
+    assert calls == [(tmp_path, "built-in synthetic voices (4 x 6 s, not real speech)")]
+    assert manifest["precisions"] == {"fp16": {"graphs": {}}}
+    assert to_onnx.run(to_onnx.build_parser().parse_args(["--synthetic", "-o", str(tmp_path)])) == {
+        "files": {}, "exported_to": str(tmp_path)}
+    assert len(calls) == 1  # fp32 alone: no FP16 pass
+    with pytest.raises(SystemExit):
+        to_onnx.build_parser().parse_args(["--synthetic", "-o", str(tmp_path), "--precision", "fp16"])
+    assert "expected fp32 or fp32,fp16, got 'fp16' (INT8: cmp-face calibrate)" in capsys.readouterr().err
