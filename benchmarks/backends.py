@@ -10,9 +10,10 @@ reason, so the harness never reports a row it could not measure:
   first provider really is CUDA runs (ONNX Runtime silently falls back to the CPU when the
   CUDA libraries do not load, so the list alone proves nothing);
 * ``ort-trt-fp32`` / ``ort-trt-fp16``: TensorrtExecutionProvider, same probe;
-* ``*-fp16`` / ``*-int8``: when ``encoder_fp16.onnx``, ``decoder_<pipeline>_fp16.onnx``
-  (``_int8`` likewise) exist in the models folder: FP16 on CUDA, INT8 on the CPU (and on
-  CUDA), each probed;
+* ``*-fp16`` / ``*-int8``: the files ``models.json`` lists for that precision (``cmp-face
+  calibrate``; an INT8 graph may be served by its FP32 file, and the CPU prefers the ``int8u8``
+  flavour), else ``encoder_fp16.onnx``, ``decoder_<pipeline>_fp16.onnx`` (``_int8`` likewise):
+  FP16 on CUDA, INT8 on the CPU (and on CUDA), each probed;
 * ``<id>-onnxfrontend``: each FP32 backend again with ``Predictor(frontend="onnx")`` (log-mel,
   encoder and decoder in one ``voice2mesh_<pipeline>.onnx`` graph), when those files exist;
 * non-default configurations, only when asked for (``--what-if``): ``ort-cpu-fp32-spinning``
@@ -24,6 +25,7 @@ No torch is imported here.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -51,12 +53,18 @@ class Backend:
         return asdict(self)
 
 
-def model_files(models: Path, suffix: str = "") -> tuple[dict[str, str], list[str]]:
-    """``encoder``, ``decoder_supervised``, ``decoder_unsupervised`` paths with ``suffix``
-    (``""``, ``"_fp16"``, ``"_int8"``) and the names of those missing."""
+def model_files(models: Path, precision: str = "fp32", cpu: bool = True) -> tuple[dict[str, str], list[str]]:
+    """``encoder``, ``decoder_supervised``, ``decoder_unsupervised`` paths at ``precision``, as the
+    Predictor finds them (the files ``models.json`` lists: an INT8 graph may be served by its FP32
+    file, and the CPU prefers the ``int8u8`` flavour), and the names of those missing."""
+    from runtime.engines import precision_file
+
+    manifest_path = models / "models.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     names = ["encoder"] + [f"decoder_{p}" for p in PIPELINES]
-    found = {n: str(models / f"{n}{suffix}.onnx") for n in names if (models / f"{n}{suffix}.onnx").is_file()}
-    return found, [f"{n}{suffix}.onnx" for n in names if n not in found]
+    files = {n: models / precision_file(manifest, n, precision, cpu) for n in names}
+    found = {n: str(path) for n, path in files.items() if path.is_file()}
+    return found, [files[n].name for n in names if n not in found]
 
 
 def probe(path: str, providers: list[str], threads: int, provider_options: list[dict] | None = None) -> str | None:
@@ -133,23 +141,23 @@ def discover(models: Path, release: Path | None, threads: int, want_baseline: bo
         skip("ort-*", f"{models} lacks {', '.join(missing)}")
         return backends, skipped
 
-    # (id, label, providers, provider options, precision, device, file suffix)
+    # (id, label, providers, precision, device); files come from models.json (model_files)
     candidates = [
-        ("ort-cpu-fp32", "ONNX Runtime CPU FP32", ["CPUExecutionProvider"], "fp32", "cpu", ""),
-        ("ort-cpu-int8", "ONNX Runtime CPU INT8", ["CPUExecutionProvider"], "int8", "cpu", "_int8"),
-        ("ort-cpu-fp16", "ONNX Runtime CPU FP16", None, "fp16", "cpu", "_fp16"),
+        ("ort-cpu-fp32", "ONNX Runtime CPU FP32", ["CPUExecutionProvider"], "fp32", "cpu"),
+        ("ort-cpu-int8", "ONNX Runtime CPU INT8", ["CPUExecutionProvider"], "int8", "cpu"),
+        ("ort-cpu-fp16", "ONNX Runtime CPU FP16", None, "fp16", "cpu"),
         ("ort-cuda-fp32", "ONNX Runtime CUDA FP32", ["CUDAExecutionProvider", "CPUExecutionProvider"],
-         "fp32", "cuda", ""),
+         "fp32", "cuda"),
         ("ort-cuda-fp16", "ONNX Runtime CUDA FP16", ["CUDAExecutionProvider", "CPUExecutionProvider"],
-         "fp16", "cuda", "_fp16"),
+         "fp16", "cuda"),
         ("ort-cuda-int8", "ONNX Runtime CUDA INT8", ["CUDAExecutionProvider", "CPUExecutionProvider"],
-         "int8", "cuda", "_int8"),
+         "int8", "cuda"),
         ("ort-trt-fp32", "ONNX Runtime TensorRT FP32",
-         ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"], "fp32", "cuda", ""),
+         ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"], "fp32", "cuda"),
         ("ort-trt-fp16", "ONNX Runtime TensorRT FP16",
-         ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"], "fp16", "cuda", "_fp16"),
+         ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"], "fp16", "cuda"),
     ]
-    for bid, label, providers, precision, device, suffix in candidates:
+    for bid, label, providers, precision, device in candidates:
         if providers is None:
             skip(bid, "FP16 is measured on GPUs only: ONNX Runtime's CPU provider has no fast FP16 kernels "
                       "(it would time casts, not a deployment)")
@@ -158,7 +166,7 @@ def discover(models: Path, release: Path | None, threads: int, want_baseline: bo
             skip(bid, f"this onnxruntime has no {providers[0]} (available: {', '.join(available)})"
                  + ("; no GPU here or onnxruntime-gpu not installed" if device == "cuda" else ""))
             continue
-        files, missing = model_files(models, suffix) if suffix else (fp32, [])
+        files, missing = model_files(models, precision, cpu=device == "cpu") if precision != "fp32" else (fp32, [])
         if missing:
             skip(bid, f"no {precision.upper()} models in {models} (missing {', '.join(missing)})")
             continue
