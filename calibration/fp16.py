@@ -340,6 +340,39 @@ def decoder_verdict(graph: str, errors: Mapping[str, float], bar: float, inputs:
     return Verdict(graph, "params", max(errors[n] for n in PARAM_OUTPUTS if n in errors), bar, inputs)
 
 
+def encoder_check(encoder: onnx.ModelProto, feeds: list, bar: float, source: str):
+    """The FP32 encoder's embeddings of ``feeds``, and the verdict of a candidate encoder against
+    them (the lowest embedding cosine, within ``bar``)."""
+    def embed(model: onnx.ModelProto) -> np.ndarray:
+        s = G.session(model)
+        return np.concatenate([s.run(["embedding"], f)[0] for f in feeds])
+
+    embeddings = embed(encoder)
+
+    def verdict(candidate: onnx.ModelProto) -> Verdict:
+        return Verdict("encoder", "cosine", min_cosine(embed(candidate), embeddings), bar, source)
+
+    return embeddings, verdict
+
+
+class DecoderCheck:
+    """A candidate decoder against the FP32 one, both fed the same FP32 embeddings."""
+
+    def __init__(self, name: str, decoder: onnx.ModelProto, embeddings: np.ndarray) -> None:
+        self.name, self.embeddings = name, embeddings
+        self.names = [o.name for o in decoder.graph.output]
+        self.want = self.outputs(decoder)
+
+    def outputs(self, model: onnx.ModelProto) -> dict[str, np.ndarray]:
+        return dict(zip(self.names, G.session(model).run(self.names, {"embedding": self.embeddings})))
+
+    def errors(self, candidate: onnx.ModelProto) -> dict[str, float]:
+        return decoder_errors(self.outputs(candidate), self.want)
+
+    def verdict(self, candidate: onnx.ModelProto, bar: float, source: str) -> Verdict:
+        return decoder_verdict(self.name, self.errors(candidate), bar, f"FP32 embeddings of {source}")
+
+
 def _ranges_entry(ranges: Mapping[str, G.Range]) -> dict[str, list[float]]:
     return {name: r.as_list() for name, r in ranges.items()}
 
@@ -377,31 +410,22 @@ def write_fp16(models: Path, inputs: InputSet, data_max: float = DATA_MAX,
 
     encoder = onnx.load(str(models / "encoder.onnx"))
     feeds = [u.encoder_feed() for u in inputs.utterances]
-    s32 = G.session(encoder)
-    embeddings = np.concatenate([s32.run(["embedding"], f)[0] for f in feeds])
-
-    def encoder_verdict(model16: onnx.ModelProto) -> Verdict:
-        s = G.session(model16)
-        got = np.concatenate([s.run(["embedding"], f)[0] for f in feeds])
-        return Verdict("encoder", "cosine", min_cosine(got, embeddings), bar["cosine"], inputs.source)
+    embeddings, encoder_verdict = encoder_check(encoder, feeds, bar["cosine"], inputs.source)
 
     results = {"encoder": fp16_graph("encoder", encoder, feeds, encoder_verdict, data_max, progress)}
     for pipeline in manifest.get("pipelines", []):
         name = f"decoder_{pipeline}"
         decoder = onnx.load(str(models / f"{name}.onnx"))
-        names = [o.name for o in decoder.graph.output]
-        want = dict(zip(names, G.session(decoder).run(names, {"embedding": embeddings})))
+        check = DecoderCheck(name, decoder, embeddings)
 
-        def verdict(model16: onnx.ModelProto, name=name, names=names, want=want) -> Verdict:
-            got = dict(zip(names, G.session(model16).run(names, {"embedding": embeddings})))
-            return decoder_verdict(name, decoder_errors(got, want), bar["params"], f"FP32 embeddings of {inputs.source}")
+        def verdict(model16: onnx.ModelProto, check=check) -> Verdict:
+            return check.verdict(model16, bar["params"], inputs.source)
 
         dfeeds = [{"embedding": embeddings[i:i + 8]} for i in range(0, len(embeddings), 8)]
         results[name] = fp16_graph(name, decoder, dfeeds, verdict, data_max, progress)
         errors = {}
         for label, m in (("errors", emulate(results[name].model)), ("errors_onnxruntime_cpu", results[name].model)):
-            got = dict(zip(names, G.session(m).run(names, {"embedding": embeddings})))
-            errors[label] = {k: float(f"{v:.4g}") for k, v in decoder_errors(got, want).items()}
+            errors[label] = {k: float(f"{v:.4g}") for k, v in check.errors(m).items()}
         graphs[name] = errors
 
     for graph, result in results.items():

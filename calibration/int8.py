@@ -26,11 +26,11 @@ from onnx import numpy_helper
 
 from calibration import graph as G
 from calibration import stats as S
-from calibration.fp16 import (PARAM_OUTPUTS, bisect_islands, decoder_errors, decoder_verdict, fused_graphs,
+from calibration.fp16 import (PARAM_OUTPUTS, DecoderCheck, bisect_islands, encoder_check, fused_graphs,
                               hazard_islands, voice_inputs)
 from calibration.inputs import InputSet
 from calibration.manifest import register_files, sha256, write_model
-from calibration.quality import BARS, Verdict, min_cosine, selection_bars
+from calibration.quality import BARS, Verdict, selection_bars
 
 OP_TYPES = ("Conv", "MatMul", "Gemm")
 #: flavour -> (file suffix, models.json section, activation type). "tensorrt": symmetric s8
@@ -170,8 +170,7 @@ def write_int8(models: Path, inputs: InputSet, method: str = DEFAULT_METHOD,
     bar = selection_bars("int8")
     feeds = [u.encoder_feed() for u in inputs.utterances]
     encoder = onnx.load(str(models / "encoder.onnx"))
-    s32 = G.session(encoder)
-    embeddings = np.concatenate([s32.run(["embedding"], f)[0] for f in feeds])
+    embeddings, encoder_verdict = encoder_check(encoder, feeds, bar["cosine"], inputs.source)
     dfeeds = [{"embedding": embeddings[i:i + 8]} for i in range(0, len(embeddings), 8)]
     graphs: dict[str, dict] = {}
     written: list[str] = []
@@ -179,22 +178,13 @@ def write_int8(models: Path, inputs: InputSet, method: str = DEFAULT_METHOD,
     progress(f"INT8 ({method}) for {models}: calibrating on {inputs.source}")
     with tqdm(total=2 * (len(feeds) + len(pipelines) * len(dfeeds)), desc="calibration statistics",
               unit="run", leave=False) as bar_:
-        def encoder_verdict(m8: onnx.ModelProto) -> Verdict:
-            s = G.session(m8)
-            got = np.concatenate([s.run(["embedding"], f)[0] for f in feeds])
-            return Verdict("encoder", "cosine", min_cosine(got, embeddings), bar["cosine"], inputs.source)
-
         results = [int8_graph(models, "encoder", feeds, encoder_verdict, method, progress, bar_.update, unsigned)]
         for pipeline in pipelines:
             name = f"decoder_{pipeline}"
-            decoder = onnx.load(str(models / f"{name}.onnx"))
-            names = [o.name for o in decoder.graph.output]
-            want = dict(zip(names, G.session(decoder).run(names, {"embedding": embeddings})))
+            check = DecoderCheck(name, onnx.load(str(models / f"{name}.onnx")), embeddings)
 
-            def verdict(m8: onnx.ModelProto, name=name, names=names, want=want) -> Verdict:
-                got = dict(zip(names, G.session(m8).run(names, {"embedding": embeddings})))
-                return decoder_verdict(name, decoder_errors(got, want), bar["params"],
-                                       f"FP32 embeddings of {inputs.source}")
+            def verdict(m8: onnx.ModelProto, check=check) -> Verdict:
+                return check.verdict(m8, bar["params"], inputs.source)
 
             results.append(int8_graph(models, name, dfeeds, verdict, method, progress, bar_.update, unsigned))
     for r in results:
