@@ -22,8 +22,8 @@ from export.progress import StepBar  # noqa: E402
 from export.synthetic import PACK_STEPS, write_pack  # noqa: E402
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="cmp-face export", description=__doc__.splitlines()[0])
+def build_parser(parser: argparse.ArgumentParser | None = None, prog: str = "cmp-face export") -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--release", type=Path, metavar="DIR",
                         help="folder laid out like the release (pretrained_models/, train.configs/)")
@@ -81,8 +81,9 @@ def _export(args: argparse.Namespace) -> dict:
                                   progress=progress, real_audio=args.real_audio)
 
 
-def main(argv: list[str] | None = None) -> int:
-    run(build_parser().parse_args(argv))
+def main(argv: list[str] | None = None, prog: str = "cmp-face export") -> int:
+    """``python export/to_onnx.py`` and ``cmp-face export``."""
+    run(build_parser(prog=prog).parse_args(argv))
     return 0
 
 

@@ -6,6 +6,7 @@ Every option is checked before any work starts, and outputs are written all-or-n
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import traceback
 from pathlib import Path
@@ -16,8 +17,18 @@ from runtime.runners import BACKENDS
 EXIT_ERROR = 2
 MAX_THREADS = 256
 MAX_BYTES_LIMIT = 1 << 40
-# Commands whose module parses its own arguments (so that 'predict' never imports them).
-PASS_THROUGH = ("export", "build-engines", "calibrate", "accuracy")
+# Commands whose module parses its own arguments, so that 'predict' never imports them (the
+# exporter imports torch): name -> (module with main(argv, prog), the extra it needs, help).
+PASS_THROUGH = {
+    "export": ("export.to_onnx", "export", "export a release folder (or the synthetic pack) to ONNX; same "
+                                           "arguments as export/to_onnx.py"),
+    "build-engines": ("export.to_trt", "gpu", "build TensorRT engines from a models folder; same arguments "
+                                              "as export/to_trt.py"),
+    "calibrate": ("calibration.cli", "calibrate", "write FP16 and INT8 models of a models folder; same "
+                                                  "arguments as python -m calibration"),
+    "accuracy": ("calibration.report", "calibrate", "each precision against FP32 on held-out speech; same "
+                                                    "arguments as python -m calibration.report"),
+}
 MAX_BYTES_HELP = "refuse input files larger than N bytes (default 200 MiB)"
 # Our own output names in an OUT folder: a rerun replaces these and never touches other files.
 OUTPUT_FILES = ("mesh.obj", "mesh_frontal.obj", "result.npz", "render.png", "face.png", "mesh.ply",
@@ -204,31 +215,15 @@ def cmd_fbank(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def cmd_pass_through(args: argparse.Namespace) -> int:
+    """A command whose module parses its own arguments (imported only when it runs)."""
+    module, extra, _ = PASS_THROUGH[args.command]
     try:
-        from export import to_onnx
+        main_of = importlib.import_module(module).main
     except ImportError as exc:
-        raise CmpError(f"exporting needs the export extra ({exc.name} is missing): "
-                       "pip install 'cmp-deploy[export]'") from exc
-    return to_onnx.main(args.rest)
-
-
-def cmd_build_engines(args: argparse.Namespace) -> int:
-    from export import to_trt  # no torch: TensorRT is imported only to build
-
-    return to_trt.main(args.rest, prog="cmp-face build-engines")
-
-
-def cmd_calibrate(args: argparse.Namespace) -> int:
-    from calibration import cli as calibrate  # no torch; onnx (the calibrate extra)
-
-    return calibrate.main(args.rest, prog="cmp-face calibrate")
-
-
-def cmd_accuracy(args: argparse.Namespace) -> int:
-    from calibration import report
-
-    return report.main(args.rest, prog="cmp-face accuracy")
+        raise CmpError(f"'cmp-face {args.command}' needs the {extra} extra ({exc.name} is missing): "
+                       f"pip install 'cmp-deploy[{extra}]'") from exc
+    return main_of(args.rest, prog=f"cmp-face {args.command}")
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -342,19 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("names", nargs="*", metavar="NAME", help="entries to clear (as 'cache list' names them)")
     c.set_defaults(func=cmd_cache)
 
-    # The exporter (torch) parses its own arguments, so 'cmp-face predict' never loads torch.
-    e = sub.add_parser("export", add_help=False, help="export a release folder (or the synthetic pack) to "
-                                                      "ONNX; same arguments as export/to_onnx.py")
-    e.set_defaults(func=cmd_export, debug=False)
-    t = sub.add_parser("build-engines", add_help=False, help="build TensorRT engines from a models folder; "
-                                                             "same arguments as export/to_trt.py")
-    t.set_defaults(func=cmd_build_engines, debug=False)
-    k = sub.add_parser("calibrate", add_help=False, help="write FP16 and INT8 models of a models folder; same "
-                                                         "arguments as python -m calibration")
-    k.set_defaults(func=cmd_calibrate, debug=False)
-    a = sub.add_parser("accuracy", add_help=False, help="each precision against FP32 on held-out speech; same "
-                                                        "arguments as python -m calibration.report")
-    a.set_defaults(func=cmd_accuracy, debug=False)
+    for name, (_, _, help_text) in PASS_THROUGH.items():
+        sub.add_parser(name, add_help=False, help=help_text).set_defaults(func=cmd_pass_through, debug=False)
     return parser
 
 
