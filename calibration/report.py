@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -29,6 +30,7 @@ from calibration.fp16 import PARAM_OUTPUTS, emulate
 from calibration.manifest import read_manifest
 from calibration.quality import BARS, relative_error
 from runtime import metrics
+from runtime.atomic import replacing, temporary_sibling
 from runtime.errors import CmpError, ModelError
 
 EAR_MM = 140.0  # ear-to-ear width of the face the mm figures are scaled to
@@ -109,22 +111,29 @@ def evaluate(models: Path, inputs: I.InputSet, progress: Callable[[str], None] =
             row = {"file": file, "params_error": params_err, "params_bar": bar["params"],
                    "ok": bool(params_err <= bar["params"]), "vertex_error_max": float(per_vertex.max()),
                    "vertex_error_mean": float(per_vertex.mean())}
-            if pipeline == "supervised":
+            landmarks = metrics.has_landmarks(v32.shape[1])
+            if pipeline == "unsupervised":
+                row |= {"vertex_error_px_max": float(per_vertex.max()), "vertex_error_px_mean": float(per_vertex.mean())}
+            elif landmarks:
                 ear = np.array([metrics.measurements(v)["ear"] for v in v32])
                 mm = per_vertex * (EAR_MM / ear)[:, None]
                 row |= {"vertex_error_mm_max": float(mm.max()), "vertex_error_mm_mean": float(mm.mean())}
-            else:
-                row |= {"vertex_error_px_max": float(per_vertex.max()), "vertex_error_px_mean": float(per_vertex.mean())}
-            are, are_s = _are(vq, v32), _are(sens["vertices"].astype(np.float64), v32)
-            row["are_change"] = {k: float(are[:, i].max()) for i, k in enumerate([*metrics.DISTANCES, "mean"])}
-            row["are_change_mean_over_inputs"] = float(are[:, -1].mean())
-            row["sensitivity_are_change"] = float(are_s[:, -1].mean())
+            if landmarks:
+                are, are_s = _are(vq, v32), _are(sens["vertices"].astype(np.float64), v32)
+                row["are_change"] = {k: float(are[:, i].max()) for i, k in enumerate([*metrics.DISTANCES, "mean"])}
+                row["are_change_mean_over_inputs"] = float(are[:, -1].mean())
+                row["sensitivity_are_change"] = float(are_s[:, -1].mean())
+            else:  # e.g. a checkpoint folder with its own (non-BFM) basis: no landmarks to measure
+                row |= {"are_change": None, "are_change_mean_over_inputs": None, "sensitivity_are_change": None,
+                        "are_note": f"not measured: the mesh has {v32.shape[1]} vertices, not the release's "
+                                    f"3DMM topology ({metrics.N_VERTICES}) whose vertex indices the ARE and "
+                                    "the ear-to-ear mm scale use"}
             row["_per_vertex"] = per_vertex.ravel()
             out[f"decoder_{pipeline}"] = row
+            are_text = (f"mean |dARE| {row['are_change_mean_over_inputs']:.3g} (FP32 decoder, same embedding "
+                        f"angle: {row['sensitivity_are_change']:.3g})" if landmarks else f"ARE {row['are_note']}")
             progress(f"[{precision}] decoder_{pipeline}: params error {params_err:.3g} (bar {bar['params']}), "
-                     f"end-to-end vertex error max {per_vertex.max():.3g}, mean |dARE| "
-                     f"{row['are_change_mean_over_inputs']:.3g} (FP32 decoder, same embedding angle: "
-                     f"{row['sensitivity_are_change']:.3g})")
+                     f"end-to-end vertex error max {per_vertex.max():.3g}, {are_text}")
         report["precisions"][precision] = out
     return report
 
@@ -136,6 +145,7 @@ def markdown(report: dict) -> str:
         lines += [f"> **{report['note']}**", ""]
     lines += ["| precision | graph | bar | measured | ok | vertex error (max / mean) | mean dARE (max) | "
               "sensitivity: FP32 decoder, same angle |", "|---|---|---|---|---|---|---|---|"]
+    notes: list[str] = []  # after the table: a line inside it would end it
     for precision, out in report["precisions"].items():
         enc = out["encoder"]
         lines.append(f"| {precision} | encoder | cosine >= {enc['bar']} | {enc['cosine_min']:.7f} | "
@@ -143,14 +153,18 @@ def markdown(report: dict) -> str:
         for key, row in out.items():
             if not key.startswith("decoder_"):
                 continue
-            unit = "mm" if "vertex_error_mm_max" in row else "px"
-            verr = f"{row[f'vertex_error_{unit}_max']:.3g} / {row[f'vertex_error_{unit}_mean']:.3g} {unit}"
+            unit = next((u for u in ("mm", "px") if f"vertex_error_{u}_max" in row), None)
+            verr = (f"{row[f'vertex_error_{unit}_max']:.3g} / {row[f'vertex_error_{unit}_mean']:.3g} {unit}" if unit
+                    else f"{row['vertex_error_max']:.3g} / {row['vertex_error_mean']:.3g} (model units)")
+            are = (f"{row['are_change_mean_over_inputs']:.3g} ({row['are_change']['mean']:.3g}) | "
+                   f"{row['sensitivity_are_change']:.3g}" if row["are_change"] else "not measured (*) | -")
             lines.append(f"| {precision} | {key} | params <= {row['params_bar']} | {row['params_error']:.3g} | "
-                         f"{'yes' if row['ok'] else 'NO'} | {verr} | {row['are_change_mean_over_inputs']:.3g} "
-                         f"({row['are_change']['mean']:.3g}) | {row['sensitivity_are_change']:.3g} |")
+                         f"{'yes' if row['ok'] else 'NO'} | {verr} | {are} |")
+            if not row["are_change"]:
+                notes.append(f"(*) {precision} {key}: ARE {row['are_note']}.")
         if not out["held_out"]:
-            lines.append(f"\n**{precision} was calibrated on these inputs: they are not held out.**")
-    lines += ["", "Decoder bars: each decoder fed the same FP32 embedding. Vertex error and dARE: end to end "
+            notes.append(f"**{precision} was calibrated on these inputs: they are not held out.**")
+    lines += [""] + [f"{n}  " for n in notes] + ["", "Decoder bars: each decoder fed the same FP32 embedding. Vertex error and dARE: end to end "
               "(the precision's encoder into its decoder). Sensitivity: the FP32 decoder fed FP32 embeddings turned "
               "by the same angle as the precision's encoder turns them, in a random direction. FP16 files are run "
               "with their FP16 storage emulated in FP32 (ONNX Runtime's CPU provider would hide the rounding).", ""]
@@ -182,16 +196,24 @@ def figure(report: dict, path: Path) -> bool:
 
 
 def write(report: dict, out: Path) -> list[Path]:
+    """``accuracy.md``, ``accuracy.json`` and (with matplotlib) ``accuracy.png`` in ``out``, each
+    written whole under a temporary name, then renamed."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    if figure(report, out / "accuracy.png"):
-        written.append(out / "accuracy.png")
+    tmp = temporary_sibling(out / "accuracy.png")
+    try:
+        if figure(report, tmp):
+            os.replace(tmp, out / "accuracy.png")
+            written.append(out / "accuracy.png")
+    finally:
+        tmp.unlink(missing_ok=True)
     for out_ in report["precisions"].values():
         for row in out_.values():
             if isinstance(row, dict):
                 row.pop("_per_vertex", None)
-    (out / "accuracy.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "accuracy.md").write_text(markdown(report))
+    for name, text in (("accuracy.json", json.dumps(report, indent=2) + "\n"), ("accuracy.md", markdown(report))):
+        with replacing(out / name) as tmp:
+            tmp.write_text(text)
     return [out / "accuracy.md", out / "accuracy.json", *written]
 
 

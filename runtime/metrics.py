@@ -25,7 +25,7 @@ import numpy as np
 from runtime.errors import InputError
 
 __all__ = ["DISTANCES", "DISTANCE_LABELS", "N_VERTICES", "OICD_PAIR", "Scores", "aggregate", "check_keypoints",
-           "keypoint_error", "measurements", "mesh_distance", "nearest", "oicd", "percent_difference",
+           "has_landmarks", "keypoint_error", "measurements", "mesh_distance", "nearest", "oicd", "percent_difference",
            "ratio_errors", "ratios", "scale_to_target", "score"]
 
 #: Vertex count of the release's 3DMM mesh.
@@ -43,6 +43,12 @@ DISTANCES: dict[str, tuple[int, int]] = {
 DISTANCE_LABELS = {"forehead": "forehead", "cheek": "cheek-to-cheek", "ear": "ear-to-ear", "midline": "midline"}
 
 _LARGEST_INDEX = max(max(p) for p in [OICD_PAIR, *DISTANCES.values()])
+
+
+def has_landmarks(n_vertices: int) -> bool:
+    """Whether a mesh of ``n_vertices`` holds the vertex indices the ARE measures (the release's
+    3DMM topology); another mesh (e.g. a user's own basis) has no such landmarks."""
+    return n_vertices > _LARGEST_INDEX
 
 
 def _vertices(v, name: str) -> np.ndarray:

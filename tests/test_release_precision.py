@@ -1,0 +1,81 @@
+"""Release-layout checkpoints written by other code go through the whole precision flow (issue 10):
+export with FP16, INT8 calibration (both flavours), the accuracy report, and the Predictor at each
+precision. The checkpoints come from ``tests/test_checkpoints.py``'s independent writer: random
+weights in the release's key layout, with its own 300-vertex basis (so the report must say that
+the ARE cannot be measured on it instead of failing)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from calibration.quality import BARS
+from runtime import Predictor
+from runtime.cli import main
+from tests.conftest import DATA, FBANKS, WAVS, requires
+from tests.test_checkpoints import N_VERTICES, write_foreign_release
+
+pytest.importorskip("torch")
+
+
+@requires(FBANKS, "fbank_preprocessed")
+@requires(WAVS, "voxceleb_wav")
+def test_release_layout_checkpoints_through_the_precision_flow(tmp_path, capsys):
+    release = write_foreign_release(tmp_path / "release")
+    models = tmp_path / "models"
+    wavs, fbanks = DATA / "voxceleb_wav", DATA / "fbank_preprocessed"
+
+    # FP16 ranges from the recordings; INT8 calibrated on the fbanks, so the recordings stay held out for it.
+    assert main(["export", "--release", str(release), "-o", str(models), "--pipeline", "supervised",
+                 "--precision", "fp32,fp16", "--fp16-audio", str(wavs)]) == 0
+    for flavour in ("tensorrt", "cpu"):
+        assert main(["calibrate", "--models", str(models), "--fbanks", str(fbanks), "--flavour", flavour]) == 0
+    manifest = json.loads((models / "models.json").read_text())
+    assert not manifest.get("synthetic") and set(manifest["precisions"]) == {"fp16", "int8", "int8u8"}
+    assert manifest["precisions"]["fp16"]["ranges_from"].startswith(f"audio {wavs}")
+    assert manifest["precisions"]["int8"]["calibrated_on"].startswith(f"fbanks {fbanks}")
+    for precision, entry in manifest["precisions"].items():
+        for graph, g in entry["graphs"].items():
+            if g["file"] is None:  # the frontend stays FP32 (its power spectrum overflows FP16), said why
+                assert graph == "frontend" and "overflows FP16" in g["reason"]
+                continue
+            assert g["file"] in manifest["files"] and (models / g["file"]).is_file(), (precision, graph)
+            onnx.checker.check_model(onnx.load(str(models / g["file"])), full_check=True)
+            if graph in ("encoder", "decoder_supervised"):
+                assert g["quality"]["ok"], (precision, graph, g["quality"])
+    assert manifest["precisions"]["int8"]["graphs"]["encoder"]["file"] == "encoder_int8.onnx"
+
+    out = tmp_path / "accuracy"
+    assert main(["accuracy", "--models", str(models), "--audio", str(wavs), "-o", str(out)]) == 0
+    report = json.loads((out / "accuracy.json").read_text())
+    assert report["untrained"] is False and report["note"] is None  # not our synthetic pack
+    assert not report["precisions"]["fp16"]["held_out"] and report["precisions"]["int8"]["held_out"]
+    for precision, result in report["precisions"].items():
+        assert result["encoder"]["ok"], (precision, result["encoder"])
+        row = result["decoder_supervised"]
+        bar = BARS["fp16" if precision == "fp16" else "int8"]["params"]  # int8u8: the INT8 bar
+        assert row["ok"] and row["params_bar"] == bar and row["params_error"] <= bar
+        assert row["are_change"] is None and f"the mesh has {N_VERTICES} vertices" in row["are_note"]
+    text = (out / "accuracy.md").read_text()
+    assert f"(*) int8 decoder_supervised: ARE not measured: the mesh has {N_VERTICES} vertices" in text
+    assert "**fp16 was calibrated on these inputs: they are not held out.**" in text
+
+    # The Predictor opens the files models.json lists for each precision (INT8 on the CPU: the u8
+    # flavour) and its result stays within the bars of its encoder.
+    wav = sorted(wavs.glob("*.wav"))[0]
+    results = {}
+    for precision in ("fp32", "fp16", "int8"):
+        with Predictor(models, precision=precision, device="cpu") as p:
+            section = {"fp32": None, "fp16": "fp16", "int8": "int8u8"}[precision]
+            want = manifest["precisions"][section]["graphs"]["encoder"]["file"] if section else "encoder.onnx"
+            assert p.models.encoder.path.name == want
+            results[precision] = p.predict(wav)
+    e32 = results["fp32"].embedding.astype(np.float64)
+    for precision in ("fp16", "int8"):
+        e = results[precision].embedding.astype(np.float64)
+        cosine = e @ e32 / (np.linalg.norm(e) * np.linalg.norm(e32))
+        assert cosine >= BARS[precision]["cosine"], (precision, cosine)
+        assert results[precision].vertices.shape == (N_VERTICES, 3)
+    capsys.readouterr()
