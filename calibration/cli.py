@@ -13,7 +13,7 @@ from pathlib import Path
 from calibration.stats import METHODS
 from runtime.errors import CmpError
 
-DEFAULT_METHOD = "max"  # calibration.int8.DEFAULT_METHOD, without importing onnxruntime here
+AUTO = "auto"  # calibration.int8.DEFAULT_METHOD, without importing onnxruntime here
 
 PRECISIONS = ("int8", "fp16")
 
@@ -28,8 +28,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None,
     parser.add_argument("--max-inputs", type=int, metavar="N",
                         help="use at most N utterances, chosen deterministically across lengths (default: all)")
     parser.add_argument("--precision", choices=PRECISIONS, default="int8", help="what to write (default %(default)s)")
-    parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
-                        help="int8: how activation ranges are chosen from the statistics (default %(default)s)")
+    parser.add_argument("--method", choices=(AUTO, *METHODS), default=AUTO,
+                        help="int8: how activation ranges are chosen from the statistics; auto (default) tries "
+                             "each on the cached statistics and keeps, per graph, the one that leaves the most "
+                             "weights INT8 within the bar (the most accurate among equals)")
     parser.add_argument("--flavour", choices=("tensorrt", "cpu"), default="tensorrt",
                         help="int8: symmetric s8 activations for TensorRT (<graph>_int8.onnx, default) or "
                              "u8 activations for ONNX Runtime's CPU (<graph>_int8u8.onnx)")

@@ -38,7 +38,12 @@ OP_TYPES = ("Conv", "MatMul", "Gemm")
 #: CPU kernels (VNNI/AMX u8 x s8) run best; TensorRT rejects non-zero zero points.
 FLAVOURS = {"tensorrt": ("_int8", "int8", "int8 symmetric per tensor"),
             "cpu": ("_int8u8", "int8u8", "uint8 asymmetric per tensor (CPU only; TensorRT rejects it)")}
-DEFAULT_METHOD = "max"  # indicative (few files): see NOTES.md, "Measured"
+#: "auto": per graph, each method of :data:`calibration.stats.METHODS` is tried on the cached
+#: statistics and the one that keeps the most weights INT8 within the selection bar wins, the
+#: most accurate among equals (on few calibration files the choice is indicative: NOTES.md).
+AUTO = "auto"
+CHOICES = (AUTO, *S.METHODS)
+DEFAULT_METHOD = AUTO
 NEVER_INT8 = ("ConvTranspose",)
 EXTRA_OPTIONS = {
     "ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
@@ -111,6 +116,34 @@ class Int8Result:
     verdict: Verdict
     cache: Path
     cache_hit: bool
+    method: str = ""
+    candidates: dict | None = None  # method -> {int8_weights, measure, value, ok} when chosen by "auto"
+
+    def rank(self) -> tuple:
+        """Larger is better: meets the bar, INT8 weights kept, then accuracy."""
+        value = self.verdict.value if self.verdict.measure == "cosine" else -self.verdict.value
+        return self.verdict.ok, qdq_summary(self.model)["int8_weights"], value
+
+
+def calibrate_graph(models: Path, graph: str, feeds: list[Mapping[str, np.ndarray]],
+                    verdict: Callable[[onnx.ModelProto], Verdict], method: str,
+                    progress: Callable[[str], None] = print, tick: Callable[[int], None] = lambda n: None,
+                    unsigned: bool = False) -> Int8Result:
+    """:func:`int8_graph` with ``method``, or with each method when it is ``auto`` (the model
+    runs once: the later methods read the cached statistics), keeping the best by :meth:`Int8Result.rank`."""
+    if method != AUTO:
+        return int8_graph(models, graph, feeds, verdict, method, progress, tick, unsigned)
+    tried = {}
+    for m in S.METHODS:
+        lines: list[str] = []
+        tried[m] = int8_graph(models, graph, feeds, verdict, m, lines.append, tick, unsigned)
+        tried[m].method = m
+        progress(f"[{graph}] {m}: {qdq_summary(tried[m].model)['int8_weights']} INT8 weights; {tried[m].verdict}")
+    best = max(tried.values(), key=Int8Result.rank)  # max() keeps the first of equals: METHODS order
+    best.candidates = {m: {"int8_weights": qdq_summary(r.model)["int8_weights"], **r.verdict.as_dict()}
+                       for m, r in tried.items()}
+    progress(f"[{graph}] auto: {best.method} keeps the most INT8 weights within the bar, the most accurate among equals")
+    return best
 
 
 def int8_graph(models: Path, graph: str, feeds: list[Mapping[str, np.ndarray]],
@@ -135,7 +168,7 @@ def int8_graph(models: Path, graph: str, feeds: list[Mapping[str, np.ndarray]],
                                          build=lambda keep: quantize(model, ranges, keep, unsigned), what="INT8")
         islands = {k: r for k, r in keep.items() if k in quantizable}
         progress(f"[{graph}] {len(islands)} quantizable nodes kept FP32 after bisection: {v}")
-    return Int8Result(graph, model8, islands, v, cache, hit)
+    return Int8Result(graph, model8, islands, v, cache, hit, method)
 
 
 def qdq_summary(model: onnx.ModelProto) -> dict:
@@ -162,8 +195,8 @@ def write_int8(models: Path, inputs: InputSet, method: str = DEFAULT_METHOD,
         raise ModelError(f"unknown INT8 flavour {flavour!r}: choose one of {', '.join(FLAVOURS)}")
     suffix, section, activations = FLAVOURS[flavour]
     unsigned = flavour == "cpu"
-    if method not in S.METHODS:
-        raise ModelError(f"unknown calibration method {method!r}: choose one of {', '.join(S.METHODS)}")
+    if method not in CHOICES:
+        raise ModelError(f"unknown calibration method {method!r}: choose one of {', '.join(CHOICES)}")
     models = Path(models)
     manifest = read_manifest(models)
     pipelines = manifest.get("pipelines", [])
@@ -178,7 +211,7 @@ def write_int8(models: Path, inputs: InputSet, method: str = DEFAULT_METHOD,
     progress(f"INT8 ({method}) for {models}: calibrating on {inputs.source}")
     with tqdm(total=2 * (len(feeds) + len(pipelines) * len(dfeeds)), desc="calibration statistics",
               unit="run", leave=False) as bar_:
-        results = [int8_graph(models, "encoder", feeds, encoder_verdict, method, progress, bar_.update, unsigned)]
+        results = [calibrate_graph(models, "encoder", feeds, encoder_verdict, method, progress, bar_.update, unsigned)]
         for pipeline in pipelines:
             name = f"decoder_{pipeline}"
             check = DecoderCheck(name, onnx.load(str(models / f"{name}.onnx")), embeddings)
@@ -186,7 +219,7 @@ def write_int8(models: Path, inputs: InputSet, method: str = DEFAULT_METHOD,
             def verdict(m8: onnx.ModelProto, check=check) -> Verdict:
                 return check.verdict(m8, bar["params"], inputs.source)
 
-            results.append(int8_graph(models, name, dfeeds, verdict, method, progress, bar_.update, unsigned))
+            results.append(calibrate_graph(models, name, dfeeds, verdict, method, progress, bar_.update, unsigned))
     for r in results:
         if not r.verdict.ok:
             raise ModelError(f"{r.graph}: no INT8 model meets the bar ({r.verdict})")
@@ -202,8 +235,10 @@ def write_int8(models: Path, inputs: InputSet, method: str = DEFAULT_METHOD,
         official = Verdict(r.graph, r.verdict.measure, r.verdict.value, BARS["int8"][r.verdict.measure], r.verdict.inputs)
         graphs[r.graph] = {"file": file, "from": f"{r.graph}.onnx", "from_sha256": sha256(models / f"{r.graph}.onnx"),
                            "islands": r.islands, "quality": official.as_dict(),
-                           "selection_bar": r.verdict.bar, "qdq": summary,
+                           "selection_bar": r.verdict.bar, "qdq": summary, "method": r.method,
                            "statistics": f"{S.CACHE_DIR}/{r.cache.name}"}
+        if r.candidates:
+            graphs[r.graph]["methods_tried"] = r.candidates
         progress(f"[{r.graph}] {'wrote ' + file if file in written else 'no INT8 node meets the bar: ' + file + ' serves'}"
                  f": {official}")
     if (models / "frontend.onnx").is_file() and written:

@@ -132,7 +132,8 @@ def test_emulation_shows_the_rounding_onnxruntime_cpu_hides():
 def test_imports_without_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
             "import calibration.cli, calibration.fp16, calibration.graph, calibration.inputs, "
-            "calibration.manifest, calibration.quality, calibration.int8, calibration.stats, export.frontend_graph\n"
+            "calibration.manifest, calibration.quality, calibration.int8, calibration.report, calibration.stats, "
+            "export.frontend_graph\n"
             "import onnxruntime.quantization.qdq_quantizer\n"
             "assert 'torch' not in {m for m in sys.modules if sys.modules[m] is not None}\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

@@ -14,6 +14,7 @@ import pytest
 from calibration.quality import BARS
 from runtime import Predictor
 from runtime.cli import main
+from runtime.errors import CmpError
 from tests.conftest import DATA, FBANKS, WAVS, requires
 from tests.test_checkpoints import N_VERTICES, write_foreign_release
 
@@ -46,6 +47,17 @@ def test_release_layout_checkpoints_through_the_precision_flow(tmp_path, capsys)
             if graph in ("encoder", "decoder_supervised"):
                 assert g["quality"]["ok"], (precision, graph, g["quality"])
     assert manifest["precisions"]["int8"]["graphs"]["encoder"]["file"] == "encoder_int8.onnx"
+    # The default method, auto: every method tried per graph; the winner keeps the most INT8
+    # weights within the selection bar, the most accurate among equals.
+    for section in ("int8", "int8u8"):
+        assert manifest["precisions"][section]["method"] == "auto"
+        for graph in ("encoder", "decoder_supervised"):
+            g = manifest["precisions"][section]["graphs"][graph]
+            tried = g["methods_tried"]
+            assert set(tried) == {"max", "percentile", "entropy"} and g["method"] in tried
+            sign = 1 if tried[g["method"]]["measure"] == "cosine" else -1
+            best = max(tried.values(), key=lambda t: (t["ok"], t["int8_weights"], sign * t["value"]))
+            assert tried[g["method"]] == best and g["qdq"]["int8_weights"] == best["int8_weights"]
 
     out = tmp_path / "accuracy"
     assert main(["accuracy", "--models", str(models), "--audio", str(wavs), "-o", str(out)]) == 0
@@ -79,3 +91,12 @@ def test_release_layout_checkpoints_through_the_precision_flow(tmp_path, capsys)
         assert cosine >= BARS[precision]["cosine"], (precision, cosine)
         assert results[precision].vertices.shape == (N_VERTICES, 3)
     capsys.readouterr()
+
+    # Exported again (new FP32 files): the reduced-precision files of the earlier export go with the
+    # manifest that listed them, so nothing can run them against the new weights.
+    assert main(["export", "--release", str(release), "-o", str(models), "--pipeline", "supervised"]) == 0
+    assert "removed the reduced-precision files of an earlier export: decoder_supervised_fp16.onnx" in capsys.readouterr().out
+    assert not list(models.glob("*_fp16.onnx")) + list(models.glob("*_int8*.onnx"))
+    assert "precisions" not in json.loads((models / "models.json").read_text())
+    with pytest.raises(CmpError, match=f"^{models} has no int8 models"):
+        Predictor(models, precision="int8", device="cpu")
