@@ -16,6 +16,7 @@ import copy
 import io
 import json
 import logging
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from export.checkpoints import PIPELINES, load_release
 from export.models import EMBED_DIM, SUPERVISED_OUTPUTS, UNSUPERVISED_OUTPUTS
 from export.progress import step
 from export.synthetic import WARNING, read_manifest
+from runtime.atomic import replacing
 from runtime.cache import FORMAT, MANIFEST, file_record
 from runtime.errors import CheckpointError, CmpError
 
@@ -37,6 +39,9 @@ OPSET = 18
 DEFAULT_TOLERANCE = 1e-4
 MODELS_MANIFEST = MANIFEST
 FORMAT_VERSION = FORMAT  # models.json, read by runtime.cache
+# What cmp-face calibrate / export --precision fp16 write beside the FP32 graphs.
+REDUCED_PRECISION_FILE = re.compile(
+    r"^(encoder|frontend|(decoder|voice2mesh)_(supervised|unsupervised))_(fp16|int8|int8u8)\.onnx$")
 OUTPUT_NAMES = {"supervised": SUPERVISED_OUTPUTS, "unsupervised": UNSUPERVISED_OUTPUTS}
 
 
@@ -316,7 +321,15 @@ def export_release(release: str | Path, out_dir: str | Path, pipelines: tuple[st
     manifest["verification"] = {"tolerance": tolerance, "real_inputs": len(real),
                                 "max_rel": max(c.max_rel for c in verifier.checks),
                                 "checks": [c.__dict__ for c in verifier.checks]}
-    (out_dir / MODELS_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    # FP16/INT8 files of an earlier export were made from other FP32 files: remove them with the
+    # manifest that listed them, so no name lookup can find them (cmp-face calibrate remakes them).
+    stale = sorted(p.name for p in out_dir.glob("*.onnx") if REDUCED_PRECISION_FILE.match(p.name))
+    for name in stale:
+        (out_dir / name).unlink()
+    if stale:
+        progress(f"removed the reduced-precision files of an earlier export: {', '.join(stale)}")
+    with replacing(out_dir / MODELS_MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     progress(verifier.summary())
     progress(f"wrote {out_dir}")
     return manifest

@@ -58,8 +58,21 @@ def precision_file(manifest: dict, graph: str, precision: str, cpu: bool = False
     for section in (["int8u8"] if cpu and precision == "int8" else []) + [precision]:
         entry = ((sections.get(section) or {}).get("graphs") or {}).get(graph)
         if isinstance(entry, dict) and isinstance(entry.get("file"), str):
+            _check_same_source(manifest, entry, section, precision)
             return entry["file"]
     return name
+
+
+def _check_same_source(manifest: dict, entry: dict, section: str, precision: str) -> None:
+    """Refuse a reduced-precision file made from another FP32 file than the folder's own (the FP32
+    models were exported again since): it would silently run the old weights."""
+    record = (manifest.get("files") or {}).get(entry.get("from"))
+    have = record.get("sha256") if isinstance(record, dict) else record
+    want = entry.get("from_sha256")
+    if isinstance(have, str) and isinstance(want, str) and have != want:
+        raise ModelError(f"{entry['file']} ({section}) was made from an earlier {entry['from']} than the one this "
+                         f"models folder now holds (exported again since); make the {precision} models again: "
+                         f"{PRECISION_COMMANDS[precision].format(models='MODELS')}")
 
 
 def engine_target(compute_capability: tuple[int, int], hardware_compat: str = "none") -> str:

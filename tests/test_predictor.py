@@ -395,3 +395,16 @@ def test_precision_files_come_from_the_manifest(models_dir, tmp_path):
     p = Predictor(folder, "supervised", device="cpu", precision="int8")
     assert p.models.encoder.path.name == "encoder_int8u8.onnx"
     assert p.models.decoder.path.name == "decoder_supervised.onnx"
+
+    # Made from an earlier encoder.onnx than the folder's own (the FP32 models were exported again
+    # since): refused by name, never run with the old weights.
+    manifest["precisions"]["int8u8"]["graphs"]["encoder"] |= {"from": "encoder.onnx", "from_sha256": "0" * 64}
+    (folder / "models.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError) as err:
+        Predictor(folder, "supervised", device="cpu", precision="int8")
+    assert str(err.value) == (
+        "encoder_int8u8.onnx (int8u8) was made from an earlier encoder.onnx than the one this models folder now "
+        "holds (exported again since); make the int8 models again: cmp-face calibrate --models MODELS --audio SPEECH_DIR")
+    current = manifest["files"]["encoder.onnx"]
+    manifest["precisions"]["int8u8"]["graphs"]["encoder"]["from_sha256"] = current["sha256"]
+    assert precision_file(manifest, "encoder", "int8", cpu=True) == "encoder_int8u8.onnx"
