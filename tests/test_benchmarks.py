@@ -166,3 +166,39 @@ def test_quick_outputs_agree_between_baseline_and_ours(quick):
     par = doc["parity"]["ort-cpu-fp32"]
     assert float(par["embedding"].split()[-1]) < 1e-4
     assert float(par["vertices_supervised"].split()[-1]) < 1e-4
+
+
+def test_precision_speed_quick_pairs_each_ratio_per_round(models_dir, tmp_path):
+    """benchmarks/precision_speed.py: every configuration timed in one process, each INT8 ratio taken
+    per round against the fastest FP32 configuration of its row (stand-in INT8 files: the FP32 graphs)."""
+    from benchmarks import precision_speed
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for name in ("encoder.onnx", "decoder_supervised.onnx", "frontend.onnx", "voice2mesh_supervised.onnx",
+                 "triangles.npy"):
+        (folder / name).symlink_to(models_dir / name)
+    (folder / "encoder_int8.onnx").symlink_to(models_dir / "encoder.onnx")
+    manifest = json.loads((models_dir / "models.json").read_text())
+    manifest["pipelines"] = ["supervised"]
+    manifest["precisions"] = {"int8": {"graphs": {"encoder": {"file": "encoder_int8.onnx"},
+                                                  "decoder_supervised": {"file": "decoder_supervised.onnx"}}}}
+    (folder / "models.json").write_text(json.dumps(manifest))
+    out = tmp_path / "out"
+    assert precision_speed.main(["--models", str(folder), "--quick", "--out", str(out)]) == 0
+    doc = json.loads((out / "precision_speed.json").read_text())
+    assert (out / "precision_speed.md").is_file()
+    assert set(doc["ratios"]) == {"encoder", "voice -> mesh, supervised", "fbank -> mesh, supervised, batch"}
+    for row, r in doc["ratios"].items():
+        fp32, int8 = (doc["rows"][row][r[k]]["ms_per_round"] for k in ("fastest_fp32", "fastest_int8"))
+        assert len(fp32) == len(int8) == doc["rounds"] == 2
+        per_round = np.asarray(int8) / np.asarray(fp32)
+        want = np.median(per_round if r["measure"] == "time ratio" else 1 / per_round)
+        assert r["median"] == pytest.approx(want)
+        assert r["fastest_fp32"] == min((n for n, e in doc["rows"][row].items() if e["precision"] == "fp32"),
+                                        key=lambda n: doc["rows"][row][n]["ms_p50"])
+    # batch 2 in the smoke test: the batch-32 target does not apply
+    assert doc["ratios"]["fbank -> mesh, supervised, batch"]["target"] is None
+    assert doc["ratios"]["voice -> mesh, supervised"]["target"] == ["<=", 0.7]
+    assert set(doc["stages"]["int8 supervised"]) >= {"vad", "fbank", "encoder", "decoder", "total"}
+    assert any(s.startswith("fp16: measured on GPUs only") for s in doc["skipped"])
