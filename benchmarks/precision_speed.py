@@ -225,7 +225,8 @@ def plot(doc: dict, path: Path) -> bool:
         ax.barh(i, r["median"], xerr=[[r["median"] - r["q1"]], [r["q3"] - r["median"]]], color="tab:blue")
         if r["target"]:
             ax.plot([r["target"][1]] * 2, [i - 0.4, i + 0.4], color="tab:red")
-    ax.set_yticks(range(len(names)), [f"{n}\n({doc['ratios'][n]['measure']})" for n in names])
+    labels = [f"{n.replace('batch', 'batch ' + str(doc['batch']))}\n({doc['ratios'][n]['measure']})" for n in names]
+    ax.set_yticks(range(len(names)), labels)
     ax.set_xlabel("INT8 vs fastest FP32 (red: target)")
     ax.set_title(f"INT8 vs FP32, {doc['machine']}")
     fig.tight_layout()
