@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 STAGE_ORDER = [
@@ -57,6 +58,18 @@ def _short(doc: dict, bid: str) -> str:
     return label.replace("ONNX Runtime", "ORT")
 
 
+def fp32_twins(doc: dict) -> dict[str, str]:
+    """Reduced-precision backend id -> the FP32 backend of the same provider in this run
+    (``ort-cpu-int8`` -> ``ort-cpu-fp32``), for the same-run precision ratios."""
+    ids = {b["id"] for b in doc["backends"]}
+    twins = {}
+    for bid in ids:
+        twin = re.sub(r"-(fp16|int8)(?=-|$)", "-fp32", bid)
+        if twin != bid and twin in ids:
+            twins[bid] = twin
+    return twins
+
+
 def markdown(doc: dict) -> str:
     m, v = doc["machine"], doc["versions"]
     base = doc["baseline"]
@@ -98,15 +111,23 @@ def markdown(doc: dict) -> str:
     lines.append("")
 
     # --- stages
+    twins = fp32_twins(doc)
     lines += ["## Latency by stage (batch 1, ms)", "",
-              "| stage | backend | p50 | p90 | p99 | mean | n | speed-up vs baseline (p50) |",
-              "|---|---|---:|---:|---:|---:|---:|---:|"]
+              "| stage | backend | p50 | p90 | p99 | mean | n | speed-up vs baseline (p50) | time vs FP32 (p50) |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for sid, label in STAGE_ORDER:
         rows = [r for r in doc["stages"] if r["stage"] == sid]
+        p50 = {r["backend"]: r["p50_ms"] for r in rows}
         for r in rows:
+            twin = p50.get(twins.get(r["backend"]))
             lines.append(f"| {label} | {_short(doc, r['backend'])} | {_f(r['p50_ms'])} | {_f(r['p90_ms'])} | "
                          f"{_f(r['p99_ms'])} | {_f(r['mean_ms'])} | {r['n']} | "
-                         f"{'x' + _f(r['ratio']) if r.get('ratio') else '-'} |")
+                         f"{'x' + _f(r['ratio']) if r.get('ratio') else '-'} | "
+                         f"{_f(r['p50_ms'] / twin) + 'x' if twin else '-'} |")
+    if twins:
+        lines += ["", "Time vs FP32: p50 over the p50 of the FP32 backend of the same provider in this run. Each "
+                      "backend runs in its own process, one after the other, so these ratios carry the machine's "
+                      "drift between processes; `benchmarks/precision_speed.py` measures them interleaved."]
     lines.append("")
     lines += ["What is inside each row:", ""]
     for sid, _ in STAGE_ORDER:
@@ -128,7 +149,8 @@ def markdown(doc: dict) -> str:
     bids = ([base] if base else []) + ours
     head = "| kind | pipeline | utterance | batch | " + " | ".join(f"{_short(doc, b)} utt/s (ms/batch)"
                                                                for b in bids)
-    head += " | " + " | ".join(f"speed-up, {_short(doc, b)}" for b in ours) + " |" if base else " |"
+    head += " | " + " | ".join(f"speed-up, {_short(doc, b)}" for b in ours) if base else ""
+    head += "".join(f" | {_short(doc, b)} vs FP32" for b in ours if b in twins) + " |"
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     keys = sorted({(r["kind"], r["pipeline"], r["seconds"], r["batch"]) for r in doc["throughput"]},
                   key=lambda k: (k[0] != "models", k[1], k[2], k[3]))
@@ -143,6 +165,9 @@ def markdown(doc: dict) -> str:
             for b in ours:
                 r = rows.get(b)
                 cells.append(f"x{_f(r['ratio'])}" if r and r.get("ratio") else "-")
+        for b in (b for b in ours if b in twins):
+            r, t = rows.get(b), rows.get(twins[b])
+            cells.append(f"x{_f(r['utt_per_s'] / t['utt_per_s'])}" if r and t else "-")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
 

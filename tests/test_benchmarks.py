@@ -202,3 +202,11 @@ def test_precision_speed_quick_pairs_each_ratio_per_round(models_dir, tmp_path):
     assert doc["ratios"]["voice -> mesh, supervised"]["target"] == ["<=", 0.7]
     assert set(doc["stages"]["int8 supervised"]) >= {"vad", "fbank", "encoder", "decoder", "total"}
     assert any(s.startswith("fp16: measured on GPUs only") for s in doc["skipped"])
+
+
+def test_reduced_precision_rows_are_compared_with_the_fp32_backend_of_their_provider():
+    from benchmarks.report import fp32_twins
+
+    doc = {"backends": [{"id": i} for i in ("ort-cpu-fp32", "ort-cpu-int8", "ort-cuda-fp16", "ort-trt-fp16",
+                                             "ort-trt-fp32", "ort-cpu-fp32-onnxfrontend")]}
+    assert fp32_twins(doc) == {"ort-cpu-int8": "ort-cpu-fp32", "ort-trt-fp16": "ort-trt-fp32"}
