@@ -39,6 +39,8 @@ STATES = ("ok", "corrupt", "incomplete", "building", "stale-partial")
 # A partial folder is stale once its process is gone. Process ids are reused, so one left this
 # long without a change is stale whoever holds its pid now (a build takes minutes).
 STALE_AFTER_S = 24 * 3600
+HASHES = "file-hashes.json"  # remembered_sha256's memo, in the cache root
+MAX_REMEMBERED = 256
 _PARTIAL = re.compile(r"^(?P<base>.+)\.partial-(?P<pid>\d+)$")
 
 
@@ -61,8 +63,40 @@ def synthetic_entry(seed: int = 0) -> Path:
 def release_entry(release: str | Path, pipeline: str, epoch: str | int | None = None) -> Path:
     """The entry for one pipeline of a release folder: its name hashes the files it is built from."""
     folder = ReleaseFolder.locate(release, pipeline, epoch)
-    key = hashlib.sha256(repr(sorted(folder.hashes().items())).encode()).hexdigest()[:16]
+    key = hashlib.sha256(repr(sorted(folder.hashes(remembered_sha256).items())).encode()).hexdigest()[:16]
     return cache_root() / f"release-{pipeline}-{key}"
+
+
+def remembered_sha256(paths: list[Path]) -> dict[Path, str]:
+    """sha256 of each file, remembered in the cache (``HASHES``) by absolute path, size and mtime,
+    as models.json records its own files: a release folder (~100-300 MB) is hashed once, not on
+    every ``predict --release``. The memo keeps the newest ``MAX_REMEMBERED`` files; a memo that
+    cannot be read or written only costs the hashing."""
+    memo_path = cache_root() / HASHES
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    memo = memo if isinstance(memo, dict) else {}
+    found, changed = {}, False
+    for path in paths:
+        st, key = path.stat(), str(path.resolve())
+        record = memo.get(key)
+        if (isinstance(record, dict) and record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns
+                and isinstance(record.get("sha256"), str)):
+            found[path] = record["sha256"]
+            continue
+        found[path] = sha256(path)
+        memo.pop(key, None)  # re-inserted last: the newest stay
+        memo[key] = {"sha256": found[path], "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        changed = True
+    if changed:
+        try:
+            memo_path.parent.mkdir(parents=True, exist_ok=True)
+            _write_json(memo_path, dict(list(memo.items())[-MAX_REMEMBERED:]))
+        except OSError:
+            pass
+    return found
 
 
 def partial_path(entry: Path) -> Path:

@@ -9,6 +9,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from runtime.errors import CheckpointError
 
@@ -53,8 +54,11 @@ class ReleaseFolder:
                                   f"missing: {', '.join(missing)}")
         return cls(root, pipeline, files)
 
-    def hashes(self) -> dict[str, str]:
-        return {str(p.relative_to(self.root)): sha256(p) for p in self.files.values()}
+    def hashes(self, hasher: Callable[[list[Path]], dict[Path, str]] | None = None) -> dict[str, str]:
+        """sha256 per file, keyed by its path in the folder; ``hasher`` may answer from a memo."""
+        paths = list(self.files.values())
+        found = hasher(paths) if hasher else {p: sha256(p) for p in paths}
+        return {str(p.relative_to(self.root)): found[p] for p in paths}
 
 
 def _epoch_file(folder: Path, stem: str, epoch: str | int | None) -> Path:

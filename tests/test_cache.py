@@ -171,6 +171,30 @@ def test_release_entry_key_is_unchanged_and_damage_names_the_command(root, tmp_p
     assert entry.is_dir()  # a release entry is not removed behind the user's back
 
 
+def test_release_files_are_hashed_once_until_they_change(root, tmp_path, monkeypatch):
+    release = fake_release(tmp_path / "release")
+    hashed: list[str] = []
+    real = cache.sha256
+    monkeypatch.setattr(cache, "sha256", lambda p: hashed.append(Path(p).name) or real(p))
+    first = cache.release_entry(release, "supervised")
+    assert sorted(hashed) == ["2D-to-3D-pretrained.tar", "generator_7.pth", "tri.mat", "voice_embedding.pth"]
+    hashed.clear()
+    assert cache.release_entry(release, "supervised") == first and hashed == []  # from the memo
+    assert not any(e.name == cache.HASHES for e in cache.entries())  # the memo is not an entry
+    heads = release / "pretrained_models" / "supervised_64" / "generator_7.pth"
+    heads.write_bytes(b"other heads")  # changed: size and mtime differ, hashed again, another entry
+    assert cache.release_entry(release, "supervised") != first and hashed == ["generator_7.pth"]
+    (root / cache.HASHES).write_text("{not json")  # a damaged memo only costs the hashing
+    hashed.clear()
+    assert cache.release_entry(release, "supervised") != first and len(hashed) == 4
+    monkeypatch.setattr(cache, "MAX_REMEMBERED", 2)  # bounded: the newest stay
+    extra = release / "extra.bin"
+    extra.write_bytes(b"x")
+    cache.remembered_sha256([extra])
+    memo = json.loads((root / cache.HASHES).read_text())
+    assert len(memo) == 2 and list(memo)[-1] == str(extra.resolve())
+
+
 def test_stale_partial_folders_are_removed_live_ones_kept(root, monkeypatch):
     fake_entry(root / "synthetic-v1-seed0")
     dead = root / f"synthetic-v1-seed0.partial-{dead_pid()}"
