@@ -238,7 +238,7 @@ def plot(doc: dict, path: Path) -> bool:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from benchmarks.latency import _cpu_model, _git, available_cores, machine_name
-    from runtime.atomic import replacing, temporary_sibling
+    from runtime.atomic import replacing
 
     rounds, calls, batch = (2, 1, 2) if args.quick else (args.rounds, args.calls, BATCH)
     if not (args.models / "models.json").is_file():
@@ -263,12 +263,8 @@ def main(argv=None) -> int:
         tmp.write_text(json.dumps(doc, indent=1) + "\n")
     with replacing(out / "precision_speed.md") as tmp:
         tmp.write_text(markdown(doc))
-    png = temporary_sibling(out / "precision_speed.png")
-    try:
-        if plot(doc, png):
-            os.replace(png, out / "precision_speed.png")
-    finally:
-        png.unlink(missing_ok=True)
+    with replacing(out / "precision_speed.png") as tmp:
+        plot(doc, tmp)
     print(markdown(doc))
     print(f"wrote {out}")
     return 0

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -30,7 +29,7 @@ from calibration.fp16 import PARAM_OUTPUTS, emulate
 from calibration.manifest import read_manifest
 from calibration.quality import BARS, relative_error
 from runtime import metrics
-from runtime.atomic import replacing, temporary_sibling
+from runtime.atomic import replacing
 from runtime.errors import CmpError, ModelError
 
 EAR_MM = 140.0  # ear-to-ear width of the face the mm figures are scaled to
@@ -164,7 +163,8 @@ def markdown(report: dict) -> str:
                 notes.append(f"(*) {precision} {key}: ARE {row['are_note']}.")
         if not out["held_out"]:
             notes.append(f"**{precision} was calibrated on these inputs: they are not held out.**")
-    lines += [""] + [f"{n}  " for n in notes] + ["", "Decoder bars: each decoder fed the same FP32 embedding. Vertex error and dARE: end to end "
+    lines += ["", *(f"{n}  " for n in notes)]
+    lines += ["", "Decoder bars: each decoder fed the same FP32 embedding. Vertex error and dARE: end to end "
               "(the precision's encoder into its decoder). Sensitivity: the FP32 decoder fed FP32 embeddings turned "
               "by the same angle as the precision's encoder turns them, in a random direction. FP16 files are run "
               "with their FP16 storage emulated in FP32 (ONNX Runtime's CPU provider would hide the rounding).", ""]
@@ -200,13 +200,9 @@ def write(report: dict, out: Path) -> list[Path]:
     written whole under a temporary name, then renamed."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    tmp = temporary_sibling(out / "accuracy.png")
-    try:
+    with replacing(out / "accuracy.png") as tmp:
         if figure(report, tmp):
-            os.replace(tmp, out / "accuracy.png")
             written.append(out / "accuracy.png")
-    finally:
-        tmp.unlink(missing_ok=True)
     for out_ in report["precisions"].values():
         for row in out_.values():
             if isinstance(row, dict):

@@ -22,12 +22,14 @@ def temporary_sibling(path: Path) -> Path:
 
 @contextmanager
 def replacing(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces ``path``, on failure it is removed."""
+    """Yield a temporary path to write; on success it replaces ``path`` (left as it was when nothing
+    was written, e.g. a plot skipped without matplotlib), on failure it is removed."""
     path = Path(path)
     tmp = temporary_sibling(path)
     try:
         yield tmp
-        os.replace(tmp, path)
+        if tmp.exists():
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -18,6 +18,12 @@ def test_replacing_keeps_the_old_file_when_writing_fails(tmp_path):
             raise RuntimeError("disk full")
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mesh.obj"]
+    with replacing(target):  # nothing written (a plot skipped without matplotlib): left as it was
+        pass
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["mesh.obj"]
+    with replacing(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["mesh.obj"]
 
 
 def test_writers_leave_no_partial_file_on_bad_input(tmp_path):
