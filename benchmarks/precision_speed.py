@@ -244,8 +244,14 @@ def main(argv=None) -> int:
     if not (args.models / "models.json").is_file():
         print(f"precision_speed: error: {args.models}: no models.json (export the models first)", file=sys.stderr)
         return 2
+    from runtime.errors import CmpError
+
     load = [os.getloadavg()[0]]
-    configs, skipped = configurations(args.models, args.threads, batch, args.audio)
+    try:
+        configs, skipped = configurations(args.models, args.threads, batch, args.audio)
+    except CmpError as exc:  # e.g. an --audio file that is not audio
+        print(f"precision_speed: error: {exc}", file=sys.stderr)
+        return 2
     features = cpu_features()
     per_round, stages = measure(configs, rounds, calls)
     load.append(os.getloadavg()[0])
