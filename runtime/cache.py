@@ -80,15 +80,14 @@ def remembered_sha256(paths: list[Path]) -> dict[Path, str]:
     memo = memo if isinstance(memo, dict) else {}
     found, changed = {}, False
     for path in paths:
-        st, key = path.stat(), str(path.resolve())
-        record = memo.get(key)
-        if (isinstance(record, dict) and record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns
-                and isinstance(record.get("sha256"), str)):
-            found[path] = record["sha256"]
+        key = str(path.resolve())
+        known = recorded_sha256(memo.get(key), path.stat())
+        if known:
+            found[path] = known
             continue
-        found[path] = sha256(path)
         memo.pop(key, None)  # re-inserted last: the newest stay
-        memo[key] = {"sha256": found[path], "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        memo[key] = file_record(path)
+        found[path] = memo[key]["sha256"]
         changed = True
     if changed:
         try:
@@ -102,6 +101,15 @@ def remembered_sha256(paths: list[Path]) -> dict[Path, str]:
 def partial_path(entry: Path) -> Path:
     """Where this process builds (or deletes) ``entry`` before renaming it."""
     return entry.with_name(f"{entry.name}.partial-{os.getpid()}")
+
+
+def recorded_sha256(record: object, st: os.stat_result) -> str | None:
+    """The sha256 a format-2 record (:func:`file_record`) holds, when the file's size and mtime
+    still match it; else None (hash the file)."""
+    if (isinstance(record, dict) and record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns
+            and isinstance(record.get("sha256"), str)):
+        return record["sha256"]
+    return None
 
 
 def file_record(path: Path) -> dict:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from runtime.cache import recorded_sha256
 from runtime.errors import EngineError, ModelError
 from runtime.profiles import Profile
 from runtime.release_files import sha256
@@ -246,14 +247,11 @@ def _onnx_sha256(models: Path, name: str) -> str:
     """The sha256 of ``models/name``, taken from ``models.json`` when its size and mtime still match
     the record there (as runtime.cache does), else hashed."""
     path = models / name
-    st = path.stat()
     try:
         record = json.loads((models / MANIFEST).read_text())["files"][name]
-        if record["size"] == st.st_size and record["mtime_ns"] == st.st_mtime_ns:
-            return record["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return sha256(path)
+        record = None
+    return recorded_sha256(record, path.stat()) or sha256(path)
 
 
 def runtime_accepts(built: str, version_compatible: bool, runtime: str) -> bool:
