@@ -210,3 +210,17 @@ def test_reduced_precision_rows_are_compared_with_the_fp32_backend_of_their_prov
     doc = {"backends": [{"id": i} for i in ("ort-cpu-fp32", "ort-cpu-int8", "ort-cuda-fp16", "ort-trt-fp16",
                                              "ort-trt-fp32", "ort-cpu-fp32-onnxfrontend")]}
     assert fp32_twins(doc) == {"ort-cpu-int8": "ort-cpu-fp32", "ort-trt-fp16": "ort-trt-fp32"}
+
+
+def test_precision_speed_refuses_a_folder_without_models_and_audio_that_is_not_audio(models_dir, tmp_path, capsys):
+    from benchmarks import precision_speed
+
+    assert precision_speed.main(["--models", str(tmp_path / "none"), "--quick"]) == 2
+    assert capsys.readouterr().err == f"precision_speed: error: {tmp_path / 'none'}: no models.json (export the models first)\n"
+    bad = tmp_path / "notes.wav"
+    bad.write_text("not audio")
+    assert precision_speed.main(["--models", str(models_dir), "--quick", "--audio", str(bad), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err  # ends with libsndfile's own reason, whose wording is its own
+    assert err.startswith(f"precision_speed: error: not a readable audio file: {bad} (neither WAV nor a "
+                          "format libsndfile decodes: ") and err.endswith(")\n") and err.count("\n") == 1
+    assert not list(tmp_path.glob("precision_speed.*"))
