@@ -1,7 +1,7 @@
 """cmp-deploy: deployment toolkit for Cross-Modal Perceptionist (voice -> 3D face mesh)."""
 import numpy
 from Cython.Build import cythonize
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 
 sim3dr = Extension(
     "Sim3DR._sim3dr",
@@ -22,7 +22,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["runtime", "export", "calibration", "Sim3DR"],
+    packages=find_packages(include=["runtime", "runtime.*", "export", "calibration", "Sim3DR"]),
     package_data={"Sim3DR": ["*.pyx", "src/*.cpp", "src/*.h"]},
     ext_modules=cythonize([sim3dr], language_level=3),
     # The runtime needs no torch: ONNX Runtime plus small audio libraries.
@@ -60,5 +60,16 @@ setup(
                  "starlette>=0.40", "uvicorn>=0.30", "prometheus-client>=0.20", "python-multipart>=0.0.18",
                  "tritonclient[http]>=2.40", "protobuf>=6.33.5", "httpx>=0.27"],
     },
-    entry_points={"console_scripts": ["cmp-face=runtime.cli:main"]},
+    entry_points={
+        "console_scripts": ["cmp-face=runtime.cli:main"],
+        # The layers above the runtime plug into it here, so that it never imports them
+        # (runtime.plugins): cmp-face's commands, and the builder of the model cache's entries.
+        "cmp_face.commands": [
+            "export = export.to_onnx:COMMAND",
+            "build-engines = export.to_trt:COMMAND",
+            "calibrate = calibration.cli:CALIBRATE",
+            "accuracy = calibration.cli:ACCURACY",
+        ],
+        "cmp_deploy.cache_builders": ["export = export.cache:build_entry"],
+    },
 )

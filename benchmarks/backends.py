@@ -10,11 +10,11 @@ reason, so the harness never reports a row it could not measure:
   first provider really is CUDA runs (ONNX Runtime silently falls back to the CPU when the
   CUDA libraries do not load, so the list alone proves nothing);
 * ``ort-trt-fp32`` / ``ort-trt-fp16``: TensorrtExecutionProvider, same probe;
-* ``*-fp16`` / ``*-int8``: the files ``models.json`` lists for that precision (``cmp-face
+* ``*-fp16`` / ``*-int8``: the files the models folder's manifest lists for that precision (``cmp-face
   calibrate``; an INT8 graph may be served by its FP32 file, and the CPU prefers the ``int8u8``
   flavour), else ``encoder_fp16.onnx``, ``decoder_<pipeline>_fp16.onnx`` (``_int8`` likewise):
   FP16 on CUDA, INT8 on the CPU (and on CUDA), each probed;
-* ``<id>-onnxfrontend``: each FP32 backend again with ``Predictor(frontend="onnx")`` (log-mel,
+* ``<id>-onnxfrontend``: each FP32 backend again with ``Predictor(frontend="fused")`` (log-mel,
   encoder and decoder in one ``voice2mesh_<pipeline>.onnx`` graph), when those files exist;
 * non-default configurations, only when asked for (``--what-if``): ``ort-cpu-fp32-spinning``
   (ONNX Runtime's idle threads busy-waiting, ``Predictor(spinning=True)``), labelled so;
@@ -25,13 +25,13 @@ No torch is imported here.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-PIPELINES = ("supervised", "unsupervised")
+from runtime.models_folder import PIPELINES
+
 BASELINE_ID = "release-style"
 
 
@@ -45,7 +45,7 @@ class Backend:
     files: dict[str, str] = field(default_factory=dict)   # model name -> path
     device: str = "cpu"
     provider_options: list[dict] = field(default_factory=list)
-    frontend: str = "numpy"       # "onnx": Predictor(frontend="onnx"), the fused voice2mesh graphs
+    frontend: str = "numpy"       # "fused": Predictor(frontend="fused"), the fused voice2mesh graphs
     spinning: bool | None = None  # None: the runtime's default; True/False: ONNX Runtime thread spinning
     note: str = ""
 
@@ -55,14 +55,17 @@ class Backend:
 
 def model_files(models: Path, precision: str = "fp32", cpu: bool = True) -> tuple[dict[str, str], list[str]]:
     """``encoder``, ``decoder_supervised``, ``decoder_unsupervised`` paths at ``precision``, as the
-    Predictor finds them (the files ``models.json`` lists: an INT8 graph may be served by its FP32
+    Predictor finds them (the files the manifest lists: an INT8 graph may be served by its FP32
     file, and the CPU prefers the ``int8u8`` flavour), and the names of those missing."""
-    from runtime.engines import precision_file
+    from runtime.errors import ModelError
+    from runtime.models_folder import ModelsFolder
 
-    manifest_path = models / "models.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    try:
+        folder = ModelsFolder.read(models)
+    except ModelError:
+        folder = ModelsFolder(models, {"files": {}})  # no manifest: files by name
     names = ["encoder"] + [f"decoder_{p}" for p in PIPELINES]
-    files = {n: models / precision_file(manifest, n, precision, cpu) for n in names}
+    files = {n: models / folder.precision_file(n, precision, cpu) for n in names}
     found = {n: str(path) for n, path in files.items() if path.is_file()}
     return found, [files[n].name for n in names if n not in found]
 
@@ -141,7 +144,7 @@ def discover(models: Path, release: Path | None, threads: int, want_baseline: bo
         skip("ort-*", f"{models} lacks {', '.join(missing)}")
         return backends, skipped
 
-    # (id, label, providers, precision, device); files come from models.json (model_files)
+    # (id, label, providers, precision, device); files come from the manifest (model_files)
     candidates = [
         ("ort-cpu-fp32", "ONNX Runtime CPU FP32", ["CPUExecutionProvider"], "fp32", "cpu"),
         ("ort-cpu-int8", "ONNX Runtime CPU INT8", ["CPUExecutionProvider"], "int8", "cpu"),
@@ -199,8 +202,8 @@ def discover(models: Path, release: Path | None, threads: int, want_baseline: bo
             if reason:
                 skip(bid, f"frontend.onnx: {reason}")
                 continue
-            backends.append(Backend(bid, f"{b.label}, ONNX frontend", "ours", "fp32", b.providers,
-                                    {**b.files, **fused_files}, b.device, b.provider_options, frontend="onnx"))
+            backends.append(Backend(bid, f"{b.label}, fused graph", "ours", "fp32", b.providers,
+                                    {**b.files, **fused_files}, b.device, b.provider_options, frontend="fused"))
     if what_if and any(b.id == "ort-cpu-fp32" for b in backends):
         backends.append(Backend("ort-cpu-fp32-spinning", "ONNX Runtime CPU FP32, spinning on (not the default)",
                                 "ours", "fp32", ["CPUExecutionProvider"], dict(fp32), "cpu", [{}], spinning=True,

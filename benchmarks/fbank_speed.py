@@ -121,7 +121,7 @@ def main() -> None:
         try:
             import onnxruntime as ort
 
-            from export.frontend_graph import build_frontend
+            from runtime.frontend_graph import build_frontend
         except ImportError as exc:
             print(f"  ONNX frontend skipped: {exc}")
             return

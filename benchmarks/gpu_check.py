@@ -12,7 +12,7 @@ against the release-style baseline on the same GPU, in one run of at most four m
    on the reference embeddings -> params and vertices max relative error) and end to end through
    ``voice2mesh``; a row that cannot run here says "not run" and why (the runtime's own error).
 3. Latency p50/p99 at batch 1/8/32 of the GPU chain: audio -> VAD (CPU) -> ``voice2mesh`` on the
-   device (``frontend="onnx"``) -> vertices to the host -> Sim3DR render; and of the release-style
+   device (``frontend="fused"``) -> vertices to the host -> Sim3DR render; and of the release-style
    baseline (benchmarks/release_style.py: per-frame log-mel on the CPU, PyTorch eager networks on the
    device) when torch can use the device.
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import platform
 import shlex
@@ -40,11 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import latency as _machine  # noqa: E402  (machine facts; stdlib-only at import)
-from benchmarks.report import _f  # noqa: E402
+from benchmarks import machine as _machine  # noqa: E402
+from benchmarks.report import format_number, results_folder, write_results  # noqa: E402
 from benchmarks.timing import Budget, measure  # noqa: E402
 from calibration.quality import BARS, min_cosine, relative_error  # noqa: E402  (numpy only)
-from runtime.atomic import replacing  # noqa: E402
 from runtime.errors import CmpError  # noqa: E402
 
 SR = 16000
@@ -153,7 +151,7 @@ def decoder_gain(p, emb: np.ndarray, dec: dict[str, np.ndarray], seed: int = 0) 
 def reference(models: Path, pipeline: str, voices: list[tuple[str, np.ndarray]], threads: int | None):
     from runtime import Predictor
 
-    with Predictor(models, pipeline, backend="onnxruntime", device="cpu", precision="fp32", frontend="onnx",
+    with Predictor(models, pipeline, backend="onnxruntime", device="cpu", precision="fp32", frontend="fused",
                    threads=threads) as p:
         fbanks = [p.features(x, SR) for _, x in voices]
         emb = p.embed(fbanks)
@@ -439,9 +437,9 @@ def markdown(doc: dict) -> str:
     base = {(r["pipeline"], r["batch"]): r for r in doc["latency"] if r["chain"] == "release-style"}
     for r in doc["latency"]:
         b = base.get((r["pipeline"], r["batch"]))
-        ratio = f"x{_f(b['p50_ms'] / r['p50_ms'])}" if b and r["chain"] != "release-style" else "-"
-        lines.append(f"| {r['chain']} | {r['pipeline']} | {r['batch']} | {_f(r['p50_ms'])} | {_f(r['p99_ms'])} | "
-                     f"{r['n']} | {_f(1e3 * r['batch'] / r['p50_ms'], 1)} | {ratio} |")
+        ratio = f"x{format_number(b['p50_ms'] / r['p50_ms'])}" if b and r["chain"] != "release-style" else "-"
+        lines.append(f"| {r['chain']} | {r['pipeline']} | {r['batch']} | {format_number(r['p50_ms'])} | {format_number(r['p99_ms'])} | "
+                     f"{r['n']} | {format_number(1e3 * r['batch'] / r['p50_ms'], 1)} | {ratio} |")
     lines.append("")
     return "\n".join(lines)
 
@@ -479,29 +477,6 @@ def plot(doc: dict, path: Path) -> None:
                  + (" (QUICK)" if doc["quick"] else ""), fontsize=11)
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def write_results(doc: dict, out: Path, png: bool) -> list[Path]:
-    """All-or-nothing per file (temporary name, then rename)."""
-    from benchmarks.report import write_json
-
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    if png:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError as exc:
-            png, doc["png"] = False, f"not written: {exc} (pip install matplotlib)"
-    with replacing(out / "gpu_check.json") as tmp:
-        write_json(doc, tmp)
-    with replacing(out / "gpu_check.md") as tmp:
-        tmp.write_text(markdown(doc))
-    written += [out / "gpu_check.json", out / "gpu_check.md"]
-    if png:
-        with replacing(out / "gpu_check.png") as tmp:
-            plot(doc, tmp)
-        written.append(out / "gpu_check.png")
-    return written
 
 
 # ----------------------------------------------------------------------------- main
@@ -558,16 +533,15 @@ def main(argv=None) -> int:
 
     cores = _machine.available_cores()
     dry_cpu = args.device == "cpu"
-    gpu = None if dry_cpu else _machine._gpu_name()
+    gpu = None if dry_cpu else _machine.gpu_name()
     name = _machine.machine_name(cores, gpu)
-    out = args.out or ROOT / "benchmarks" / "results" / name
+    out = results_folder(args.out, name, full_run=not args.quick)
     if args.models is None:
         from export.cache import synthetic_models
         args.models = synthetic_models(progress=lambda m: print(f"  {m}", flush=True))
     models = args.models.resolve()
     release = (args.release or models.parent / "release").resolve()
-    manifest = models / "models.json"
-    untrained = bool(json.loads(manifest.read_text()).get("synthetic")) if manifest.is_file() else None
+    untrained = _machine.untrained_models(models)
 
     cell_s = args.cell_seconds if args.cell_seconds is not None else (0.05 if args.quick else 2.5)
     # The first call of every cell is made (and timed) before these: it is the warm-up that counts.
@@ -582,14 +556,14 @@ def main(argv=None) -> int:
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "python benchmarks/gpu_check.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         "device": args.device, "quick": args.quick, "budget_s": args.budget, "elapsed_s": 0.0, "stopped": None,
-        "machine": {"cpu": _machine._cpu_model(), "logical_cpus": os.cpu_count(), "available_cores": cores,
-                    "ram_gib": _machine._ram_gib(), "os": platform.platform(), "gpu": gpu},
-        "versions": _machine.versions(), "git": _machine._git(), "models": str(models), "untrained": untrained,
+        "machine": {"cpu": _machine.cpu_model(), "logical_cpus": os.cpu_count(), "available_cores": cores,
+                    "ram_gib": _machine.ram_gib(), "os": platform.platform(), "gpu": gpu},
+        "versions": _machine.versions(), "git": _machine.git_revision(), "models": str(models), "untrained": untrained,
         "cuda_preload": preload, "onnxruntime": onnxruntime_info(),
         "inputs": {"parity": voices_desc,
                    "latency": f"{x_lat_name}, {len(x_lat) / SR:.2f} s"},
         "reference": {"backend": "onnxruntime", "device": "cpu", "precision": "fp32",
-                      "stages": "numpy log-mel (VAD on) -> encoder -> decoder", "voice2mesh": "frontend='onnx'"},
+                      "stages": "numpy log-mel (VAD on) -> encoder -> decoder", "voice2mesh": "frontend='fused'"},
         "bars": {"base": PARITY_BARS, "why": BARS_WHY, "rule": BARS_RULE, "gain_step": GAIN_STEP,
                  "gain_trials": GAIN_TRIALS},
         "configs": [], "baseline": {"status": "pending", "reason": None, "device": args.device},
@@ -599,7 +573,7 @@ def main(argv=None) -> int:
     def save(png: bool = False) -> None:
         doc["configs"] = [c.as_dict() for c in configs]
         doc["elapsed_s"] = round(deadline.spent(), 1)
-        write_results(doc, out, png)
+        write_results(out, "gpu_check", doc, markdown(doc), plot if png else None)
 
     def out_of_time() -> str:
         doc["stopped"] = doc["stopped"] or f"time budget of {args.budget:g} s spent after {deadline.spent():.0f} s"
@@ -631,7 +605,7 @@ def main(argv=None) -> int:
             try:
                 for pipe in args.pipelines:
                     p = Predictor(models, pipe, backend=cfg.backend, device=cfg.device, precision=cfg.precision,
-                                  frontend="onnx", threads=args.threads if cfg.device == "cpu" else None)
+                                  frontend="fused", threads=args.threads if cfg.device == "cpu" else None)
                     cfg.predictors[pipe] = p
                     cfg.resolved = p.models.describe()
                     cfg.provider_options = cfg.provider_options or _provider_options(p)

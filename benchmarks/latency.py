@@ -16,30 +16,25 @@ import datetime as _dt
 import json
 import os
 import platform
-import re
 import shlex
 import subprocess
 import sys
 import tempfile
 import time
 import wave
-from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import (available_cores, cpu_model, git_revision, gpu_name, machine_name,  # noqa: E402
+                                ram_gib, untrained_models, versions)
+from benchmarks.report import results_folder  # noqa: E402
+
 NOISY = 0.05  # other processes' share of the CPUs above which a measurement is repeated
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
                "NUMEXPR_NUM_THREADS", "SIM3DR_NUM_THREADS")
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -69,78 +64,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.threads is not None and args.threads < 1:
         ap.error("--threads must be >= 1")
     return args
-
-
-# ----------------------------------------------------------------------------- machine facts
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _ram_gib() -> float:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return float("nan")
-
-
-def _gpu_name() -> str | None:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=20)
-        names = [n.strip() for n in out.stdout.splitlines() if n.strip()]
-        return names[0] if out.returncode == 0 and names else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _slug(text: str) -> str:
-    text = re.sub(r"\(r\)|\(tm\)|cpu @.*$|processor", "", text.lower())
-    return re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:40] or "unknown"
-
-
-def machine_name(cores: int, gpu: str | None) -> str:
-    if gpu:
-        return f"gpu-{_slug(gpu)}"
-    return f"cpu-{_slug(_cpu_model())}-{cores}c"
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def versions() -> dict:
-    import numpy
-
-    ort = _version("onnxruntime")
-    if ort == "not installed":
-        ort = _version("onnxruntime-gpu")
-    return {"python": platform.python_version(), "numpy": numpy.__version__, "onnxruntime": ort,
-            "torch": _version("torch"), "onnx": _version("onnx"), "scipy": _version("scipy"),
-            "webrtcvad": _version("webrtcvad"), "soxr": _version("soxr"), "matplotlib": _version("matplotlib"),
-            "psutil": _version("psutil")}
-
-
-def _git() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return (rev or "unknown") + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -383,10 +306,11 @@ def main(argv=None) -> int:
         seconds_grid, batches, e2e_seconds, e2e_batches = [3.0, 10.0, 30.0], [1, 8, 32], [3.0, 10.0, 30.0], [1, 8, 32]
     if args.stages_only:
         seconds_grid, batches, e2e_seconds, e2e_batches = [], [], [], []
-    gpu = _gpu_name() if any(b.device == "cuda" for b in backends) else None
+    gpu = gpu_name() if any(b.device == "cuda" for b in backends) else None
     name = machine_name(cores, gpu)
-    out = args.out or ROOT / "benchmarks" / "results" / name
-    out.mkdir(parents=True, exist_ok=True)
+    from benchmarks import report
+
+    out = results_folder(args.out, name, full_run=not args.quick)
 
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="cmp-latency-") as tmpdir:
@@ -426,18 +350,17 @@ def main(argv=None) -> int:
             print("error: no backend of ours could be measured", file=sys.stderr)
             return 2
         import numpy as np
-        untrained = bool(json.loads((args.models / "models.json").read_text()).get("synthetic")) \
-            if (args.models / "models.json").is_file() else None
+        untrained = untrained_models(args.models)
         meta = {
             "machine_name": name,
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "command": "python benchmarks/latency.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
             "quick": args.quick,
             "threads": threads,
-            "machine": {"cpu": _cpu_model(), "logical_cpus": os.cpu_count(), "available_cores": cores,
-                        "ram_gib": _ram_gib(), "os": platform.platform(), "gpu": gpu},
+            "machine": {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "available_cores": cores,
+                        "ram_gib": ram_gib(), "os": platform.platform(), "gpu": gpu},
             "versions": versions(),
-            "git": _git(),
+            "git": git_revision(),
             "models": str(args.models),
             "untrained": untrained,
             "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
@@ -445,12 +368,9 @@ def main(argv=None) -> int:
         }
         doc = assemble(args, backends, skipped, results, inputs_info, meta)
         _ = np
-    from benchmarks import report
-    report.write_json(doc, out / "latency.json")
-    (out / "latency.md").write_text(report.markdown(doc))
-    report.plot(doc, out / "latency.png")
-    print(f"\nwrote {out / 'latency.md'}, latency.json, latency.png in {time.perf_counter() - t_start:.0f} s\n")
     md = report.markdown(doc)
+    report.write_results(out, "latency", doc, md, report.plot)
+    print(f"\nwrote {out / 'latency.md'}, latency.json, latency.png in {time.perf_counter() - t_start:.0f} s\n")
     print(md.split("## Latency by stage")[0])
     return 0
 

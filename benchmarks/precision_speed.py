@@ -25,7 +25,6 @@ as skipped with the reason. Writes ``precision_speed.md``, ``.json`` and ``.png`
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys
@@ -82,27 +81,29 @@ def configurations(models: Path, threads: int, batch: int, audio: Path | None) -
     from runtime.errors import CmpError
     from runtime.fbank import compute_fbank
 
-    manifest = json.loads((models / "models.json").read_text())
+    from runtime.models_folder import ModelsFolder
+
+    pipelines = ModelsFolder.read(models).pipelines
     skipped = ["fp16: measured on GPUs only (ONNX Runtime's CPU provider computes FP16 through casts)"]
     samples = demo_voice() if audio is None else load_audio(audio)
     fbank = compute_fbank(samples)
     fbanks = [fbank] * batch
     configs: dict = {}
     for precision in PRECISIONS:
-        for pipeline in manifest.get("pipelines", []):
-            for frontend in ("numpy", "onnx"):
+        for pipeline in pipelines:
+            for frontend in ("numpy", "fused"):
                 try:
                     p = Predictor(models, pipeline, device="cpu", threads=threads, frontend=frontend,
                                   precision=precision)
                 except CmpError as exc:
                     skipped.append(f"{precision} {pipeline} {frontend} frontend: {exc}")
                     continue
-                path = "" if frontend == "numpy" else ", ONNX frontend"
+                path = "" if frontend == "numpy" else ", fused graph"
                 configs[f"{precision} {pipeline}{path}"] = (precision, f"voice -> mesh, {pipeline}",
                                                             lambda p=p: p.predict(samples, 16000))
                 if frontend == "numpy":
                     x = np.ascontiguousarray(fbank.T[None])
-                    if pipeline == manifest["pipelines"][0]:
+                    if pipeline == pipelines[0]:
                         configs[f"{precision} encoder"] = (precision, "encoder",
                                                            lambda p=p, x=x: p.models.encoder.run({"fbank": x}, ["embedding"]))
                     configs[f"{precision} {pipeline} batch"] = (
@@ -237,17 +238,16 @@ def plot(doc: dict, path: Path) -> bool:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from benchmarks.latency import _cpu_model, _git, available_cores, machine_name
-    from runtime.atomic import replacing
+    from benchmarks.machine import available_cores, cpu_model, git_revision, machine_name
+    from benchmarks.report import results_folder, write_results
 
     rounds, calls, batch = (2, 1, 2) if args.quick else (args.rounds, args.calls, BATCH)
-    if not (args.models / "models.json").is_file():
-        print(f"precision_speed: error: {args.models}: no models.json (export the models first)", file=sys.stderr)
-        return 2
     from runtime.errors import CmpError
+    from runtime.models_folder import ModelsFolder
 
     load = [os.getloadavg()[0]]
     try:
+        folder = ModelsFolder.read(args.models)
         configs, skipped = configurations(args.models, args.threads, batch, args.audio)
     except CmpError as exc:  # e.g. an --audio file that is not audio
         print(f"precision_speed: error: {exc}", file=sys.stderr)
@@ -255,22 +255,15 @@ def main(argv=None) -> int:
     features = cpu_features()
     per_round, stages = measure(configs, rounds, calls)
     load.append(os.getloadavg()[0])
-    manifest = json.loads((args.models / "models.json").read_text())
-    doc = {"machine": machine_name(available_cores(), None), "cpu": _cpu_model(), "cpu_features": sorted(features),
-           "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git": _git(), "threads": args.threads,
+    doc = {"machine": machine_name(available_cores(), None), "cpu": cpu_model(), "cpu_features": sorted(features),
+           "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git": git_revision(), "threads": args.threads,
            "onnxruntime": __import__("onnxruntime").__version__, "rounds": rounds, "calls": calls, "batch": batch,
            "input": "the 6 s demo voice (runtime.demo_signal)" if args.audio is None else str(args.audio),
-           "encoder_target": encoder_target(features)[0], "stages": stage_medians(stages), "load": load, "untrained": bool(manifest.get("synthetic")), "skipped": skipped,
+           "encoder_target": encoder_target(features)[0], "stages": stage_medians(stages), "load": load, "untrained": folder.untrained, "skipped": skipped,
            "command": "python benchmarks/precision_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            **summarise(configs, per_round, batch, features)}
-    out = args.out or ROOT / "benchmarks" / "results" / doc["machine"] / "precision"
-    out.mkdir(parents=True, exist_ok=True)
-    with replacing(out / "precision_speed.json") as tmp:
-        tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    with replacing(out / "precision_speed.md") as tmp:
-        tmp.write_text(markdown(doc))
-    with replacing(out / "precision_speed.png") as tmp:
-        plot(doc, tmp)
+    out = results_folder(args.out, doc["machine"], "precision", full_run=not args.quick)
+    write_results(out, "precision_speed", doc, markdown(doc), plot)
     print(markdown(doc))
     print(f"wrote {out}")
     return 0

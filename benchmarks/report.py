@@ -1,10 +1,53 @@
-"""Outputs of the latency harness: the JSON document, a Markdown table and a PNG plot."""
+"""The benchmarks' one report writer (JSON document, Markdown table, PNG plot, all-or-nothing; where
+results go), and the latency harness's own table and plot."""
 from __future__ import annotations
 
 import json
 import math
 import re
+import tempfile
 from pathlib import Path
+from typing import Callable
+
+from benchmarks.machine import ROOT
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def results_folder(out: Path | None, machine: str, kind: str | None = None, full_run: bool = True) -> Path:
+    """Where a benchmark writes: ``out`` when given; else ``benchmarks/results/<machine>[/<kind>]``
+    for a full run, and a new temporary folder for a smoke test (``--quick``), so that a quick run
+    never overwrites the committed results of a machine."""
+    if out is not None:
+        return Path(out)
+    if not full_run:
+        return Path(tempfile.mkdtemp(prefix=f"cmp-bench-{kind or 'latency'}-"))
+    return RESULTS / machine / kind if kind else RESULTS / machine
+
+
+def write_results(out: Path, stem: str, doc: dict, markdown_text: str,
+                  plot: Callable[[dict, Path], object] | None = None) -> list[Path]:
+    """``<stem>.json``, ``<stem>.md`` and (with matplotlib) ``<stem>.png`` in ``out``, each written
+    all-or-nothing; the paths written. Without matplotlib the document says why there is no plot."""
+    from runtime.atomic import replacing
+
+    out.mkdir(parents=True, exist_ok=True)
+    if plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as exc:
+            plot, doc["png"] = None, f"not written: {exc} (pip install matplotlib)"
+    written = []
+    for name, text in ((f"{stem}.json", json.dumps(doc, indent=1) + "\n"), (f"{stem}.md", markdown_text)):
+        with replacing(out / name) as tmp:
+            tmp.write_text(text)
+        written.append(out / name)
+    if plot is not None:
+        with replacing(out / f"{stem}.png") as tmp:
+            plot(doc, tmp)
+        if (out / f"{stem}.png").exists():
+            written.append(out / f"{stem}.png")
+    return written
 
 STAGE_ORDER = [
     ("decode_wav16k_mono", "audio decode, 16 kHz mono WAV"),
@@ -33,7 +76,7 @@ TARGETS = [
 ]
 
 
-def _f(x: float | None, digits: int = 2) -> str:
+def format_number(x: float | None, digits: int = 2) -> str:
     if x is None or not math.isfinite(x):
         return "-"
     if x >= 100:
@@ -98,16 +141,16 @@ def markdown(doc: dict) -> str:
               "| target | limit | release-style, measured | backend | p50 | p90 | speed-up | met |",
               "|---|---:|---:|---|---:|---:|---:|---|"]
     for t in doc["targets"]:
-        base_cell = f"{_f(t['baseline_p50_ms'])} ms (~{_f(t['issue_release_ms'])})" if t["baseline_p50_ms"] \
-            else f"not run (~{_f(t['issue_release_ms'])})"
+        base_cell = f"{format_number(t['baseline_p50_ms'])} ms (~{format_number(t['issue_release_ms'])})" if t["baseline_p50_ms"] \
+            else f"not run (~{format_number(t['issue_release_ms'])})"
         for b in ours:
             r = t["ours"].get(b)
             if not r:
                 continue
-            met = "yes" if r["met"] else f"**no** (+{_f(r['p50_ms'] - t['target_ms'])} ms)"
-            lines.append(f"| {t['name']} | <= {_f(t['target_ms'])} ms | {base_cell} | {_short(doc, b)} | "
-                         f"{_f(r['p50_ms'])} ms | {_f(r['p90_ms'])} ms | "
-                         f"{'x' + _f(r['ratio']) if r['ratio'] else '-'} | {met} |")
+            met = "yes" if r["met"] else f"**no** (+{format_number(r['p50_ms'] - t['target_ms'])} ms)"
+            lines.append(f"| {t['name']} | <= {format_number(t['target_ms'])} ms | {base_cell} | {_short(doc, b)} | "
+                         f"{format_number(r['p50_ms'])} ms | {format_number(r['p90_ms'])} ms | "
+                         f"{'x' + format_number(r['ratio']) if r['ratio'] else '-'} | {met} |")
     lines.append("")
 
     # --- stages
@@ -120,10 +163,10 @@ def markdown(doc: dict) -> str:
         p50 = {r["backend"]: r["p50_ms"] for r in rows}
         for r in rows:
             twin = p50.get(twins.get(r["backend"]))
-            lines.append(f"| {label} | {_short(doc, r['backend'])} | {_f(r['p50_ms'])} | {_f(r['p90_ms'])} | "
-                         f"{_f(r['p99_ms'])} | {_f(r['mean_ms'])} | {r['n']} | "
-                         f"{'x' + _f(r['ratio']) if r.get('ratio') else '-'} | "
-                         f"{_f(r['p50_ms'] / twin) + 'x' if twin else '-'} |")
+            lines.append(f"| {label} | {_short(doc, r['backend'])} | {format_number(r['p50_ms'])} | {format_number(r['p90_ms'])} | "
+                         f"{format_number(r['p99_ms'])} | {format_number(r['mean_ms'])} | {r['n']} | "
+                         f"{'x' + format_number(r['ratio']) if r.get('ratio') else '-'} | "
+                         f"{format_number(r['p50_ms'] / twin) + 'x' if twin else '-'} |")
     if twins:
         lines += ["", "Time vs FP32: p50 over the p50 of the FP32 backend of the same provider in this run. Each "
                       "backend runs in its own process, one after the other, so these ratios carry the machine's "
@@ -160,14 +203,14 @@ def markdown(doc: dict) -> str:
                 if (r["kind"], r["pipeline"], r["seconds"], r["batch"]) == k}
         for b in bids:
             r = rows.get(b)
-            cells.append(f"{_f(r['utt_per_s'], 1)} ({_f(r['p50_ms'])})" if r else "-")
+            cells.append(f"{format_number(r['utt_per_s'], 1)} ({format_number(r['p50_ms'])})" if r else "-")
         if base:
             for b in ours:
                 r = rows.get(b)
-                cells.append(f"x{_f(r['ratio'])}" if r and r.get("ratio") else "-")
+                cells.append(f"x{format_number(r['ratio'])}" if r and r.get("ratio") else "-")
         for b in (b for b in ours if b in twins):
             r, t = rows.get(b), rows.get(twins[b])
-            cells.append(f"x{_f(r['utt_per_s'] / t['utt_per_s'])}" if r and t else "-")
+            cells.append(f"x{format_number(r['utt_per_s'] / t['utt_per_s'])}" if r and t else "-")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
 
@@ -196,10 +239,6 @@ def markdown(doc: dict) -> str:
             lines.append(f"- {_label(doc, bid)}: " + ", ".join(f"{k} {v}" for k, v in p.items()))
     lines.append("")
     return "\n".join(lines)
-
-
-def write_json(doc: dict, path: Path) -> None:
-    path.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
 
 
 def plot(doc: dict, path: Path) -> None:
@@ -231,7 +270,7 @@ def plot(doc: dict, path: Path) -> None:
                 ax.barh(y, r["p50_ms"], left=left, color=color, edgecolor="white", linewidth=0.5,
                         label=name if y == 0 else None)
                 if r["p50_ms"] > 2.5:
-                    ax.text(left + r["p50_ms"] / 2, y, _f(r["p50_ms"], 1), ha="center", va="center",
+                    ax.text(left + r["p50_ms"] / 2, y, format_number(r["p50_ms"], 1), ha="center", va="center",
                             fontsize=7, color="white")
                 left += r["p50_ms"]
             if not seg_ok:
@@ -240,7 +279,7 @@ def plot(doc: dict, path: Path) -> None:
             if e2e:
                 ax.plot([e2e["p50_ms"]], [y], marker="D", color="black", markersize=5,
                         label="measured end to end" if y == 0 else None)
-                ax.text(max(left, e2e["p50_ms"]) + 1.5, y, f"end to end {_f(e2e['p50_ms'], 1)} ms", va="center",
+                ax.text(max(left, e2e["p50_ms"]) + 1.5, y, f"end to end {format_number(e2e['p50_ms'], 1)} ms", va="center",
                         fontsize=8)
             labels.append(f"{pipe}\n{_label(doc, bid)}")
             y += 1

@@ -297,18 +297,16 @@ def main(argv=None) -> int:
 
         args.models = synthetic_models(progress=lambda m: print(m, file=sys.stderr))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    from benchmarks.latency import machine_name
+    from benchmarks.machine import machine_name
+    from benchmarks.report import results_folder, write_results
 
     machine = machine_name(cores, None)  # the same folder as the latency tables
-    out = args.out or ROOT / "benchmarks" / "results" / machine / "serve"
+    out = results_folder(args.out, machine, "serve", full_run=not args.quick)
     samples = speech(args.audio_seconds)
     doc = {"quick": args.quick, "machine": machine, "cores": cores, "pipeline": args.pipeline,
            "audio_seconds": args.audio_seconds, "max_delay_ms": args.max_delay_ms, "seconds": args.seconds,
            "configs": [run_config(args, args.models, b, samples) for b in args.max_batch]}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "serve_load.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (out / "serve_load.md").write_text(markdown(doc))
-    plot(doc, out / "serve_load.png")
+    write_results(out, "serve_load", doc, markdown(doc), plot)
     held_rates = {c["max_batch"]: c["highest_rate_held"] for c in doc["configs"]}
     print(f"wrote {out}/serve_load.{{json,md,png}}; highest rate held per --max-batch: {held_rates}")
     return 0

@@ -82,8 +82,8 @@ def run_ours(backend: dict, cfg: dict, rec: Recorder, inputs: dict) -> dict:
     from runtime.fbank import log_mel, normalise
     from runtime.predictor import Predictor
     from runtime.render import render_frontal, render_overlap
+    from runtime.runners.loaders import open_session
     from runtime.runners.ort_runner import OrtRunner
-    from runtime.sessions import open_session
     from runtime.vad import remove_silence
 
     threads = cfg["threads"]
@@ -93,8 +93,8 @@ def run_ours(backend: dict, cfg: dict, rec: Recorder, inputs: dict) -> dict:
     simple = (backend["precision"] == "fp32"
               and providers[0] in ("CPUExecutionProvider", "CUDAExecutionProvider"))
     device = "cuda" if providers[0] == "CUDAExecutionProvider" else "cpu"
-    fused = backend["frontend"] == "onnx"
-    frontend = "onnx" if fused else "numpy"
+    fused = backend["frontend"] == "fused"
+    frontend = "fused" if fused else "numpy"
 
     def sess(path):
         """Other files or provider options: the runtime's session settings, this backend's files."""
@@ -115,7 +115,7 @@ def run_ours(backend: dict, cfg: dict, rec: Recorder, inputs: dict) -> dict:
                                         spinning=spinning)
             for graph, attr in (("encoder", "encoder"), (f"decoder_{pipeline}", "decoder")):
                 path = backend["files"][graph]
-                setattr(preds[pipeline].models, attr, OrtRunner.wrap(sess(path), path, graph))
+                setattr(preds[pipeline].models, attr, OrtRunner(sess(path), path, graph))
         got = preds[pipeline].models.encoder.session.get_providers()[0]
         if got != providers[0]:
             raise RuntimeError(f"encoder session runs on {got}, not {providers[0]}")

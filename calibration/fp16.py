@@ -32,7 +32,7 @@ from onnx import helper, numpy_helper
 
 from calibration import graph as G
 from calibration.inputs import InputSet, builtin_voices
-from calibration.manifest import register_files, sha256, write_model
+from runtime.models_folder import ModelsFolder, sha256
 from calibration.quality import BARS, Verdict, min_cosine, relative_error
 
 FP16_MAX = 65504.0
@@ -398,11 +398,10 @@ def write_fp16(models: Path, inputs: InputSet, data_max: float = DATA_MAX,
     """Write ``<graph>_fp16.onnx`` for the encoder, each decoder and each fused voice2mesh
     graph of ``models``; record islands, ranges and quality in ``models.json``; return that
     ``precisions["fp16"]`` entry. Raises :class:`ModelError` when a bar cannot be met."""
-    from calibration.manifest import read_manifest
     from runtime.errors import ModelError
 
     models = Path(models)
-    manifest = read_manifest(models)
+    pipelines = list(ModelsFolder.read(models).pipelines)
     bar = BARS["fp16"]
     progress(f"FP16 for {models}: value ranges from {inputs.source}")
     graphs: dict[str, dict] = {}
@@ -413,7 +412,7 @@ def write_fp16(models: Path, inputs: InputSet, data_max: float = DATA_MAX,
     embeddings, encoder_verdict = encoder_check(encoder, feeds, bar["cosine"], inputs.source)
 
     results = {"encoder": fp16_graph("encoder", encoder, feeds, encoder_verdict, data_max, progress)}
-    for pipeline in manifest.get("pipelines", []):
+    for pipeline in pipelines:
         name = f"decoder_{pipeline}"
         decoder = onnx.load(str(models / f"{name}.onnx"))
         check = DecoderCheck(name, decoder, embeddings)
@@ -432,23 +431,23 @@ def write_fp16(models: Path, inputs: InputSet, data_max: float = DATA_MAX,
         _log_ranges(graph, result.ranges, result.islands, onnx.load(str(models / f"{graph}.onnx")), progress)
         if not result.verdict.ok:
             raise ModelError(f"{graph}: no FP16 model meets the bar ({result.verdict})")
-        write_model(result.model, models / f"{graph}{SUFFIX}.onnx")
+        G.save(result.model, models / f"{graph}{SUFFIX}.onnx")
         written.append(f"{graph}{SUFFIX}.onnx")
         graphs[graph] = _entry(result, models, graphs.get(graph))
         progress(f"[{graph}] wrote {graph}{SUFFIX}.onnx: {graphs[graph]['nodes']['fp16']} FP16 nodes, "
                  f"{graphs[graph]['nodes']['fp32']} FP32; {result.verdict}")
 
     if (models / "frontend.onnx").is_file():
-        graphs.update(_voice_graphs(models, manifest, inputs, results, written, progress))
+        graphs.update(_voice_graphs(models, pipelines, inputs, results, written, progress))
     entry = {"tool": f"calibration.fp16 (own pass; onnx {onnx.__version__})", "ranges_from": inputs.source,
              "verified": "bars measured with FP16 storage emulated in FP32 (calibration.fp16.emulate)",
              "data_max": data_max, "graphs": graphs}
-    register_files(models, written, "fp16", entry)
+    ModelsFolder.read(models).set_precision("fp16", entry, written)
     progress(f"FP16: wrote {', '.join(written)}")
     return entry
 
 
-def _voice_graphs(models: Path, manifest: dict, inputs: InputSet, results: Mapping[str, Fp16Result],
+def _voice_graphs(models: Path, pipelines: list[str], inputs: InputSet, results: Mapping[str, Fp16Result],
                   written: list[str], progress: Callable[[str], None]) -> dict:
     """The frontend stays FP32 (its ranges recorded); ``voice2mesh_<p>_fp16`` fuses it with the
     FP16 encoder and decoder."""
@@ -461,7 +460,7 @@ def _voice_graphs(models: Path, manifest: dict, inputs: InputSet, results: Mappi
                                   "normalisation are listed hazards", "ranges_from": voices.source,
                         "ranges": _ranges_entry(ranges)}}
     parts = {name: r.model for name, r in results.items()}
-    out.update(fused_graphs(models, manifest.get("pipelines", []), voices, parts, SUFFIX, written, progress))
+    out.update(fused_graphs(models, pipelines, voices, parts, SUFFIX, written, progress))
     return out
 
 
@@ -477,7 +476,7 @@ def fused_graphs(models: Path, pipelines: list[str], voices: InputSet, parts: Ma
     """``voice2mesh_<p><suffix>.onnx``: the FP32 frontend fused with ``parts["encoder"]`` and
     ``parts["decoder_<p>"]``, compared end to end with the FP32 ``voice2mesh_<p>`` (reported:
     the bars hold per model; a decoder that amplifies a tiny embedding change shows here)."""
-    from export.frontend_graph import fuse_voice2mesh
+    from runtime.frontend_graph import fuse_voice2mesh
 
     frontend = onnx.load(str(models / "frontend.onnx"))
     feeds = [u.samples_feed() for u in voices.utterances]
@@ -502,7 +501,7 @@ def fused_graphs(models: Path, pipelines: list[str], voices: InputSet, parts: Ma
         progress(f"[{graph}] end to end vs FP32 on {voices.source}: embedding cosine {cosine:.7f}, "
                  + ", ".join(f"{k} rel. error {v:.3g}" for k, v in errors.items() if k != "embedding"))
         file = f"{graph}{suffix}.onnx"
-        write_model(fused, models / file)
+        G.save(fused, models / file)
         written.append(file)
         sources = [(files or {}).get(g, f"{g}{suffix}.onnx") for g in ("encoder", f"decoder_{pipeline}")]
         out[graph] = {"file": file, "from": " + ".join(["frontend.onnx", *sources]),

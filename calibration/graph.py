@@ -3,11 +3,14 @@ ranges of every intermediate tensor measured with ONNX Runtime. onnx + onnxrunti
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
+
+from runtime.atomic import replacing
 
 FLOAT = TensorProto.FLOAT
 FLOAT16 = TensorProto.FLOAT16
@@ -152,3 +155,9 @@ def measure_ranges(model: onnx.ModelProto, feeds: Iterable[Mapping[str, np.ndarr
         for name, value in values.items():
             add(name, value)
     return ranges
+
+
+def save(model: onnx.ModelProto, path: Path) -> None:
+    """Write an ONNX file all-or-nothing."""
+    with replacing(path) as tmp:
+        onnx.save(model, str(tmp))

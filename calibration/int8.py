@@ -29,7 +29,7 @@ from calibration import stats as S
 from calibration.fp16 import (PARAM_OUTPUTS, DecoderCheck, bisect_islands, encoder_check, fused_graphs,
                               hazard_islands, voice_inputs)
 from calibration.inputs import InputSet
-from calibration.manifest import register_files, sha256, write_model
+from runtime.models_folder import ModelsFolder, sha256
 from calibration.quality import BARS, Verdict, selection_bars
 
 OP_TYPES = ("Conv", "MatMul", "Gemm")
@@ -188,7 +188,6 @@ def write_int8(models: Path, inputs: InputSet, method: str = DEFAULT_METHOD,
     record them in ``models.json`` and return that ``precisions["int8"]`` entry."""
     from tqdm import tqdm
 
-    from calibration.manifest import read_manifest
     from runtime.errors import ModelError
 
     if flavour not in FLAVOURS:
@@ -198,8 +197,7 @@ def write_int8(models: Path, inputs: InputSet, method: str = DEFAULT_METHOD,
     if method not in CHOICES:
         raise ModelError(f"unknown calibration method {method!r}: choose one of {', '.join(CHOICES)}")
     models = Path(models)
-    manifest = read_manifest(models)
-    pipelines = manifest.get("pipelines", [])
+    pipelines = list(ModelsFolder.read(models).pipelines)
     bar = selection_bars("int8")
     feeds = [u.encoder_feed() for u in inputs.utterances]
     encoder = onnx.load(str(models / "encoder.onnx"))
@@ -226,7 +224,7 @@ def write_int8(models: Path, inputs: InputSet, method: str = DEFAULT_METHOD,
         summary = qdq_summary(r.model)
         if summary["dequantize_linear"]:
             file = f"{r.graph}{suffix}.onnx"
-            write_model(r.model, models / file)
+            G.save(r.model, models / file)
             written.append(file)
         else:  # nothing met the bar in INT8: the FP32 file serves (no 2nd copy of its weights)
             file = f"{r.graph}.onnx"
@@ -249,6 +247,6 @@ def write_int8(models: Path, inputs: InputSet, method: str = DEFAULT_METHOD,
              "calibrated_on": inputs.source, "activations": activations,
              "weights": "int8 symmetric per channel", "graphs": graphs,
              "param_outputs": [n for n in PARAM_OUTPUTS]}
-    register_files(models, written, section, entry, drop=tuple(superseded))
+    ModelsFolder.read(models).set_precision(section, entry, written, drop=tuple(superseded))
     progress(f"INT8 ({flavour}): wrote {', '.join(written) or 'nothing'}")
     return entry

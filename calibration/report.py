@@ -14,7 +14,6 @@ Writes ``accuracy.md``, ``accuracy.json`` and ``accuracy.png`` (matplotlib, when
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -26,11 +25,11 @@ import onnx
 from calibration import graph as G
 from calibration import inputs as I
 from calibration.fp16 import PARAM_OUTPUTS, emulate
-from calibration.manifest import read_manifest
 from calibration.quality import BARS, relative_error
 from runtime import metrics
 from runtime.atomic import replacing
-from runtime.errors import CmpError, ModelError
+from runtime.errors import ModelError
+from runtime.models_folder import MANIFEST, ModelsFolder
 
 EAR_MM = 140.0  # ear-to-ear width of the face the mm figures are scaled to
 UNTRAINED_NOTE = ("The synthetic weights are UNTRAINED: their decoders amplify tiny embedding changes far more "
@@ -76,16 +75,17 @@ def _are(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 def evaluate(models: Path, inputs: I.InputSet, progress: Callable[[str], None] = print) -> dict:
     models = Path(models)
-    manifest = read_manifest(models)
+    folder = ModelsFolder.read(models)
+    manifest = folder.manifest
     precisions = manifest.get("precisions") or {}
     if not precisions:
-        raise ModelError(f"{models}: models.json records no FP16 or INT8 models; write them first "
+        raise ModelError(f"{models}: {MANIFEST} records no FP16 or INT8 models; write them first "
                          "(python -m calibration --models DIR ...)")
     feeds = [u.encoder_feed() for u in inputs.utterances]
     e32 = np.concatenate([r["embedding"] for r in _run(models, "encoder.onnx", feeds)])
     report: dict = {"models": str(models), "inputs": inputs.source, "untrained": bool(manifest.get("synthetic")),
                     "note": UNTRAINED_NOTE if manifest.get("synthetic") else None, "precisions": {}}
-    ref = {p: _run(models, f"decoder_{p}.onnx", [{"embedding": e32}])[0] for p in manifest.get("pipelines", [])}
+    ref = {p: _run(models, f"decoder_{p}.onnx", [{"embedding": e32}])[0] for p in folder.pipelines}
     for precision, entry in precisions.items():
         graphs = entry.get("graphs", {})
         used = entry.get("calibrated_on") or entry.get("ranges_from")
@@ -213,23 +213,13 @@ def write(report: dict, out: Path) -> list[Path]:
     return [out / "accuracy.md", out / "accuracy.json", *written]
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m calibration.report") -> int:
-    """``python -m calibration.report`` and ``cmp-face accuracy``."""
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    parser.add_argument("--models", type=Path, required=True, metavar="DIR")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--audio", type=Path, metavar="DIR", help="held-out speech recordings")
-    source.add_argument("--fbanks", type=Path, metavar="DIR", help="held-out (T, 64) .npy fbanks")
-    parser.add_argument("-o", "--output", type=Path, metavar="DIR", help="default: MODELS/accuracy")
-    args = parser.parse_args(argv)
-    try:
-        report = evaluate(args.models, I.load(args.audio, args.fbanks, progress=print))
-        files = write(report, args.output or args.models / "accuracy")
-    except CmpError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    print("wrote " + ", ".join(str(f) for f in files))
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    """``python -m calibration.report`` (= ``cmp-face accuracy``, defined in calibration.cli, which
+    imports this module to run it: looked up by name, not imported back)."""
+    from runtime.cli.shell import run_program
+    from runtime.plugins import registered_command
+
+    return run_program(registered_command("accuracy"), argv, "python -m calibration.report")
 
 
 if __name__ == "__main__":

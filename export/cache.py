@@ -1,5 +1,7 @@
 """Build the cache's models folders (torch). Finding a finished one is ``runtime.cache``'s work.
 
+:func:`build_entry` is registered as the cache's builder (``setup.py``, entry point group
+``cmp_deploy.cache_builders``), so the runtime builds on a cache miss without importing export.
 Each entry is built under ``<entry>.partial-<pid>`` and renamed when complete, so an interrupted
 build is never mistaken for a finished one (``runtime.cache`` removes such leftovers once their
 process is gone). Messages name the final folder, never the partial one.
@@ -14,11 +16,11 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from export.checkpoints import PIPELINES
 from export.onnx_export import default_real_audio, default_real_inputs, export_release, export_steps
 from export.progress import StepBar
 from export.synthetic import PACK_STEPS, write_pack
-from runtime.cache import check_models, models_for, partial_path
+from runtime.cache import models_for, partial_path
+from runtime.models_folder import PIPELINES, check_models
 
 
 @contextlib.contextmanager
@@ -77,13 +79,23 @@ def build_release(final: Path, release: str | Path, pipeline: str, epoch: str | 
     _build(final, export_steps((pipeline,)), build, progress)
 
 
+def build_entry(entry: Path, release: Path | None, pipeline: str, epoch: str | int | None, seed: int,
+                progress: Callable[[str], None]) -> None:
+    """Build the cache entry ``entry``: the synthetic pack (``release`` None) or one pipeline of a
+    release folder (the registered ``runtime.plugins.CacheBuilder``)."""
+    if release is None:
+        build_synthetic(entry, seed, progress)
+    else:
+        build_release(entry, release, pipeline, epoch, progress)
+
+
 def synthetic_models(seed: int = 0, progress: Callable[[str], None] = print) -> Path:
     """The synthetic pack's models folder in the cache, built once."""
-    return models_for(None, PIPELINES[0], progress=progress, seed=seed)
+    return models_for(None, PIPELINES[0], progress=progress, seed=seed, build=build_entry)
 
 
 def release_models(release: str | Path, pipeline: str, epoch: str | int | None = None,
                    progress: Callable[[str], None] = print) -> Path:
     """The models folder exported from a release folder, rebuilt when its files change."""
-    return models_for(Path(release), pipeline, epoch, progress)
+    return models_for(Path(release), pipeline, epoch, progress, build=build_entry)
 

@@ -25,7 +25,7 @@ from torch import nn
 from export.models import (MobileNetV2, Morphable, SupervisedDecoder, UnsupervisedDecoder,
                            VoiceEmbedNet)
 from runtime.errors import CheckpointError
-from runtime.release_files import PIPELINES, ReleaseFolder, sha256  # noqa: F401 (re-exported)
+from runtime.release_files import ReleaseFolder
 
 POSE_PREFIX = "module.IGM.backbone."
 MORPHABLE_KEYS = ("u", "w_shp", "w_exp", "param_mean", "param_std")

@@ -16,7 +16,7 @@ import copy
 import io
 import json
 import logging
-import re
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -27,21 +27,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.checkpoints import PIPELINES, load_release
+from export.checkpoints import load_release
 from export.models import EMBED_DIM, SUPERVISED_OUTPUTS, UNSUPERVISED_OUTPUTS
 from export.progress import step
 from export.synthetic import WARNING, read_manifest
-from runtime.atomic import replacing
-from runtime.cache import FORMAT, MANIFEST, file_record
 from runtime.errors import CheckpointError, CmpError
+from runtime.models_folder import (FORMAT, PIPELINES, TRIANGLES, file_record, graphs, remove_reduced_precision_files,
+                                   write_manifest)
 
 OPSET = 18
 DEFAULT_TOLERANCE = 1e-4
-MODELS_MANIFEST = MANIFEST
-FORMAT_VERSION = FORMAT  # models.json, read by runtime.cache
-# What cmp-face calibrate / export --precision fp16 write beside the FP32 graphs.
-REDUCED_PRECISION_FILE = re.compile(
-    r"^(encoder|frontend|(decoder|voice2mesh)_(supervised|unsupervised))_(fp16|int8|int8u8)\.onnx$")
+# Optional real data the export verifies on besides random inputs (a user's clone has none).
+VERIFY_FBANKS_ENV = "CMP_DEPLOY_VERIFY_FBANKS"
+VERIFY_AUDIO_ENV = "CMP_DEPLOY_VERIFY_AUDIO"
 OUTPUT_NAMES = {"supervised": SUPERVISED_OUTPUTS, "unsupervised": UNSUPERVISED_OUTPUTS}
 
 
@@ -190,9 +188,14 @@ def _real_voices(folder: Path | None) -> list[tuple[str, np.ndarray]]:
 
 
 def default_real_audio() -> Path | None:
-    """Real speech recordings in a development checkout (``../shared/data/voxceleb_wav``)."""
-    folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "voxceleb_wav"
-    return folder if folder.is_dir() else None
+    """Real speech recordings to verify the frontend graphs on: the folder named by
+    ``$CMP_DEPLOY_VERIFY_AUDIO`` (``.wav`` files), if set and present."""
+    return _env_folder(VERIFY_AUDIO_ENV)
+
+
+def _env_folder(name: str) -> Path | None:
+    folder = os.environ.get(name)
+    return Path(folder) if folder and Path(folder).is_dir() else None
 
 
 def export_voice_graphs(out_dir: Path, pipelines: tuple[str, ...], meta: dict[str, str], verifier: Verifier,
@@ -201,7 +204,7 @@ def export_voice_graphs(out_dir: Path, pipelines: tuple[str, ...], meta: dict[st
     verified against the numpy frontend and against the separate graphs chained."""
     import onnx
 
-    from export.frontend_graph import build_frontend, fuse_voice2mesh
+    from runtime.frontend_graph import build_frontend, fuse_voice2mesh
     from runtime.fbank import log_mel, normalise
 
     path = out_dir / "frontend.onnx"
@@ -236,9 +239,9 @@ def export_steps(pipelines: tuple[str, ...]) -> int:
 
 
 def default_real_inputs() -> Path | None:
-    """The release's preprocessed features in a development checkout (``../shared/data``)."""
-    folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "fbank_preprocessed"
-    return folder if folder.is_dir() else None
+    """Real (T, 64) fbanks to verify on (e.g. the release's preprocessed features): the folder named
+    by ``$CMP_DEPLOY_VERIFY_FBANKS``, if set and present. Random inputs are always checked."""
+    return _env_folder(VERIFY_FBANKS_ENV)
 
 
 def export_release(release: str | Path, out_dir: str | Path, pipelines: tuple[str, ...] = PIPELINES,
@@ -260,7 +263,7 @@ def export_release(release: str | Path, out_dir: str | Path, pipelines: tuple[st
         progress("  (no real inputs given: verifying on random inputs only)")
     batch = torch.export.Dim("batch", min=1, max=4096)
     frames = torch.export.Dim("frames", min=1, max=1 << 20)
-    manifest: dict = {"format": FORMAT_VERSION, "synthetic": bool(synthetic), "pipelines": [],
+    manifest: dict = {"format": FORMAT, "synthetic": bool(synthetic), "pipelines": [],
                       "warning": WARNING if synthetic else None, "opset": OPSET,
                       "torch": torch.__version__, "onnx": onnx.__version__, "sources": {}, "files": {}}
 
@@ -273,7 +276,7 @@ def export_release(release: str | Path, out_dir: str | Path, pipelines: tuple[st
         manifest["sources"].update(hashes)
         n_vertices = int(loaded.decoder.morphable.n_vertices)
         base_meta = {"source": "synthetic" if synthetic else "release", "untrained": str(bool(synthetic)).lower(),
-                     "n_vertices": str(n_vertices), "cmp_deploy_format": str(FORMAT_VERSION)}
+                     "n_vertices": str(n_vertices), "cmp_deploy_format": str(FORMAT)}
 
         if not encoder_done:
             path = out_dir / "encoder.onnx"
@@ -290,7 +293,7 @@ def export_release(release: str | Path, out_dir: str | Path, pipelines: tuple[st
             for label, x in cases:
                 verifier.compare(path, loaded.encoder, x, "fbank", ("embedding",), label)
             triangles = loaded.triangles
-            np.save(out_dir / "triangles.npy", triangles)
+            np.save(out_dir / TRIANGLES, triangles)
             encoder_done = True
         elif not np.array_equal(triangles, loaded.triangles):
             raise CheckpointError("the two pipelines use different triangle files")
@@ -314,8 +317,7 @@ def export_release(release: str | Path, out_dir: str | Path, pipelines: tuple[st
         progress(f"[{pipeline}] done in {time.perf_counter() - started:.1f} s")
 
     export_voice_graphs(out_dir, tuple(manifest["pipelines"]), base_meta, verifier, real_audio, progress)
-    written = ["encoder.onnx", "frontend.onnx", "triangles.npy"]
-    written += [f"{kind}_{p}.onnx" for p in manifest["pipelines"] for kind in ("decoder", "voice2mesh")]
+    written = [f"{g}.onnx" for g in graphs(manifest["pipelines"])] + [TRIANGLES]
     for name in sorted(written):
         manifest["files"][name] = file_record(out_dir / name)
     manifest["verification"] = {"tolerance": tolerance, "real_inputs": len(real),
@@ -323,13 +325,10 @@ def export_release(release: str | Path, out_dir: str | Path, pipelines: tuple[st
                                 "checks": [c.__dict__ for c in verifier.checks]}
     # FP16/INT8 files of an earlier export were made from other FP32 files: remove them with the
     # manifest that listed them, so no name lookup can find them (cmp-face calibrate remakes them).
-    stale = sorted(p.name for p in out_dir.glob("*.onnx") if REDUCED_PRECISION_FILE.match(p.name))
-    for name in stale:
-        (out_dir / name).unlink()
+    stale = remove_reduced_precision_files(out_dir)
     if stale:
         progress(f"removed the reduced-precision files of an earlier export: {', '.join(stale)}")
-    with replacing(out_dir / MODELS_MANIFEST) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest(out_dir, manifest)
     progress(verifier.summary())
     progress(f"wrote {out_dir}")
     return manifest

@@ -13,7 +13,6 @@ options) that the runtime checks before it loads the engine (runtime/engines.py)
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -24,15 +23,17 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runtime.atomic import replacing  # noqa: E402
+from runtime.atomic import replacing, write_json  # noqa: E402
+from runtime.cli.args import add_models, add_precision  # noqa: E402
+from runtime.cli.shell import program  # noqa: E402
+from runtime.engines import BUILD_SCRIPT, HARDWARE_COMPAT, SIDECAR_FORMAT, Gpu, rebuild_command  # noqa: E402
 from runtime.errors import CmpError, EngineError, ModelError  # noqa: E402
-from runtime.engines import (BUILD_SCRIPT, HARDWARE_COMPAT, MANIFEST, PRECISION_COMMANDS, PRECISIONS,  # noqa: E402
-                             SIDECAR_FORMAT, Gpu, engine_file, engine_target, import_tensorrt, onnx_file, rebuild_command,
-                             sidecar_path)
+from runtime.models_folder import (PIPELINES, PRECISION_COMMANDS, ModelsFolder,  # noqa: E402
+                                   engine_file, engine_target, graphs, onnx_file, sha256, sidecar_file)
+from runtime.plugins import Command  # noqa: E402
 from runtime.profiles import DEFAULT_MAX_SECONDS, Profile, check_max_seconds, derive_profiles  # noqa: E402
-from runtime.release_files import sha256  # noqa: E402
+from runtime.runners.cuda import current_gpu, import_tensorrt  # noqa: E402
 
-PIPELINES = ("supervised", "unsupervised")
 DEFAULT_WORKSPACE_MIB = 4096
 DEFAULT_OPT_LEVEL = 3  # TensorRT's own default
 TRTEXEC_SCRIPT = "trtexec.sh"
@@ -96,42 +97,24 @@ def graph_inputs(path: Path) -> list[tuple[str, list]]:
     return inputs
 
 
-def read_manifest(models: Path) -> dict:
-    try:
-        manifest = json.loads((models / MANIFEST).read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{models / MANIFEST}: not found; is {models} a models folder written by "
-                         "'cmp-face export' (or python export/to_onnx.py)?") from None
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{models / MANIFEST}: unreadable ({exc})") from exc
-    if not isinstance(manifest, dict):
-        raise ModelError(f"{models / MANIFEST}: not a cmp-deploy models manifest")
-    return manifest
+def default_graphs(folder: ModelsFolder, pipeline: str) -> list[str]:
+    chosen = list(folder.pipelines) if pipeline == "both" else [pipeline]
+    folder.require_pipelines(chosen)
+    return graphs(chosen, frontend=False)
 
 
-def default_graphs(manifest: dict, models: Path, pipeline: str) -> list[str]:
-    exported = [p for p in manifest.get("pipelines", []) if p in PIPELINES]
-    chosen = exported if pipeline == "both" else [p for p in exported if p == pipeline]
-    if not chosen:
-        which = "" if pipeline == "both" else f"{pipeline} "
-        raise ModelError(f"{models} holds no {which}decoder (exported: {', '.join(exported) or 'none'})")
-    return ["encoder"] + [f"{kind}_{p}" for p in chosen for kind in ("decoder", "voice2mesh")]
-
-
-def plan(models: Path, options: Options, graphs: list[str] | None = None, pipeline: str = "both") -> list[Job]:
+def plan(models: Path, options: Options, graph_names: list[str] | None = None, pipeline: str = "both") -> list[Job]:
     """Check the inputs and derive each engine's profiles; nothing is built."""
     models = Path(models)
-    if not models.is_dir():
-        raise ModelError(f"{models}: models folder not found")
-    manifest = read_manifest(models)  # engines are listed there once built
-    graphs = graphs or default_graphs(manifest, models, pipeline)
-    known = ["encoder", "frontend"] + [f"{kind}_{p}" for kind in ("decoder", "voice2mesh") for p in PIPELINES]
-    unknown = [g for g in graphs if g not in known]
+    folder = ModelsFolder.read(models)  # engines are listed there once built
+    wanted = graph_names or default_graphs(folder, pipeline)
+    known = graphs(PIPELINES)
+    unknown = [g for g in wanted if g not in known]
     if unknown:
         raise ModelError(f"unknown graph {', '.join(unknown)}: choose from {', '.join(known)}")
     jobs = []
-    for graph in dict.fromkeys(graphs):
-        path = models / onnx_file(graph, options.precision)
+    for graph in dict.fromkeys(wanted):
+        path = models / folder.precision_file(graph, options.precision)  # calibration may keep a graph FP32
         if not path.is_file():
             if options.precision != "fp32" and (models / onnx_file(graph, "fp32")).is_file():
                 make = PRECISION_COMMANDS[options.precision].format(models=shlex.quote(str(models)))
@@ -228,24 +211,6 @@ def sidecar_data(job: Job, options: Options, engine: Path, tensorrt_version: str
                   "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
         "rebuild": rebuild_command(engine.parent, job.graph, options.precision, options.cli()),
     }
-
-
-def write_json(path: Path, data: dict) -> None:
-    with replacing(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def register_engine(models: Path, sidecar: dict) -> None:
-    """List the engine in ``models.json`` (``engines`` table), written all-or-nothing."""
-    manifest = read_manifest(Path(models))
-    engines = manifest.setdefault("engines", {})
-    engines[sidecar["engine"]["file"]] = {
-        "graph": sidecar["graph"], "precision": sidecar["precision"],
-        "sidecar": sidecar_path(Path(sidecar["engine"]["file"])).name,
-        "sha256": sidecar["engine"]["sha256"], "size": sidecar["engine"]["size"],
-        "tensorrt": sidecar["tensorrt"]["version"], "gpu": sidecar["gpu"],
-        "hardware_compatibility": sidecar["hardware_compatibility"]}
-    write_json(Path(models) / MANIFEST, manifest)
 
 
 # ------------------------------------------------------------------ building (TensorRT)
@@ -356,10 +321,10 @@ def build_engine(trt, job: Job, options: Options, models: Path, gpu: Gpu, progre
     io = {"inputs": _tensors(network, network.num_inputs, network.get_input),
           "outputs": _tensors(network, network.num_outputs, network.get_output)}
     data = sidecar_data(job, options, engine, trt.__version__, gpu, io, time.perf_counter() - started)
-    write_json(sidecar_path(engine), data)
-    register_engine(models, data)
+    write_json(sidecar_file(engine), data)
+    ModelsFolder.read(models).add_engine(data)
     progress(f"  wrote {engine.name} ({engine.stat().st_size / 1e6:.1f} MB, {data['build']['seconds']} s) "
-             f"and {sidecar_path(engine).name}")
+             f"and {sidecar_file(engine).name}")
     return engine
 
 
@@ -371,14 +336,11 @@ def _max_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None, prog: str = "to_trt.py") -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    parser.add_argument("--models", type=Path, required=True, metavar="DIR", help="models folder (models.json, *.onnx)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp16",
-                        help="which ONNX files to build: <graph>.onnx (fp32), <graph>_fp16.onnx, <graph>_int8.onnx "
-                             "(default %(default)s)")
-    parser.add_argument("--pipeline", choices=(*PIPELINES, "both"), default="both",
-                        help="whose graphs to build by default: encoder, decoder_<pipeline>, voice2mesh_<pipeline>")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_models(parser, release=False, required=True, pipelines="many")
+    add_precision(parser, default="fp16", help="which ONNX files to build, as the folder's manifest lists them: "
+                                               "<graph>.onnx (fp32), <graph>_fp16.onnx, <graph>_int8.onnx (default "
+                                               "%(default)s)")
     parser.add_argument("--graphs", type=lambda s: [g for g in s.split(",") if g], metavar="G1,G2",
                         help="build these graphs instead (e.g. encoder,decoder_supervised,frontend)")
     parser.add_argument("--max-seconds", type=_max_seconds, default=DEFAULT_MAX_SECONDS, metavar="S",
@@ -398,7 +360,6 @@ def build_parser(parser: argparse.ArgumentParser | None = None, prog: str = "to_
     parser.add_argument("--dry-run", action="store_true",
                         help=f"check the inputs, print the plan and write the trtexec commands to {TRTEXEC_SCRIPT} "
                              "beside the models; needs no TensorRT")
-    return parser
 
 
 def options_from(args: argparse.Namespace) -> Options:
@@ -421,22 +382,19 @@ def run(args: argparse.Namespace, progress=print) -> list[Path]:
         path = write_trtexec_script(jobs, options, models)
         progress(f"dry run: nothing built; wrote {path} ({len(jobs)} trtexec command{'s' * (len(jobs) > 1)})")
         return [path]
-    from runtime.engines import current_gpu
-
     gpu = current_gpu()
     progress(f"building on {gpu.name} (compute capability {gpu.cc}) with TensorRT {trt.__version__}")
     return [build_engine(trt, job, options, models, gpu, progress) for job in jobs]
 
 
-def main(argv: list[str] | None = None, prog: str = "to_trt.py") -> int:
-    """``python export/to_trt.py`` and ``cmp-face build-engines`` (``prog`` names which in messages)."""
-    args = build_parser(prog=prog).parse_args(argv)
-    try:
-        run(args)
-    except CmpError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+COMMAND = Command(
+    "build-engines", "build TensorRT engines from a models folder", add_arguments, run, extra="gpu",
+    prog="to_trt.py",
+    description="Strongly typed TensorRT engines (10.x and 11.x) from the ONNX files of a models folder, each with "
+                "a JSON sidecar the runtime checks before loading it; --dry-run writes trtexec command lines instead.")
+
+
+main = program(COMMAND, "to_trt.py")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 from runtime.errors import CheckpointError, CmpError, EngineError, InputError, InputWarning, ModelError, NoSpeechError
 from runtime.predictor import Predictor
 from runtime.result import Prediction
+from runtime.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["Predictor", "Prediction", "CmpError", "InputError", "NoSpeechError", "CheckpointError",
            "ModelError", "EngineError", "InputWarning", "__version__"]

@@ -20,7 +20,7 @@ SEGMENT_COLOURS = {"forehead": "#1f77b4", "cheek": "#2ca02c", "ear": "#9467bd", 
 SURFACE_MAP = "YlOrRd"
 
 
-def _matplotlib():
+def require_matplotlib():
     try:
         import matplotlib
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -83,7 +83,7 @@ def write_figure(path: Path, vertices: np.ndarray, triangles: np.ndarray, analys
     under the title (e.g. that the models or means are synthetic)."""
     from runtime.atomic import replacing
 
-    matplotlib, Figure, FigureCanvasAgg = _matplotlib()
+    matplotlib, Figure, FigureCanvasAgg = require_matplotlib()
     cmap = matplotlib.colormaps[SURFACE_MAP]
     d = analysis.vertex_distance
     top = float(np.percentile(d, 99)) or 1.0  # a few outliers should not wash out the map

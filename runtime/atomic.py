@@ -5,6 +5,7 @@ temporary name keeps the suffix, because numpy and OpenCV choose behaviour from 
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -33,6 +34,12 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_json(path: str | os.PathLike, data) -> None:
+    """``data`` as indented JSON, all-or-nothing."""
+    with replacing(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
 class OutputFolder:

@@ -46,12 +46,12 @@ import numpy as np
 
 from .errors import InputError, InputWarning
 
-TARGET_RATE = 16000
+SAMPLE_RATE = 16000  # what the release works at: every input is resampled to it
 MIN_RATE = 4000  # below / above these the header (or the caller) is wrong
 MAX_RATE = 384000
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024  # 200 MiB (about 100 min of 16 kHz stereo 16-bit)
 
-__all__ = ["load_audio", "load_audio_with_warnings", "read_limited", "TARGET_RATE", "MIN_RATE", "MAX_RATE", "DEFAULT_MAX_BYTES"]
+__all__ = ["load_audio", "load_audio_with_warnings", "read_limited", "SAMPLE_RATE", "MIN_RATE", "MAX_RATE", "DEFAULT_MAX_BYTES"]
 
 STREAMING_DATA_SIZE = 0xFFFFFFFF  # a streaming writer's 'data' size placeholder: length unknown
 PCM16_BYTES = 2  # the size limit counts decoded audio as 16-bit PCM (its WAV size)
@@ -228,15 +228,15 @@ def _finish(values: np.ndarray, rate: float) -> np.ndarray:
     if values.shape[0] == 0:
         raise InputError("audio has no samples")
     if values.dtype == np.int16:
-        if values.shape[1] == 1 and rate == TARGET_RATE:
+        if values.shape[1] == 1 and rate == SAMPLE_RATE:
             return values[:, 0].copy()  # the release's own input: passed through bit-exact
         values = values.astype(np.float64)
     mono = values[:, 0] if values.shape[1] == 1 else values.mean(axis=1)
-    if rate != TARGET_RATE:
+    if rate != SAMPLE_RATE:
         import soxr  # lazy: only needed for resampling
-        mono = soxr.resample(np.ascontiguousarray(mono), rate, TARGET_RATE, quality="HQ")
+        mono = soxr.resample(np.ascontiguousarray(mono), rate, SAMPLE_RATE, quality="HQ")
         if mono.size == 0:
-            raise InputError(f"audio is too short to resample from {rate:g} Hz to {TARGET_RATE} Hz")
+            raise InputError(f"audio is too short to resample from {rate:g} Hz to {SAMPLE_RATE} Hz")
     out = np.rint(mono)
     np.clip(out, -32768.0, 32767.0, out=out)
     return out.astype(np.int16)

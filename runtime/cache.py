@@ -6,10 +6,11 @@ Layout under :func:`cache_root`::
     release-<pipeline>-<key>/models                 models exported from a release folder
                                                     (<key> hashes the release files it needs)
 
-An entry is built under ``<entry>.partial-<pid>`` and renamed when complete (``export/cache.py``),
-so a folder without that suffix is finished. Only building imports ``export`` (torch); looking
-an entry up reads ``models.json`` and compares each file's size and mtime with what it records,
-re-hashing a file only when they differ, so opening a cached entry stays cheap.
+An entry is built under ``<entry>.partial-<pid>`` and renamed when complete, so a folder without
+that suffix is finished. Building needs torch: it is done by the builder the export package
+registers (:mod:`runtime.plugins`), or by one the caller hands to :func:`models_for`. Looking an
+entry up reads its manifest (:mod:`runtime.models_folder`) and compares each file's size and mtime
+with what it records, re-hashing a file only when they differ, so opening a cached entry stays cheap.
 """
 from __future__ import annotations
 
@@ -25,14 +26,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from runtime.atomic import replacing
+from runtime.atomic import write_json
 from runtime.errors import CmpError, ModelError
-from runtime.release_files import ReleaseFolder, sha256
+from runtime.models_folder import check_models, file_record, manifest_path, recorded_sha256
+from runtime.plugins import CacheBuilder, cache_builder
+from runtime.release_files import ReleaseFolder
 
-MANIFEST = "models.json"
-# models.json format: 2 records {"sha256", "size", "mtime_ns"} per file; 1 recorded the sha256
-# alone (still read: such an entry is hashed once and upgraded in place).
-FORMAT = 2
 SYNTHETIC_PACK_VERSION = 1  # bump when the synthetic pack changes: its entries are then rebuilt
 KINDS = ("synthetic", "release")
 STATES = ("ok", "corrupt", "incomplete", "building", "stale-partial")
@@ -92,7 +91,7 @@ def remembered_sha256(paths: list[Path]) -> dict[Path, str]:
     if changed:
         try:
             memo_path.parent.mkdir(parents=True, exist_ok=True)
-            _write_json(memo_path, dict(list(memo.items())[-MAX_REMEMBERED:]))
+            write_json(memo_path, dict(list(memo.items())[-MAX_REMEMBERED:]))
         except OSError:
             pass
     return found
@@ -101,79 +100,6 @@ def remembered_sha256(paths: list[Path]) -> dict[Path, str]:
 def partial_path(entry: Path) -> Path:
     """Where this process builds (or deletes) ``entry`` before renaming it."""
     return entry.with_name(f"{entry.name}.partial-{os.getpid()}")
-
-
-def recorded_sha256(record: object, st: os.stat_result) -> str | None:
-    """The sha256 a format-2 record (:func:`file_record`) holds, when the file's size and mtime
-    still match it; else None (hash the file)."""
-    if (isinstance(record, dict) and record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns
-            and isinstance(record.get("sha256"), str)):
-        return record["sha256"]
-    return None
-
-
-def file_record(path: Path) -> dict:
-    """What ``models.json`` records about each file (format 2)."""
-    st = path.stat()
-    return {"sha256": sha256(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _write_json(path: Path, data: dict) -> None:
-    with replacing(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def check_models(models: Path, upgrade: bool = True) -> list[str]:
-    """What is wrong with a finished models folder, one phrase per problem (empty: intact).
-
-    A file whose size and mtime match ``models.json`` is taken as intact; one whose mtime alone
-    changed is re-hashed (and, if unchanged, its new mtime recorded when ``upgrade``). A format-1
-    manifest (hashes only) is checked by hashing every file and, when ``upgrade``, rewritten as
-    format 2 so the next check is cheap.
-    """
-    path = models / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        return [f"{MANIFEST} is missing"]
-    except (OSError, ValueError) as exc:
-        return [f"{MANIFEST} is unreadable ({type(exc).__name__})"]
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    version = manifest.get("format") if isinstance(manifest, dict) else None
-    if version not in (1, FORMAT) or not isinstance(files, dict) or not files:
-        return [f"{MANIFEST} has an unknown format ({version!r})"]
-    problems, changed = [], False
-    for name, record in files.items():
-        file = models / name
-        if version == 1:
-            record = {"sha256": record}
-        if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
-            problems.append(f"{MANIFEST} records no sha256 for {name}")
-            continue
-        try:
-            st = file.stat()
-        except FileNotFoundError:
-            problems.append(f"{name} is missing")
-            continue
-        if "size" in record and st.st_size != record["size"]:
-            problems.append(f"{name} has {st.st_size} bytes, {MANIFEST} says {record['size']}")
-        elif st.st_mtime_ns != record.get("mtime_ns"):
-            try:
-                digest = sha256(file)
-            except OSError as exc:
-                problems.append(f"{name} is unreadable ({exc.strerror or type(exc).__name__})")
-                continue
-            if digest != record["sha256"]:
-                problems.append(f"{name} does not match its sha256 in {MANIFEST}")
-            else:
-                files[name] = record | {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-                changed = True
-    if changed and upgrade and not problems:
-        try:
-            _write_json(path, manifest | {"format": FORMAT, "files": files})
-        except OSError:
-            pass  # a read-only cache: checked again (by hash) next time
-    return problems
 
 
 @dataclass(frozen=True)
@@ -227,7 +153,7 @@ def _entry(path: Path) -> Entry | None:
         pid = int(match["pid"])
         stale = pid != os.getpid() and (not _pid_alive(pid) or time.time() - newest > STALE_AFTER_S)
         state = "stale-partial" if stale else "building"
-    elif not (path / "models" / MANIFEST).is_file():
+    elif not manifest_path(path / "models").is_file():
         state = "incomplete"  # renamed into place only once complete: someone removed files
     else:
         problems = check_models(path / "models")
@@ -301,24 +227,21 @@ def format_size(size: int) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
 
 
-def _build(entry: Path, release: Path | None, pipeline: str, epoch: str | int | None, seed: int,
-           progress: Callable[[str], None]) -> None:
-    try:
-        from export import cache as builder
-    except ImportError as exc:
-        raise CmpError(f"building models needs the export extra ({exc.name} is missing): "
-                       "pip install 'cmp-deploy[export]', or pass --models DIR") from exc
+def build_command(release: Path | None, pipeline: str, epoch: str | int | None = None) -> str:
+    """The command that builds the entry of ``release`` (None: the synthetic pack)."""
     if release is None:
-        builder.build_synthetic(entry, seed, progress)
-    else:
-        builder.build_release(entry, release, pipeline, epoch, progress)
+        return "'cmp-face cache build'"
+    epoch_words = f" --epoch {epoch}" if epoch is not None else ""
+    return f"'cmp-face cache build --release {release} --pipeline {pipeline}{epoch_words}'"
 
 
 def models_for(release: Path | None, pipeline: str, epoch: str | int | None = None,
-               progress: Callable[[str], None] = _stderr, *, seed: int = 0) -> Path:
+               progress: Callable[[str], None] = _stderr, *, seed: int = 0,
+               build: CacheBuilder | None = None) -> Path:
     """The finished, checked models folder for ``release`` (None: the synthetic pack), built
-    first when missing (that needs the export extra). A damaged synthetic entry is rebuilt; a
-    damaged release entry is reported with the command that rebuilds it."""
+    first when missing by ``build``, else by the builder the export package registers (it needs
+    the export extra; :mod:`runtime.plugins`). A damaged synthetic entry is rebuilt; a damaged
+    release entry is reported with the command that rebuilds it."""
     remove_stale_partials(progress)
     entry = synthetic_entry(seed) if release is None else release_entry(release, pipeline, epoch)
     models = entry / "models"
@@ -332,5 +255,16 @@ def models_for(release: Path | None, pipeline: str, epoch: str | int | None = No
                              f"'cmp-face cache clear {entry.name}' and run this command again")
         progress(f"the cached synthetic models in {entry} are damaged ({damage}): rebuilding them")
         _remove(entry)
-    _build(entry, None if release is None else Path(release), pipeline, epoch, seed, progress)
+    release = None if release is None else Path(release)
+    build = build or cache_builder(build_command(release, pipeline, epoch))
+    build(entry, release, pipeline, epoch, seed, progress)
     return models
+
+
+def resolve_models(models: str | Path | None, release: str | Path | None, pipeline: str,
+                   epoch: str | int | None = None, progress: Callable[[str], None] = _stderr) -> Path:
+    """A models folder given as is (``--models``), else the cache's entry for ``release`` or, without
+    one, the synthetic pack (built when missing or damaged)."""
+    if models:
+        return Path(models)
+    return models_for(None if release is None else Path(release), pipeline, epoch, progress)

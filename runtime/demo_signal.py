@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from runtime.audio import SAMPLE_RATE
 
 __all__ = ["demo_voice"]
 

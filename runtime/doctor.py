@@ -78,7 +78,7 @@ def report() -> tuple[list[str], list[Problem]]:
     gpus = _gpus()
     lines.append(f"  GPU: {'; '.join(gpus) if gpus else 'none found (nvidia-smi absent or no device)'}")
     try:
-        import Sim3DR._sim3dr  # noqa: F401
+        import Sim3DR  # noqa: F401  (imports its compiled extension)
 
         lines.append("  Sim3DR extension: compiled")
     except ImportError as exc:

@@ -1,14 +1,15 @@
 """TensorRT engines in a models folder: names, JSON sidecars, and the checks that refuse an engine
-*before* TensorRT deserialises it. No torch; TensorRT and cuda-python are imported on demand.
+*before* TensorRT deserialises it. Imports neither torch nor TensorRT (``runtime.runners.cuda`` does).
 
 TensorRT has no preflight check: ``deserialize_cuda_engine`` on a plan from another TensorRT
 version or GPU logs an error and returns None (DEPLOY-NOTES A.3). So every engine carries a
 sidecar ``<engine stem>.json`` written by ``export/to_trt.py``, and :func:`check_engine` compares
 it with this machine first, naming the command that rebuilds the engine when it does not fit.
 
-Files: ``<graph>_<precision>_<target>.engine`` beside ``<graph>[_<precision>].onnx``, where the
-target is ``sm<major><minor>`` of the GPU that built it (or ``ampere-plus`` for engines built
-with ``--hardware-compat ampere+``), e.g. ``encoder_fp16_sm90.engine`` + ``encoder_fp16_sm90.json``.
+Files (named by :mod:`runtime.models_folder`): ``<graph>_<precision>_<target>.engine`` beside
+``<graph>[_<precision>].onnx``, where the target is ``sm<major><minor>`` of the GPU that built it
+(or ``ampere-plus`` for engines built with ``--hardware-compat ampere+``), e.g.
+``encoder_fp16_sm90.engine`` + ``encoder_fp16_sm90.json``.
 """
 from __future__ import annotations
 
@@ -17,75 +18,18 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
-from runtime.cache import recorded_sha256
-from runtime.errors import EngineError, ModelError
+from runtime.errors import EngineError
+from runtime.models_folder import ENGINE_FILE, PRECISIONS, ModelsFolder, engine_file, engine_target, sha256, sidecar_file
 from runtime.profiles import Profile
-from runtime.release_files import sha256
 
 SIDECAR_FORMAT = 1
-PRECISIONS = ("fp32", "fp16", "int8")
 # --hardware-compat spellings -> what the sidecar records (TensorRT's enum names, lower case)
 HARDWARE_COMPAT = {"none": "none", "same-cc": "same_compute_capability", "ampere+": "ampere_plus"}
 BUILD_SCRIPT = "python export/to_trt.py"
 INSTALL_TENSORRT = "pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu13 (or use an NGC TensorRT container)"
 INSTALL_LEAN = "pip install tensorrt-lean-cu13-bindings tensorrt-lean-cu13-libs"
 INSTALL_CUDA_PYTHON = "pip install cuda-python"
-MANIFEST = "models.json"
-# The commands that write each precision's ONNX files.
-PRECISION_COMMANDS = {
-    "fp32": "cmp-face export --release RELEASE_DIR -o {models}",
-    "fp16": "cmp-face calibrate --models {models} --precision fp16",  # or export ... --precision fp32,fp16
-    "int8": "cmp-face calibrate --models {models} --audio SPEECH_DIR",
-}
-_ENGINE_NAME = re.compile(r"^(?P<graph>.+)_(?P<precision>fp32|fp16|int8)_(?P<target>[A-Za-z0-9+-]+)\.engine$")
-
-
-def onnx_file(graph: str, precision: str) -> str:
-    """The ONNX file of ``graph`` at ``precision``: ``encoder.onnx``, ``encoder_fp16.onnx``, ..."""
-    if precision not in PRECISIONS:
-        raise ModelError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    return f"{graph}.onnx" if precision == "fp32" else f"{graph}_{precision}.onnx"
-
-
-def precision_file(manifest: dict, graph: str, precision: str, cpu: bool = False) -> str:
-    """The ONNX file that runs ``graph`` at ``precision``, as ``models.json`` lists it (calibration
-    may point a graph at a higher-precision file when no layer of it meets the quality bar); on
-    the CPU, INT8 prefers the uint8-activation flavour (``int8u8``) where one was written. Files
-    not listed there are found by name (``encoder_fp16.onnx``)."""
-    name = onnx_file(graph, precision)
-    sections = manifest.get("precisions") or {}
-    for section in (["int8u8"] if cpu and precision == "int8" else []) + [precision]:
-        entry = ((sections.get(section) or {}).get("graphs") or {}).get(graph)
-        if isinstance(entry, dict) and isinstance(entry.get("file"), str):
-            _check_same_source(manifest, entry, section, precision)
-            return entry["file"]
-    return name
-
-
-def _check_same_source(manifest: dict, entry: dict, section: str, precision: str) -> None:
-    """Refuse a reduced-precision file made from another FP32 file than the folder's own (the FP32
-    models were exported again since): it would silently run the old weights."""
-    record = (manifest.get("files") or {}).get(entry.get("from"))
-    have = record.get("sha256") if isinstance(record, dict) else record
-    want = entry.get("from_sha256")
-    if isinstance(have, str) and isinstance(want, str) and have != want:
-        raise ModelError(f"{entry['file']} ({section}) was made from an earlier {entry['from']} than the one this "
-                         f"models folder now holds (exported again since); make the {precision} models again: "
-                         f"{PRECISION_COMMANDS[precision].format(models='MODELS')}")
-
-
-def engine_target(compute_capability: tuple[int, int], hardware_compat: str = "none") -> str:
-    return "ampere-plus" if hardware_compat == "ampere_plus" else "sm{}{}".format(*compute_capability)
-
-
-def engine_file(graph: str, precision: str, target: str) -> str:
-    return f"{graph}_{precision}_{target}.engine"
-
-
-def sidecar_path(engine: Path) -> Path:
-    return Path(engine).with_suffix(".json")
 
 
 def rebuild_command(models: Path, graph: str, precision: str, options: tuple[str, ...] = ()) -> str:
@@ -100,27 +44,6 @@ def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
-# ------------------------------------------------------------------ TensorRT and the GPU
-def import_tensorrt(builder: bool = False) -> tuple[ModuleType, bool]:
-    """``(module, lean)``: ``tensorrt``, else (to run engines only) ``tensorrt_lean`` or
-    ``tensorrt_lean_bindings``. The lean runtime has no builder and loads only engines built
-    with ``--version-compatible``."""
-    try:
-        import tensorrt as trt
-        return trt, False
-    except ImportError:
-        if builder:
-            raise EngineError(f"TensorRT is not installed: building engines needs it: {INSTALL_TENSORRT}; "
-                              f"{BUILD_SCRIPT} --dry-run writes trtexec command lines instead") from None
-    for name in ("tensorrt_lean", "tensorrt_lean_bindings"):
-        try:
-            return __import__(name), True
-        except ImportError:
-            continue
-    raise EngineError(f"TensorRT is not installed: running engines needs it: {INSTALL_TENSORRT}; for engines "
-                      f"built with --version-compatible the lean runtime is enough: {INSTALL_LEAN}")
-
-
 @dataclass(frozen=True)
 class Gpu:
     name: str
@@ -129,36 +52,6 @@ class Gpu:
     @property
     def cc(self) -> str:
         return "{}.{}".format(*self.compute_capability)
-
-
-def cuda_runtime() -> ModuleType:
-    """cuda-python's runtime API module (``cuda.bindings.runtime``)."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        raise EngineError(f"cuda-python is not installed: TensorRT engines need it ({INSTALL_CUDA_PYTHON})") from None
-    return cudart
-
-
-def cuda_check(result):
-    """Unpack a cuda-python ``(err, *values)`` tuple, raising EngineError on an error."""
-    cudart = cuda_runtime()
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if isinstance(err, cudart.cudaError_t) and err != cudart.cudaError_t.cudaSuccess:
-        name = cudart.cudaGetErrorName(err)[1]
-        raise EngineError(f"CUDA error {name.decode() if isinstance(name, bytes) else name}")
-    return values[0] if len(values) == 1 else (tuple(values) or None)
-
-
-def current_gpu(device: int = 0) -> Gpu:
-    """Name and compute capability of CUDA device ``device``."""
-    cudart = cuda_runtime()
-    try:
-        prop = cuda_check(cudart.cudaGetDeviceProperties(device))
-    except EngineError as exc:
-        raise EngineError(f"no usable CUDA GPU {device} ({exc})") from None
-    name = prop.name.split(b"\0", 1)[0].decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
-    return Gpu(name.strip(), (int(prop.major), int(prop.minor)))
 
 
 # ------------------------------------------------------------------ sidecars
@@ -219,7 +112,7 @@ class Sidecar:
 def read_sidecar(engine: Path) -> Sidecar:
     """The parsed sidecar of ``engine``; EngineError (with the rebuild command) when missing or corrupt."""
     engine = Path(engine)
-    path = sidecar_path(engine)
+    path = sidecar_file(engine)
     rebuild = _fallback_rebuild(engine)
     try:
         text = path.read_text()
@@ -236,22 +129,11 @@ def read_sidecar(engine: Path) -> Sidecar:
 
 def _fallback_rebuild(engine: Path) -> str:
     """The rebuild command when only the engine's name is known."""
-    match = _ENGINE_NAME.match(engine.name)
+    match = ENGINE_FILE.match(engine.name)
     if match is None:
         return f"{BUILD_SCRIPT} --models {shlex.quote(str(engine.parent))}"
     options = ("--hardware-compat", "ampere+") if match["target"] == "ampere-plus" else ()
     return rebuild_command(engine.parent, match["graph"], match["precision"], options)
-
-
-def _onnx_sha256(models: Path, name: str) -> str:
-    """The sha256 of ``models/name``, taken from ``models.json`` when its size and mtime still match
-    the record there (as runtime.cache does), else hashed."""
-    path = models / name
-    try:
-        record = json.loads((models / MANIFEST).read_text())["files"][name]
-    except (OSError, ValueError, KeyError, TypeError):
-        record = None
-    return recorded_sha256(record, path.stat()) or sha256(path)
 
 
 def runtime_accepts(built: str, version_compatible: bool, runtime: str) -> bool:
@@ -277,12 +159,12 @@ def check_engine(engine: Path, gpu: Gpu, tensorrt_version: str, lean: bool = Fal
     size = engine.stat().st_size
     if size != car.engine_size or sha256(engine) != car.engine_sha256:
         raise EngineError(f"{engine}: the engine file changed since it was built (it does not match the sha256 in "
-                          f"{sidecar_path(engine).name}); rebuild it with: {rebuild}")
+                          f"{sidecar_file(engine).name}); rebuild it with: {rebuild}")
     onnx = engine.parent / car.onnx
     if not onnx.is_file():
         raise EngineError(f"{engine}: its source model {car.onnx} is missing, so the engine cannot be checked "
                           f"against the models; restore it (or export the models again), then rebuild: {rebuild}")
-    if _onnx_sha256(engine.parent, car.onnx) != car.onnx_sha256:
+    if ModelsFolder.read(engine.parent).file_sha256(car.onnx) != car.onnx_sha256:
         raise EngineError(f"{engine}: {car.onnx} changed since the engine was built from it (sha256 differs); "
                           f"rebuild it with: {rebuild}")
     if lean and not car.version_compatible:
@@ -330,7 +212,7 @@ def find_engine(models: Path, graph: str, precision: str, gpu: Gpu, tensorrt_ver
     the refusal of the first candidate is raised."""
     models = Path(models)
     candidates = [p for p in sorted(models.glob(f"{graph}_{precision}_*.engine"))
-                  if (m := _ENGINE_NAME.match(p.name)) and m["graph"] == graph]
+                  if (m := ENGINE_FILE.match(p.name)) and m["graph"] == graph]
     if not candidates:
         raise EngineError(f"{models}: no {precision} TensorRT engine for {graph}; build it with: "
                           f"{rebuild_command(models, graph, precision)}")

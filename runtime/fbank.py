@@ -38,11 +38,10 @@ import threading
 
 import numpy as np
 
-from .audio import DEFAULT_MAX_BYTES, load_audio
+from .audio import DEFAULT_MAX_BYTES, SAMPLE_RATE, load_audio
 from .errors import InputError
 
-# Parameters used everywhere in the release.
-SAMPLE_RATE = 16000
+# Parameters used everywhere in the release (and SAMPLE_RATE, 16 kHz: runtime.audio).
 N_FILTERS = 64
 LOWER_HZ = 20.0
 UPPER_HZ = 7200.0

@@ -2,23 +2,42 @@
 from __future__ import annotations
 
 import os
-import time
 import warnings
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence, Union
+from types import EllipsisType
+from typing import Callable, Iterable, Sequence, Union
 
 import numpy as np
 
 from runtime.audio import DEFAULT_MAX_BYTES
 from runtime.errors import InputError, InputWarning, ModelError
 from runtime.features import check_fbank, load_fbank_file
+from runtime.graphs import PipelineGraphs
 from runtime.result import Prediction, display_image
-from runtime.sessions import ModelsFolder
+from runtime.runners.base import Closable
+from runtime.stages import Stages
 
-Source = Union[str, os.PathLike, np.ndarray]
+Source = Union[str, os.PathLike, bytes, np.ndarray]
+#: What the model stage takes for one utterance: ("fbank", (T, 64) features) or ("samples", (S,) 16 kHz samples).
+Item = tuple[str, np.ndarray]
 MAX_DECODER_BATCH = 32
-FRONTENDS = ("numpy", "onnx")
+FRONTENDS = ("numpy", "fused")
+#: Earlier spelling of "fused" (the fused voice-to-mesh ONNX graph), still accepted with a warning.
+DEPRECATED_FRONTENDS = {"onnx": "fused"}
+
+
+def check_frontend(frontend: str) -> str:
+    """``frontend`` by its current name; the old spelling "onnx" gives a DeprecationWarning."""
+    if frontend in DEPRECATED_FRONTENDS:
+        new = DEPRECATED_FRONTENDS[frontend]
+        warnings.warn(f"frontend {frontend!r} is now called {new!r} (the fused voice-to-mesh graph); "
+                      f"{frontend!r} will be removed", DeprecationWarning, stacklevel=3)
+        return new
+    if frontend not in FRONTENDS:
+        raise ModelError(f"unknown frontend {frontend!r}: choose one of {', '.join(FRONTENDS)}")
+    return frontend
 
 
 def _equal_length_groups(lengths: dict[int, int]) -> list[list[int]]:
@@ -31,32 +50,34 @@ def _equal_length_groups(lengths: dict[int, int]) -> list[list[int]]:
             for k in range(0, len(groups[n]), MAX_DECODER_BATCH)]
 
 
-class _Clock:
-    """Accumulates milliseconds per stage."""
+@dataclass
+class Outputs:
+    """One utterance's network outputs (the embedding, then the decoder's, in the fused graph's
+    order), or ``fault``: which network produced NaN or infinite values."""
 
-    def __init__(self) -> None:
-        self.ms: dict[str, float] = {}
-        self._t = time.perf_counter()
+    values: dict[str, np.ndarray]
+    fault: str | None = None
 
-    def lap(self, stage: str) -> None:
-        now = time.perf_counter()
-        self.ms[stage] = self.ms.get(stage, 0.0) + (now - self._t) * 1e3
-        self._t = now
+    def checked(self, index: int) -> dict[str, np.ndarray]:
+        """The values; ModelError naming the stage when they are not finite (``index``: the input's
+        position, for the message)."""
+        if self.fault:
+            raise ModelError(f"{self.fault} for input {index}; the input passed every check, so the model files "
+                             "are suspect (rebuild or re-export them)")
+        return self.values
 
 
-def check_finite(out: dict[str, np.ndarray], index: int, fused: bool) -> None:
-    """Raise ModelError naming the network (the stage) and the first output that holds NaN or
-    inf values; ``out`` lists the embedding first, then the decoder's outputs."""
+def _fault(out: dict[str, np.ndarray], fused: bool) -> str | None:
+    """Which network (the stage) and output first holds NaN or inf values; ``out`` lists the
+    embedding first, then the decoder's outputs."""
     for name, value in out.items():
         if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
             graph = "voice2mesh" if fused else "encoder" if name == "embedding" else "decoder"
-            raise ModelError(
-                f"the {graph} network produced NaN or infinite values in its output {name!r} for "
-                f"input {index}; the input passed every check, so the model files are suspect "
-                "(rebuild or re-export them)")
+            return f"the {graph} network produced NaN or infinite values in its output {name!r}"
+    return None
 
 
-class Predictor:
+class Predictor(Closable):
     """Runs one pipeline of an exported models folder.
 
     >>> p = Predictor("models/", pipeline="supervised")          # doctest: +SKIP
@@ -72,9 +93,9 @@ class Predictor:
     graph per exact shape.
     ``vad``: remove silence from audio input as the release does (ignored for fbank input).
     ``frontend``: "numpy" computes the log-mel on the CPU and runs encoder and decoder;
-    "onnx" runs audio through ``voice2mesh_<pipeline>.onnx`` (log-mel, encoder and decoder in
-    one graph: one call per utterance, the better choice on a GPU). Both give the same numbers
-    to ~1e-5 (the frontend graph matches the numpy log-mel to 1e-5).
+    "fused" runs audio through ``voice2mesh_<pipeline>.onnx`` (log-mel, encoder and decoder in
+    one graph: one call per utterance, the better choice on a GPU; "onnx" is its earlier name).
+    Both give the same numbers to ~1e-5 (the frontend graph matches the numpy log-mel to 1e-5).
     ``spinning``: let ONNX Runtime's idle threads busy-wait. Off by default: on a small CPU the
     spinning threads steal the cores our numpy and C++ stages need, and the encoder's and
     decoder's thread pools spin against each other (benchmarks/NOTES.md); measure before
@@ -91,11 +112,10 @@ class Predictor:
                  threads: int | None = None, vad: bool = True, frontend: str = "numpy",
                  spinning: bool = False, max_bytes: int | None = DEFAULT_MAX_BYTES, backend: str = "auto",
                  precision: str = "fp32", cuda_graph: bool = False) -> None:
-        if frontend not in FRONTENDS:
-            raise ModelError(f"unknown frontend {frontend!r}: choose one of {', '.join(FRONTENDS)}")
-        self.models = ModelsFolder.open(models, pipeline, device, threads, voice2mesh=frontend == "onnx",
-                                        spinning=spinning, backend=backend, precision=precision,
-                                        cuda_graph=cuda_graph)
+        frontend = check_frontend(frontend)
+        self.models = PipelineGraphs.open(models, pipeline, device, threads, voice2mesh=frontend == "fused",
+                                          spinning=spinning, backend=backend, precision=precision,
+                                          cuda_graph=cuda_graph)
         if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)
                                       or max_bytes < 1):
             raise InputError(f"max_bytes must be a positive integer or None, got {max_bytes!r}")
@@ -110,22 +130,14 @@ class Predictor:
                    epoch: str | int | None = None, **options) -> "Predictor":
         """A Predictor on the cached models: the synthetic (UNTRAINED) pack when ``release`` is
         None, else the release folder's export. Built once when missing (that needs the export
-        extra); ``options`` as for the constructor."""
+        extra: :mod:`runtime.plugins`); ``options`` as for the constructor."""
         from runtime.cache import models_for
 
         return cls(models_for(None if release is None else Path(release), pipeline, epoch), pipeline, **options)
 
     def close(self) -> None:
         """Release the runners (GPU memory, engines); the Predictor cannot run afterwards."""
-        for runner in (self.models.encoder, self.models.decoder, self.models.voice2mesh):
-            if runner is not None:
-                runner.close()
-
-    def __enter__(self) -> "Predictor":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        self.models.close()
 
     @property
     def untrained(self) -> bool:
@@ -136,51 +148,79 @@ class Predictor:
     def triangles(self) -> np.ndarray:
         return self.models.triangles
 
-    # ------------------------------------------------------------------ features
-    def features(self, source: Source, sample_rate: int | None = None, vad: bool | None = None,
-                 clock: _Clock | None = None, notes: list[str] | None = None) -> np.ndarray:
-        """The normalised ``(T, 64)`` fbank the encoder sees.
+    # ------------------------------------------------------------------ CPU stage
+    def prepare(self, source: Source, sample_rate: int | None = None, vad: bool | None = None,
+                clock: Stages | None = None, notes: list[str] | None = None) -> Item:
+        """One input -> what the model stage (:meth:`infer`) takes.
 
         ``source``: a ``.npy`` file or ``(T, 64)`` float array of ready features (used as is,
-        like the release's ``voice2face_processed``); an audio file; or a 1-D/2-D audio array
-        with ``sample_rate``.
+        like the release's ``voice2face_processed``); an audio file (path or bytes); or a 1-D/2-D
+        audio array with ``sample_rate``. Audio is read, VAD'd (unless ``vad`` is False) and turned
+        into log-mel features, or kept as samples for the fused graph. The reader's warnings are
+        emitted and appended to ``notes``; ``clock`` gets the time of each stage.
         """
-        clock = clock or _Clock()
+        clock = clock if clock is not None else Stages()
         if self._is_fbank(source, sample_rate):
             if isinstance(source, np.ndarray):
                 fbank = check_fbank(source)
             else:
                 fbank = load_fbank_file(source, max_bytes=self.max_bytes)
             clock.lap("features")
-            return fbank
-        return self._audio_features(source, sample_rate, vad, clock, notes)
+            return "fbank", fbank
+        return self.from_samples(self.samples(source, sample_rate, vad, clock, notes), clock)
 
-    def _audio_features(self, source: Source, sample_rate: int | None, vad: bool | None,
-                        clock: _Clock, notes: list[str] | None) -> np.ndarray:
+    def features(self, source: Source, sample_rate: int | None = None, vad: bool | None = None) -> np.ndarray:
+        """The normalised ``(T, 64)`` fbank the encoder sees (also with the fused frontend)."""
+        kind, value = self.prepare(source, sample_rate, vad)
+        if kind == "fbank":
+            return value
         from runtime.fbank import compute_fbank
 
-        samples = self._samples(source, sample_rate, vad, clock, notes)
-        fbank = compute_fbank(samples, vad=False)  # VAD (if any) done above
-        clock.lap("fbank")
-        return fbank
+        return compute_fbank(value, vad=False)
 
-    def _samples(self, source: Source, sample_rate: int | None, vad: bool | None, clock: _Clock,
-                 notes: list[str] | None = None) -> np.ndarray:
-        """16 kHz int16 samples, after voice activity detection unless switched off. The
-        reader's warnings are emitted and appended to ``notes``."""
+    def samples(self, source: Source, sample_rate: float | None = None, vad: bool | None = None,
+                clock: Stages | None = None, notes: list[str] | None = None, *,
+                max_bytes: int | None | EllipsisType = ...,
+                check: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
+        """Audio -> 16 kHz int16 samples, after voice activity detection unless switched off: the
+        one path from audio to samples. The reader's warnings are emitted and appended to ``notes``.
+        ``max_bytes`` overrides the Predictor's limit (the server's body limit); ``check`` sees the
+        samples before VAD (the server's duration limit)."""
         from runtime.audio import load_audio_with_warnings
         from runtime.vad import remove_silence
 
-        samples, found = load_audio_with_warnings(source, sample_rate, max_bytes=self.max_bytes)
+        clock = clock if clock is not None else Stages()
+        limit = self.max_bytes if max_bytes is ... else max_bytes
+        samples, found = load_audio_with_warnings(source, sample_rate, max_bytes=limit)
         for note in found:
-            warnings.warn(note, InputWarning, stacklevel=4)
+            warnings.warn(note, InputWarning, stacklevel=3)
         if notes is not None:
             notes.extend(found)
         clock.lap("audio")
+        if check is not None:
+            check(samples)
         if self.vad if vad is None else vad:
             samples = remove_silence(samples)
             clock.lap("vad")
         return samples
+
+    def from_samples(self, samples: np.ndarray, clock: Stages | None = None) -> Item:
+        """16 kHz samples (int16, or float32 int16-scale values used as given) -> a model item:
+        the samples themselves for the fused graph, else their log-mel features. Both frontends
+        refuse audio without signal alike."""
+        from runtime.fbank import check_signal, compute_fbank, log_mel, normalise
+
+        clock = clock if clock is not None else Stages()
+        if self.frontend == "fused":
+            check_signal(samples)  # the graph computes the fbank: refuse what numpy refuses
+            return "samples", samples
+        if samples.dtype == np.int16:
+            fbank = compute_fbank(samples, vad=False)  # VAD (if any) done before
+        else:
+            check_signal(samples)
+            fbank = normalise(log_mel(samples))
+        clock.lap("fbank")
+        return "fbank", fbank
 
     @staticmethod
     def _is_fbank(source: Source, sample_rate: int | None) -> bool:
@@ -191,57 +231,64 @@ class Predictor:
             return sample_rate is None
         if isinstance(source, (str, os.PathLike)):
             return Path(source).suffix.lower() == ".npy"
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            return False
         raise InputError(f"unsupported input type {type(source).__name__}: give a path or a numpy array")
 
-    # ------------------------------------------------------------------ inference
-    def predict(self, source: Source, sample_rate: int | None = None, vad: bool | None = None) -> Prediction:
-        """Predict the face mesh of one utterance."""
-        return self.predict_batch([source], sample_rate, vad)[0]
-
-    def predict_batch(self, sources: Sequence[Source], sample_rate: int | None = None,
-                      vad: bool | None = None) -> list[Prediction]:
-        """Predict several utterances. Utterances of equal length share an encoder run (the
-        encoder averages over time, so padding would change the result); all embeddings then
-        go through the decoder together. Timings are per batch, divided evenly.
-
-        On the CPU this is no faster than a loop of :meth:`predict` (8 equal-length fbanks on the
-        2-core CI machine: 0.94-1.09x of the loop's time): ONNX Runtime already keeps the cores
-        busy within one utterance. It is a convenience here; batching pays on a GPU."""
-        if len(sources) == 0:
-            raise InputError("predict_batch: no inputs")
-        from runtime.fbank import check_signal
-
-        clock = _Clock()
-        outputs: list[dict[str, np.ndarray] | None] = [None] * len(sources)
-        notes: list[list[str]] = [[] for _ in sources]
-        fused = self.models.voice2mesh is not None
-        fbanks: dict[int, np.ndarray] = {}
-        waves: dict[int, np.ndarray] = {}
-        for i, s in enumerate(sources):
-            if fused and not self._is_fbank(s, sample_rate):
-                waves[i] = self._samples(s, sample_rate, vad, clock, notes[i])
-                check_signal(waves[i])  # the graph computes the fbank: refuse what numpy refuses
-            else:
-                fbanks[i] = self.features(s, sample_rate, vad, clock, notes[i])
+    # ------------------------------------------------------------------ model stage
+    def infer(self, items: Sequence[Item], clock: Stages | None = None) -> list[Outputs]:
+        """The model stage of prepared items (:meth:`prepare`), in one batch: the entry point that
+        :meth:`predict_batch` and the server share. Features go through the encoder (equal lengths
+        share a run: it averages over time, so padding would change the result) and the decoder
+        together; samples through the fused graph, equal lengths together. Each item's outputs are
+        checked for NaN and inf (:meth:`Outputs.checked` raises), and ``clock`` gets each
+        network's time."""
+        clock = clock if clock is not None else Stages()
+        outputs: list[Outputs | None] = [None] * len(items)
+        fbanks = {i: a for i, (kind, a) in enumerate(items) if kind == "fbank"}
+        waves = {i: a for i, (kind, a) in enumerate(items) if kind == "samples"}
+        if len(fbanks) + len(waves) != len(items):
+            raise InputError(f"unknown item kinds {sorted({k for k, _ in items} - {'fbank', 'samples'})}")
+        if waves and self.models.voice2mesh is None:
+            raise InputError("samples need the fused voice-to-mesh graph: open the Predictor with frontend='fused'")
         if fbanks:
             embeddings = self.embed(fbanks.values())
             clock.lap("encoder")
             decoded = self.decode(embeddings)
             clock.lap("decoder")
             for k, i in enumerate(fbanks):
-                outputs[i] = {"embedding": embeddings[k]} | {n: v[k] for n, v in decoded.items()}
+                out = {"embedding": embeddings[k]} | {n: v[k] for n, v in decoded.items()}
+                outputs[i] = Outputs(out, _fault(out, fused=False))
         if waves:
             for i, out in self.voice_to_mesh(waves).items():
-                outputs[i] = out
+                outputs[i] = Outputs(out, _fault(out, fused=True))
             clock.lap("voice2mesh")
-        for i, out in enumerate(outputs):
-            check_finite(out, i, fused=i in waves)
-        results = [self.to_prediction(out) for out in outputs]
+        return outputs  # type: ignore[return-value]
+
+    def predict(self, source: Source, sample_rate: int | None = None, vad: bool | None = None) -> Prediction:
+        """Predict the face mesh of one utterance."""
+        return self.predict_batch([source], sample_rate, vad)[0]
+
+    def predict_batch(self, sources: Sequence[Source], sample_rate: int | None = None,
+                      vad: bool | None = None) -> list[Prediction]:
+        """Predict several utterances (:meth:`prepare` each, then one :meth:`infer`). Utterances of
+        equal length share an encoder run; all embeddings then go through the decoder together.
+        Timings are per batch, divided evenly.
+
+        On the CPU this is no faster than a loop of :meth:`predict` (8 equal-length fbanks on the
+        2-core CI machine: 0.94-1.09x of the loop's time): ONNX Runtime already keeps the cores
+        busy within one utterance. It is a convenience here; batching pays on a GPU."""
+        if len(sources) == 0:
+            raise InputError("predict_batch: no inputs")
+        clock = Stages()
+        notes: list[list[str]] = [[] for _ in sources]
+        items = [self.prepare(s, sample_rate, vad, clock, notes[i]) for i, s in enumerate(sources)]
+        outputs = self.infer(items, clock)
+        results = [self.to_prediction(out.checked(i)) for i, out in enumerate(outputs)]
         for r, found in zip(results, notes):
             r.warnings = found
         clock.lap("postprocess")
-        share = {k: v / len(sources) for k, v in clock.ms.items()}
-        share["total"] = sum(share.values())
+        share = clock.shared(len(sources))
         for r in results:
             r.timings = dict(share)
         return results

@@ -30,7 +30,7 @@ BATCH_OPT = 8
 OPT_SECONDS = MIN_FRAMES / 100  # 10 s: every shorter utterance is tiled to this length
 # The time axis of each input that has one (input name -> axis).
 TIME_AXES = {"samples": 1, "fbank": 2}
-# The inputs of each kind of graph, as runtime/sessions.py checks them (the export's contract).
+# The inputs of each kind of graph, as runtime/graphs.py checks them (the export's contract).
 GRAPH_INPUTS = {"encoder": [("fbank", ["batch", 64, "frames"])], "decoder": [("embedding", ["batch", 64])],
                 "voice2mesh": [("samples", ["batch", "num_samples"])], "frontend": [("samples", ["batch", "num_samples"])]}
 

@@ -5,23 +5,13 @@ models exported from a release (``runtime.cache``) never imports torch.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from runtime.errors import CheckpointError
-
-PIPELINES = ("supervised", "unsupervised")
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from runtime.models_folder import PIPELINES, sha256
 
 
 @dataclass

@@ -23,9 +23,8 @@ from collections import deque
 
 import numpy as np
 
+from .audio import SAMPLE_RATE
 from .errors import InputError, NoSpeechError
-
-SAMPLE_RATE = 16000
 
 __all__ = ["remove_silence"]
 

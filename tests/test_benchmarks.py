@@ -216,7 +216,7 @@ def test_precision_speed_refuses_a_folder_without_models_and_audio_that_is_not_a
     from benchmarks import precision_speed
 
     assert precision_speed.main(["--models", str(tmp_path / "none"), "--quick"]) == 2
-    assert capsys.readouterr().err == f"precision_speed: error: {tmp_path / 'none'}: no models.json (export the models first)\n"
+    assert capsys.readouterr().err == f"precision_speed: error: {tmp_path / 'none'}: models folder not found\n"
     bad = tmp_path / "notes.wav"
     bad.write_text("not audio")
     assert precision_speed.main(["--models", str(models_dir), "--quick", "--audio", str(bad), "--out", str(tmp_path)]) == 2

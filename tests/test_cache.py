@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import runtime.cache as cache
+import runtime.models_folder as models_folder
 from runtime.errors import CmpError, ModelError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,19 +70,19 @@ def test_cache_root_rules(monkeypatch, tmp_path):
 
 def test_finished_entry_is_found_by_size_and_mtime_without_hashing(root, monkeypatch):
     models = fake_entry(root / "synthetic-v1-seed0")
-    monkeypatch.setattr(cache, "_build", no_build)
+    monkeypatch.setattr(cache, "cache_builder", lambda command: no_build)
     hashed = []
-    monkeypatch.setattr(cache, "sha256", lambda p: hashed.append(p.name) or digest(p.read_bytes()))
+    monkeypatch.setattr(models_folder, "sha256", lambda p: hashed.append(p.name) or digest(p.read_bytes()))
     messages = []
     assert cache.models_for(None, "supervised", progress=messages.append) == models
     assert hashed == [] and messages == []
 
     # Touched but unchanged: hashed once, its new mtime recorded, and not hashed again.
     os.utime(models / "encoder.onnx", ns=(1, 1))
-    assert cache.check_models(models) == []
+    assert models_folder.check_models(models) == []
     assert hashed == ["encoder.onnx"]
     assert json.loads((models / "models.json").read_text())["files"]["encoder.onnx"]["mtime_ns"] == 1
-    assert cache.check_models(models) == []
+    assert models_folder.check_models(models) == []
     assert hashed == ["encoder.onnx"]
 
 
@@ -90,26 +91,26 @@ def test_damage_is_described_exactly(root):
     (models / "encoder.onnx").write_bytes(b"x" * len(FILES["encoder.onnx"]))  # same size, new mtime
     (models / "decoder_supervised.onnx").write_bytes(b"short")
     (models / "triangles.npy").unlink()
-    assert cache.check_models(models) == [
+    assert models_folder.check_models(models) == [
         "encoder.onnx does not match its sha256 in models.json",
         "decoder_supervised.onnx has 5 bytes, models.json says 2400",
         "triangles.npy is missing"]
-    (models / "triangles.npy").mkdir()  # a folder of the recorded size: hashing it fails
+    (models / "triangles.npy").mkdir()  # a folder of the recorded size: refused before it is opened
     manifest = json.loads((models / "models.json").read_text())
     manifest["files"]["triangles.npy"]["size"] = (models / "triangles.npy").stat().st_size
     (models / "models.json").write_text(json.dumps(manifest))
-    assert cache.check_models(models)[2] == "triangles.npy is unreadable (Is a directory)"
+    assert models_folder.check_models(models)[2] == "triangles.npy is not a regular file"
     (models / "models.json").write_text("{not json")
-    assert cache.check_models(models) == ["models.json is unreadable (JSONDecodeError)"]
+    assert models_folder.check_models(models) == ["models.json is unreadable (JSONDecodeError)"]
     (models / "models.json").write_text(json.dumps({"format": 99, "files": {"a": {}}}))
-    assert cache.check_models(models) == ["models.json has an unknown format (99)"]
+    assert models_folder.check_models(models) == ["models.json has an unknown format (99)"]
     (models / "models.json").unlink()
-    assert cache.check_models(models) == ["models.json is missing"]
+    assert models_folder.check_models(models) == ["models.json is missing"]
 
 
 def test_format_1_entries_are_checked_by_hash_and_upgraded(root, monkeypatch):
     models = fake_entry(root / "synthetic-v1-seed0", fmt=1)
-    monkeypatch.setattr(cache, "_build", no_build)
+    monkeypatch.setattr(cache, "cache_builder", lambda command: no_build)
     assert cache.models_for(None, "supervised", progress=print) == models
     manifest = json.loads((models / "models.json").read_text())
     assert manifest["format"] == 2 and manifest["synthetic"] is True
@@ -119,7 +120,7 @@ def test_format_1_entries_are_checked_by_hash_and_upgraded(root, monkeypatch):
     # A damaged format-1 entry is found too, and not upgraded.
     other = fake_entry(root / "synthetic-v1-seed1", fmt=1)
     (other / "triangles.npy").write_bytes(b"changed")
-    assert cache.check_models(other) == ["triangles.npy does not match its sha256 in models.json"]
+    assert models_folder.check_models(other) == ["triangles.npy does not match its sha256 in models.json"]
     assert json.loads((other / "models.json").read_text())["format"] == 1
 
 
@@ -133,13 +134,13 @@ def test_damaged_synthetic_entry_is_rebuilt(root, monkeypatch):
         built.append((entry.name, release, seed))
         fake_entry(entry)
 
-    monkeypatch.setattr(cache, "_build", build)
+    monkeypatch.setattr(cache, "cache_builder", lambda command: build)
     messages = []
     assert cache.models_for(None, "supervised", progress=messages.append) == models
     assert built == [("synthetic-v1-seed0", None, 0)]
     assert messages == [f"the cached synthetic models in {root / 'synthetic-v1-seed0'} are damaged "
                         "(triangles.npy is missing): rebuilding them"]
-    assert cache.check_models(models) == []
+    assert models_folder.check_models(models) == []
     assert sorted(p.name for p in root.iterdir()) == ["synthetic-v1-seed0"]
 
 
@@ -161,7 +162,7 @@ def test_release_entry_key_is_unchanged_and_damage_names_the_command(root, tmp_p
     assert entry == root / f"release-supervised-{key}"
 
     models = fake_entry(entry)
-    monkeypatch.setattr(cache, "_build", no_build)
+    monkeypatch.setattr(cache, "cache_builder", lambda command: no_build)
     assert cache.models_for(release, "supervised") == models
     (models / "encoder.onnx").unlink()
     with pytest.raises(ModelError) as err:
@@ -174,8 +175,8 @@ def test_release_entry_key_is_unchanged_and_damage_names_the_command(root, tmp_p
 def test_release_files_are_hashed_once_until_they_change(root, tmp_path, monkeypatch):
     release = fake_release(tmp_path / "release")
     hashed: list[str] = []
-    real = cache.sha256
-    monkeypatch.setattr(cache, "sha256", lambda p: hashed.append(Path(p).name) or real(p))
+    real = models_folder.sha256
+    monkeypatch.setattr(models_folder, "sha256", lambda p: hashed.append(Path(p).name) or real(p))
     first = cache.release_entry(release, "supervised")
     assert sorted(hashed) == ["2D-to-3D-pretrained.tar", "generator_7.pth", "tri.mat", "voice_embedding.pth"]
     hashed.clear()
@@ -210,7 +211,7 @@ def test_stale_partial_folders_are_removed_live_ones_kept(root, monkeypatch):
     assert states == {"synthetic-v1-seed0": "ok", dead.name: "stale-partial", live.name: "building",
                       reused.name: "stale-partial"}
 
-    monkeypatch.setattr(cache, "_build", no_build)
+    monkeypatch.setattr(cache, "cache_builder", lambda command: no_build)
     messages = []
     cache.models_for(None, "supervised", progress=messages.append)
     assert messages == ["removed 2 unfinished build folders left by interrupted runs (1.0 kB)"]
@@ -339,7 +340,7 @@ def test_building_without_torch_says_what_to_install(tmp_path):
     """, tmp_path / "empty-cache")
     assert done.returncode == 2, done.stderr
     assert done.stderr == ("cmp-face: error: building models needs the export extra (torch is missing): "
-                           "pip install 'cmp-deploy[export]', or pass --models DIR\n")
+                           "pip install 'cmp-deploy[export]', then run 'cmp-face cache build'; or pass --models DIR\n")
 
 
 def test_predict_with_a_built_cache_never_imports_torch(models_dir, cache_dir, tmp_path):

@@ -14,8 +14,8 @@ from calibration import inputs as I
 from calibration import stats as S
 from calibration.int8 import NEVER_INT8, fixed_islands, qdq_summary, quantize, write_int8
 from calibration.quality import BARS, min_cosine, relative_error, selection_bars
-from tests.conftest import DATA, FBANKS, WAVS, requires
-from tests.test_precision import _supervised_folder
+from tests.helpers.data import DATA, FBANKS, WAVS, requires
+from tests.helpers.folders import supervised_folder
 
 
 def test_thresholds_per_method():
@@ -114,7 +114,7 @@ def test_statistics_are_cached_by_model_and_inputs(tmp_path):
 @requires(FBANKS, "fbank_preprocessed")
 @requires(WAVS, "voxceleb_wav")
 def test_int8_models_meet_the_bars_on_held_out_speech(models_dir, tmp_path):
-    folder = _supervised_folder(models_dir, tmp_path)
+    folder = supervised_folder(models_dir, tmp_path)
     calibration = I.from_fbanks(DATA / "fbank_preprocessed")  # calibrate on the release's fbanks ...
     log: list[str] = []
     entry = write_int8(folder, calibration, "max", progress=log.append)
@@ -216,7 +216,7 @@ def test_report_needs_reduced_precision_models(tmp_path, capsys):
 def test_cli_calibrates_a_folder(models_dir, tmp_path, capsys):
     from calibration.cli import main
 
-    folder = _supervised_folder(models_dir, tmp_path)
+    folder = supervised_folder(models_dir, tmp_path)
     assert main(["--models", str(folder), "--fbanks", str(DATA / "fbank_preprocessed"), "--max-inputs", "3",
                  "--method", "percentile"]) == 0
     out = capsys.readouterr().out

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from runtime.mesh_io import read_png
-from tests.conftest import FBANKS, WAVS
+from tests.helpers.data import FBANKS, WAVS
 
 ROOT = Path(__file__).resolve().parents[1]
 

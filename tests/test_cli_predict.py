@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from runtime import cli
-from tests.conftest import FBANKS, requires
+from tests.helpers.data import FBANKS, requires
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -176,7 +176,7 @@ def test_predict_from_the_microphone_equals_the_same_samples_from_a_file(capsys,
     import wave
 
     from runtime.demo_signal import demo_voice
-    from tests.test_evaluate_analyze import stand_in_module
+    from tests.helpers.sounddevice_stand_in import stand_in_module
 
     sd = stand_in_module()  # no machine here has a microphone: a stand-in returns a known voice
     monkeypatch.setitem(sys.modules, "sounddevice", sd)

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 import wave
 from pathlib import Path
 
@@ -17,7 +16,8 @@ from runtime import mesh_read
 from runtime.errors import CmpError, InputError
 from runtime.mesh_io import write_obj
 from runtime.metrics import DISTANCES
-from tests.test_metrics import SPEC_PAIRS, ref_scores
+from tests.helpers.metrics_reference import SPEC_PAIRS, ref_scores
+from tests.helpers.sounddevice_stand_in import STAND_IN, stand_in_module
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 53215
@@ -153,7 +153,7 @@ def test_evaluate_scores_the_prediction_folder(eval_tree, tmp_path):
     done = cmp_face("evaluate", "--pred", eval_tree["pred"], "--gt", eval_tree["gt"],
                     "--keypoints", eval_tree["root"] / "keypoints_sim.npy", "--json", out)
     assert done.returncode == 0, done.stderr
-    # Independent expectation (tests/test_metrics.ref_scores): per identity, then over identities.
+    # Independent expectation (tests/helpers/metrics_reference.ref_scores): per identity, then over identities.
     per = {}
     for identity in ("A", "B"):
         target, preds = eval_tree[identity]
@@ -383,40 +383,6 @@ def test_analyze_figure_without_matplotlib(face, means_dir, tmp_path):
 
 # --------------------------------------------------------------------------- microphone
 
-STAND_IN = '''
-"""Stand-in for the sounddevice module: a known signal instead of a microphone."""
-import numpy as np
-
-class PortAudioError(Exception):
-    pass
-
-calls = []
-SIGNAL = None  # int16 samples returned by rec() (cropped/tiled to the requested length)
-
-def query_devices(device=None, kind=None):
-    return {"name": "stand-in microphone", "max_input_channels": 1}
-
-def check_input_settings(device=None, channels=None, dtype=None, extra_settings=None, samplerate=None):
-    calls.append(("check", channels, dtype, samplerate))
-
-def rec(frames, samplerate=None, channels=None, dtype=None):
-    calls.append(("rec", frames, samplerate, channels, dtype))
-    signal = SIGNAL if SIGNAL is not None else _default()
-    return np.resize(signal, frames).astype(dtype).reshape(frames, channels)
-
-def wait():
-    calls.append(("wait",))
-
-def _default():
-    from runtime.demo_signal import demo_voice
-    return demo_voice()
-'''
-
-
-def stand_in_module() -> types.ModuleType:
-    module = types.ModuleType("sounddevice")
-    exec(STAND_IN, module.__dict__)
-    return module
 
 
 def test_record_uses_the_default_input_device(monkeypatch):

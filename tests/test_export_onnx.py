@@ -13,17 +13,18 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import FBANKS
+from tests.helpers.data import FBANKS
 
 onnx = pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
 import onnxruntime as ort  # noqa: E402
 
-from export.checkpoints import PIPELINES, load_release  # noqa: E402
+from export.checkpoints import load_release  # noqa: E402
+from runtime.models_folder import PIPELINES  # noqa: E402
 from export.onnx_export import VerificationError, Verifier, export_steps  # noqa: E402
 from export.progress import StepBar  # noqa: E402
 from export.synthetic import PACK_STEPS  # noqa: E402
-from tests.conftest import BUILD_LOG  # noqa: E402
+from tests.helpers.build_log import BUILD_LOG  # noqa: E402
 
 
 def dims(value_info) -> list:
@@ -202,5 +203,5 @@ def test_export_help_names_the_command(capsys):
         main(["export", "--help"])
     assert done.value.code == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: cmp-face export [-h] (--release DIR | --synthetic) -o MODELS")
+    assert out.startswith("usage: cmp-face export [-h] [--debug] (--release DIR | --synthetic) -o MODELS")
     assert "to_onnx" not in out

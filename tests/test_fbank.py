@@ -259,7 +259,7 @@ def test_frontend_modules_do_not_import_torch():
             "import runtime.audio, runtime.vad, runtime.fbank, runtime.demo_signal\n"
             "runtime.fbank.compute_fbank(runtime.demo_signal.demo_voice(1.0))\n"
             "runtime.audio.load_audio(np.zeros(8000, np.float32), 8000)\n"
-            "import export.frontend_graph\n"
+            "import runtime.frontend_graph\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,

@@ -1,4 +1,4 @@
-"""export.frontend_graph: the ONNX frontend against the numpy path, and the fused model."""
+"""runtime.frontend_graph: the ONNX frontend against the numpy path, and the fused model."""
 from __future__ import annotations
 
 import functools
@@ -12,7 +12,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from export.frontend_graph import build_frontend, frontend_matrices, fuse_voice2mesh  # noqa: E402
+from runtime.frontend_graph import build_frontend, frontend_matrices, fuse_voice2mesh  # noqa: E402
 from runtime.fbank import log_mel, normalise  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -91,7 +91,7 @@ def test_a_spent_budget_stops_gracefully_and_still_writes(tmp_path, models_dir):
 
 # ----------------------------------------------------------------------------- arguments
 @pytest.mark.parametrize("argv, message", [
-    (["--device", "tpu"], "unknown device 'tpu': choose auto, cpu, cuda or cuda:N"),
+    (["--device", "tpu"], "unknown device 'tpu': choose auto, cpu, cuda, cuda:N or gpu"),
     (["--device", "auto"], "--device must be cuda, cuda:N or cpu"),
     (["--pipelines", "both"], "--pipelines: choose from supervised, unsupervised"),
     (["--batches", "1,x"], "--batches: comma-separated positive integers"),

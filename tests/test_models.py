@@ -7,29 +7,11 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
+from tests.helpers.release_writer import mobilenet_keys  # noqa: E402
 from export.models import (AlignCornersUpsample, FaceGenerator, Image3D, MobileNetV2,  # noqa: E402
                            Morphable, SupervisedDecoder, SupervisedHeads, UnsupervisedDecoder, VoiceEmbedNet)
 
 
-def mobilenet_keys() -> list[str]:
-    """MobileNetV2 + heads state-dict keys, derived from the spec's table (not from our code)."""
-    bn = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
-    keys = ["features.0.0.weight"] + [f"features.0.1.{k}" for k in bn]
-    index = 1
-    for t, c, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-                       (6, 160, 3, 2), (6, 320, 1, 1)]:
-        for _ in range(n):
-            p = f"features.{index}.conv"
-            if t == 1:
-                keys += [f"{p}.0.0.weight"] + [f"{p}.0.1.{k}" for k in bn] + [f"{p}.1.weight"] + [f"{p}.2.{k}" for k in bn]
-            else:
-                keys += [f"{p}.0.0.weight"] + [f"{p}.0.1.{k}" for k in bn] + [f"{p}.1.0.weight"]
-                keys += [f"{p}.1.1.{k}" for k in bn] + [f"{p}.2.weight"] + [f"{p}.3.{k}" for k in bn]
-            index += 1
-    keys += ["features.18.0.weight"] + [f"features.18.1.{k}" for k in bn]
-    for head in ("ori", "shape", "exp", "texture"):
-        keys += [f"classifier_{head}.1.weight", f"classifier_{head}.1.bias"]
-    return keys
 
 
 def test_encoder_keys_and_shapes():

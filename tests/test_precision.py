@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,8 @@ from calibration import inputs as I
 from calibration.fp16 import (FP16_MAX, HAZARD_3DMM, convert, emulate, fp16_graph, hazard_islands, precision_of,
                               range_islands, write_fp16)
 from calibration.quality import Verdict, min_cosine, relative_error
-from tests.conftest import DATA, FBANKS, WAVS, requires
+from tests.helpers.data import DATA, FBANKS, WAVS, requires
+from tests.helpers.folders import supervised_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,8 +132,8 @@ def test_emulation_shows_the_rounding_onnxruntime_cpu_hides():
 def test_imports_without_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
             "import calibration.cli, calibration.fp16, calibration.graph, calibration.inputs, "
-            "calibration.manifest, calibration.quality, calibration.int8, calibration.report, calibration.stats, "
-            "export.frontend_graph\n"
+            "calibration.quality, calibration.int8, calibration.report, calibration.stats, "
+            "runtime.frontend_graph\n"
             "import onnxruntime.quantization.qdq_quantizer\n"
             "assert 'torch' not in {m for m in sys.modules if sys.modules[m] is not None}\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
@@ -153,9 +153,7 @@ def test_cli_missing_models_folder(tmp_path, capsys):
     (tmp_path / "a.npy").write_bytes(b"")
     np.save(tmp_path / "a.npy", np.zeros((10, 64), np.float32))
     assert main(["--models", str(tmp_path / "nope"), "--fbanks", str(tmp_path)]) == 2
-    assert capsys.readouterr().err == (f"python -m calibration: error: {tmp_path / 'nope' / 'models.json'}: not "
-                                       f"found; is "
-                                       f"{tmp_path / 'nope'} a models folder written by cmp-face export?\n")
+    assert capsys.readouterr().err == f"python -m calibration: error: {tmp_path / 'nope'}: models folder not found\n"
 
 
 def test_select_is_deterministic_and_spread():
@@ -166,23 +164,10 @@ def test_select_is_deterministic_and_spread():
     assert [u.name for u in I.select(shuffled, 3).utterances] == ["u0", "u4", "u8"]
 
 
-def _supervised_folder(models_dir: Path, tmp: Path) -> Path:
-    """The FP32 supervised graphs of the shared fixture, linked into a folder of our own."""
-    out = tmp / "models"
-    out.mkdir()
-    for name in ("encoder.onnx", "decoder_supervised.onnx", "frontend.onnx", "voice2mesh_supervised.onnx",
-                 "triangles.npy"):
-        os.symlink(models_dir / name, out / name)
-    manifest = json.loads((models_dir / "models.json").read_text())
-    manifest["pipelines"] = ["supervised"]
-    (out / "models.json").write_text(json.dumps(manifest))
-    return out
-
-
 @requires(FBANKS, "fbank_preprocessed")
 @requires(WAVS, "voxceleb_wav")
 def test_fp16_models_meet_the_bars_on_held_out_speech(models_dir, tmp_path):
-    folder = _supervised_folder(models_dir, tmp_path)
+    folder = supervised_folder(models_dir, tmp_path)
     chosen = I.select(I.from_fbanks(DATA / "fbank_preprocessed"), 4)
     log: list[str] = []
     entry = write_fp16(folder, chosen, progress=log.append)
@@ -260,12 +245,14 @@ def test_export_precision_fp16_writes_the_fp16_models_after_the_export(tmp_path,
     pytest.importorskip("torch")
     from calibration import fp16
     from export import to_onnx
+    from runtime.cli.shell import command_parser
 
+    parser = command_parser(to_onnx.COMMAND, "cmp-face export")
     calls = []
     monkeypatch.setattr(to_onnx, "_export", lambda args: {"files": {}, "exported_to": str(args.output)})
     monkeypatch.setattr(fp16, "write_fp16", lambda models, data: calls.append((models, data.source)) or {"graphs": {}})
-    args = to_onnx.build_parser().parse_args(["--synthetic", "-o", str(tmp_path), "--precision", "fp32,fp16",
-                                              "--fp16-audio", str(tmp_path)])
+    args = parser.parse_args(["--synthetic", "-o", str(tmp_path), "--precision", "fp32,fp16",
+                              "--fp16-audio", str(tmp_path)])
     from runtime.errors import InputError
 
     with pytest.raises(InputError, match=f"^{tmp_path}: no .wav/.flac/.ogg files found$"):
@@ -274,9 +261,9 @@ def test_export_precision_fp16_writes_the_fp16_models_after_the_export(tmp_path,
     manifest = to_onnx.run(args)
     assert calls == [(tmp_path, "built-in synthetic voices (4 x 6 s, not real speech)")]
     assert manifest["precisions"] == {"fp16": {"graphs": {}}}
-    assert to_onnx.run(to_onnx.build_parser().parse_args(["--synthetic", "-o", str(tmp_path)])) == {
+    assert to_onnx.run(parser.parse_args(["--synthetic", "-o", str(tmp_path)])) == {
         "files": {}, "exported_to": str(tmp_path)}
     assert len(calls) == 1  # fp32 alone: no FP16 pass
     with pytest.raises(SystemExit):
-        to_onnx.build_parser().parse_args(["--synthetic", "-o", str(tmp_path), "--precision", "fp16"])
+        parser.parse_args(["--synthetic", "-o", str(tmp_path), "--precision", "fp16"])
     assert "expected fp32 or fp32,fp16, got 'fp16' (INT8: cmp-face calibrate)" in capsys.readouterr().err

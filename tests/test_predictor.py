@@ -14,7 +14,7 @@ import pytest
 from runtime import Predictor
 from runtime.errors import InputError, ModelError
 from runtime.result import display_image
-from tests.conftest import FBANKS, WAVS, requires
+from tests.helpers.data import FBANKS, WAVS, requires
 
 
 @pytest.fixture(scope="module")
@@ -124,11 +124,12 @@ def test_bad_files_and_types(supervised, tmp_path):
 def test_models_folder_errors(models_dir, tmp_path):
     with pytest.raises(ModelError, match=re.escape(f"{tmp_path / 'none'}: models folder not found")):
         Predictor(tmp_path / "none")
-    with pytest.raises(ModelError, match=re.escape(f"{tmp_path / 'models.json'}: not found; export the models")):
+    with pytest.raises(ModelError, match=re.escape(f"{tmp_path / 'models.json'}: not found; is {tmp_path} a models "
+                                                   "folder written by 'cmp-face export' (or python export/to_onnx.py)?")):
         Predictor(tmp_path)
     with pytest.raises(ModelError, match=re.escape("unknown pipeline 'both': choose one of supervised, unsupervised")):
         Predictor(models_dir, "both")
-    with pytest.raises(ModelError, match=re.escape("unknown device 'tpu': choose auto, cpu, cuda or cuda:N")):
+    with pytest.raises(ModelError, match=re.escape("unknown device 'tpu': choose auto, cpu, cuda, cuda:N or gpu")):
         Predictor(models_dir, device="tpu")
     copy = tmp_path / "copy"
     shutil.copytree(models_dir, copy)
@@ -156,9 +157,18 @@ def test_runtime_never_imports_torch(models_dir):
     assert "LOADED []" in out.stdout, out.stdout + out.stderr
 
 
+def test_the_old_frontend_name_still_works_with_a_deprecation_warning(models_dir):
+    with pytest.warns(DeprecationWarning, match=re.escape(
+            "frontend 'onnx' is now called 'fused' (the fused voice-to-mesh graph); 'onnx' will be removed")):
+        p = Predictor(models_dir, "supervised", device="cpu", frontend="onnx")
+    assert p.frontend == "fused" and p.models.voice2mesh is not None
+    with pytest.raises(ModelError, match=re.escape("unknown frontend 'torch': choose one of numpy, fused")):
+        Predictor(models_dir, "supervised", device="cpu", frontend="torch")
+
+
 @requires(WAVS, "the real speech recordings")
 def test_audio_through_numpy_and_fused_onnx_frontends_agree(models_dir, unsupervised):
-    fused = Predictor(models_dir, "unsupervised", device="cpu", frontend="onnx")
+    fused = Predictor(models_dir, "unsupervised", device="cpu", frontend="fused")
     assert fused.models.voice2mesh is not None
     for wav in WAVS[:3]:
         a, b = unsupervised.predict(wav), fused.predict(str(wav))
@@ -185,7 +195,7 @@ def test_audio_array_and_file_give_the_same_mesh(supervised):
 
 
 def test_unknown_frontend(models_dir):
-    with pytest.raises(ModelError, match=re.escape("unknown frontend 'torch': choose one of numpy, onnx")):
+    with pytest.raises(ModelError, match=re.escape("unknown frontend 'torch': choose one of numpy, fused")):
         Predictor(models_dir, frontend="torch")
 
 
@@ -263,7 +273,7 @@ def test_absurd_feature_values_are_refused(supervised):
 @pytest.mark.parametrize("stage, patch", [
     ("encoder", "embed"), ("decoder", "decode"), ("voice2mesh", "voice_to_mesh")])
 def test_non_finite_network_output_raises_model_error_naming_the_stage(models_dir, monkeypatch, stage, patch):
-    p = Predictor(models_dir, "supervised", device="cpu", frontend="onnx" if stage == "voice2mesh" else "numpy",
+    p = Predictor(models_dir, "supervised", device="cpu", frontend="fused" if stage == "voice2mesh" else "numpy",
                   vad=False)
     real = getattr(p, patch)
 
@@ -294,7 +304,7 @@ NO_SIGNAL = ("no signal in the audio: all {n} samples are {v}; features are norm
 
 @pytest.fixture(scope="module")
 def fused(models_dir) -> Predictor:
-    return Predictor(models_dir, "unsupervised", device="cpu", frontend="onnx", vad=False)
+    return Predictor(models_dir, "unsupervised", device="cpu", frontend="fused", vad=False)
 
 
 @pytest.mark.parametrize("value", [0, 1000, -32768])
@@ -374,7 +384,7 @@ def test_missing_precision_and_bad_backend_are_clear_errors(models_dir, tmp_path
 def test_precision_files_come_from_the_manifest(models_dir, tmp_path):
     """Calibration may leave a graph in FP32 (models.json then points INT8 at the FP32 file), and on
     the CPU the uint8-activation flavour is preferred where one was written."""
-    from runtime.engines import precision_file
+    from runtime.models_folder import ModelsFolder
 
     folder = tmp_path / "m"
     folder.mkdir()
@@ -388,10 +398,12 @@ def test_precision_files_come_from_the_manifest(models_dir, tmp_path):
                             "decoder_supervised": {"file": "decoder_supervised.onnx"}}},
         "int8u8": {"graphs": {"encoder": {"file": "encoder_int8u8.onnx"}}}}
     (folder / "models.json").write_text(json.dumps(manifest))
-    assert precision_file(manifest, "encoder", "int8") == "encoder_int8.onnx"
-    assert precision_file(manifest, "encoder", "int8", cpu=True) == "encoder_int8u8.onnx"
-    assert precision_file(manifest, "decoder_supervised", "int8", cpu=True) == "decoder_supervised.onnx"
-    assert precision_file(manifest, "encoder", "fp16") == "encoder_fp16.onnx"  # not listed: by name
+    listed = ModelsFolder.read(folder)
+    assert listed.precision_file("encoder", "int8") == "encoder_int8.onnx"
+    assert listed.precision_file("encoder", "int8", cpu=True) == "encoder_int8u8.onnx"
+    assert listed.precision_file("decoder_supervised", "int8", cpu=True) == "decoder_supervised.onnx"
+    assert listed.precision_file("encoder", "fp16") == "encoder_fp16.onnx"  # not listed: by name
+    assert listed.precision_file("frontend", "int8") == "frontend.onnx"  # the log-mel graph is FP32 in every precision
     p = Predictor(folder, "supervised", device="cpu", precision="int8")
     assert p.models.encoder.path.name == "encoder_int8u8.onnx"
     assert p.models.decoder.path.name == "decoder_supervised.onnx"
@@ -407,4 +419,5 @@ def test_precision_files_come_from_the_manifest(models_dir, tmp_path):
         "holds (exported again since); make the int8 models again: cmp-face calibrate --models MODELS --audio SPEECH_DIR")
     current = manifest["files"]["encoder.onnx"]
     manifest["precisions"]["int8u8"]["graphs"]["encoder"]["from_sha256"] = current["sha256"]
-    assert precision_file(manifest, "encoder", "int8", cpu=True) == "encoder_int8u8.onnx"
+    (folder / "models.json").write_text(json.dumps(manifest))
+    assert ModelsFolder.read(folder).precision_file("encoder", "int8", cpu=True) == "encoder_int8u8.onnx"

@@ -15,8 +15,8 @@ from calibration.quality import BARS
 from runtime import Predictor
 from runtime.cli import main
 from runtime.errors import CmpError
-from tests.conftest import DATA, FBANKS, WAVS, requires
-from tests.test_checkpoints import N_VERTICES, write_foreign_release
+from tests.helpers.data import DATA, FBANKS, WAVS, requires
+from tests.helpers.release_writer import N_VERTICES, write_foreign_release
 
 pytest.importorskip("torch")
 

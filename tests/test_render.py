@@ -17,7 +17,7 @@ from runtime.render import (MAX_SIZE, aligned_to_image, check_num_threads, check
                             resize_image)
 from Sim3DR.lighting import LIGHT_DEFAULTS, light_colors, overlay, render_lit
 from Sim3DR.reference import buffers_reference, light_colors_reference, normalize_vertices
-from tests.conftest import real_face
+from tests.helpers.data import real_face
 
 
 def grid_mesh(n=12, bump=0.3):

@@ -15,14 +15,15 @@ import onnxruntime as ort
 import pytest
 
 import runtime.engines
-import runtime.runners as runners
+import runtime.runners.cuda
+import runtime.runners.select as selection
 from export.to_trt import Options
 from runtime.errors import EngineError, InputError, ModelError
 from runtime.runners import Backend, open_runner, parse_device, select_backend
 from runtime.runners.ort_runner import BoundOrtRunner, OrtRunner, cuda_runner, profile_strings
 from runtime.runners.trt_runner import GRAPH_CACHE, TensorRTRunner
-from tests.test_trt import H200, TRT10, make_engine
-from tests.tiny_graphs import write_tiny_models
+from tests.helpers.engines import H200, TRT10, make_engine
+from tests.helpers.tiny_graphs import write_tiny_models
 
 
 @pytest.fixture()
@@ -45,8 +46,9 @@ def no_tensorrt(monkeypatch):
 
 def test_devices_and_backends_are_checked():
     assert parse_device("cuda:3") == ("cuda", 3) and parse_device("cpu") == ("cpu", 0)
-    for bad in ("gpu", "cuda:x", "cpu:1", "cuda:"):
-        with pytest.raises(ModelError, match=f"^unknown device '{bad}': choose auto, cpu, cuda or cuda:N$"):
+    assert parse_device("gpu") == ("cuda", 0) and parse_device("gpu:2") == ("cuda", 2)  # Triton's word for it
+    for bad in ("tpu", "cuda:x", "cpu:1", "cuda:", "auto:0"):
+        with pytest.raises(ModelError, match=f"^unknown device '{bad}': choose auto, cpu, cuda, cuda:N or gpu$"):
             select_backend("auto", bad)
     with pytest.raises(ModelError) as e:
         select_backend("tvm", "cpu")
@@ -71,7 +73,7 @@ def test_missing_gpu_packages_are_named(monkeypatch, no_tensorrt):
     with pytest.raises(EngineError, match=r"^cuda-python is not installed: TensorRT engines need it \(pip install "
                                           r"cuda-python\)$"):
         select_backend("tensorrt", "cuda:1")
-    monkeypatch.setattr(runners, "_ort_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(selection, "ort_providers", lambda: ["CPUExecutionProvider"])
     with pytest.raises(ModelError) as e:
         select_backend("onnxruntime", "cuda")
     assert str(e.value) == ("device 'cuda' requested but this onnxruntime has no CUDAExecutionProvider (available: "
@@ -85,16 +87,16 @@ def test_missing_gpu_packages_are_named(monkeypatch, no_tensorrt):
 
 
 def test_auto_picks_what_this_machine_has(monkeypatch, models):
-    monkeypatch.setattr(runners, "_ort_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(selection, "ort_providers", lambda: ["CPUExecutionProvider"])
     assert select_backend() == Backend("onnxruntime", "cpu")
     assert select_backend("auto", "cpu", models) == Backend("onnxruntime", "cpu")
     with pytest.raises(ModelError, match="^device 'cuda:1' requested but this onnxruntime has no CUDA"):
         select_backend("auto", "cuda:1")
     gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    monkeypatch.setattr(runners, "_ort_providers", lambda: gpu)
+    monkeypatch.setattr(selection, "ort_providers", lambda: gpu)
     assert select_backend("auto", "auto", models) == Backend("onnxruntime", "cuda", 0)
     assert select_backend("onnxruntime-trt", "cuda:2") == Backend("onnxruntime-trt", "cuda", 2)
-    monkeypatch.setattr(runners, "_tensorrt_available", lambda: True)
+    monkeypatch.setattr(selection, "tensorrt_available", lambda: True)
     assert select_backend("auto", "cuda:1", models) == Backend("onnxruntime", "cuda", 1)  # no engine built yet
     make_engine(models)
     assert select_backend("auto", "cuda:1", models) == Backend("tensorrt", "cuda", 1)
@@ -132,11 +134,11 @@ def test_cpu_runner_metadata_results_and_feed_errors(models):
 def test_io_binding_runner_matches_and_its_fixed_shape_mode_replays_in_place(models):
     e1, e2 = (np.random.default_rng(s).standard_normal((2, 64)).astype(np.float32) for s in (2, 3))
     path = models / "decoder_supervised.onnx"
-    bound = BoundOrtRunner(path, "decoder_supervised", ["CPUExecutionProvider"], "cpu")
+    bound = BoundOrtRunner.open(path, "decoder_supervised", ["CPUExecutionProvider"], "cpu")
     want1, want2 = (reference(models, "decoder_supervised", {"embedding": e}) for e in (e1, e2))
     for name, value in bound.run({"embedding": e1}).items():
         np.testing.assert_array_equal(value, want1[name])
-    fixed = BoundOrtRunner(path, "decoder_supervised", ["CPUExecutionProvider"], "cpu", cuda_graph=True)
+    fixed = BoundOrtRunner.open(path, "decoder_supervised", ["CPUExecutionProvider"], "cpu", cuda_graph=True)
     kept = e1.copy()
     first = fixed.run({"embedding": e1})
     second = fixed.run({"embedding": e2})  # same buffers, new values copied in place
@@ -153,7 +155,7 @@ def test_io_binding_runner_matches_and_its_fixed_shape_mode_replays_in_place(mod
     write_frontend_like(models)
     with pytest.raises(ModelError, match=r"^frontend: output 'fbank' has dims \('batch', 64, 'frames'\); a CUDA "
                                          "graph needs outputs whose shape follows from the batch size alone$"):
-        BoundOrtRunner(models / "frontend.onnx", "frontend", ["CPUExecutionProvider"], "cpu", cuda_graph=True)
+        BoundOrtRunner.open(models / "frontend.onnx", "frontend", ["CPUExecutionProvider"], "cpu", cuda_graph=True)
 
 
 def write_frontend_like(models: Path) -> None:
@@ -355,7 +357,7 @@ def fake_tensorrt(cudart: FakeCudart) -> ModuleType:
 def simulated(monkeypatch):
     cudart = FakeCudart()
     trt = fake_tensorrt(cudart)
-    monkeypatch.setattr(runtime.engines, "cuda_runtime", lambda: cudart)
+    monkeypatch.setattr(runtime.runners.cuda, "cuda_runtime", lambda: cudart)
     monkeypatch.setattr("runtime.runners.trt_runner.cuda_runtime", lambda: cudart)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     return trt, cudart
@@ -429,7 +431,7 @@ def test_the_cuda_python_calls_exist_and_errors_become_engine_errors():
     import ast
 
     used = set()
-    for source in ("runtime/engines.py", "runtime/runners/trt_runner.py"):
+    for source in ("runtime/runners/cuda.py", "runtime/runners/trt_runner.py"):
         tree = ast.parse((Path(__file__).resolve().parents[1] / source).read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute):
@@ -449,11 +451,11 @@ def test_the_cuda_python_calls_exist_and_errors_become_engine_errors():
     assert int(cudart.cudaStream_t(123)) == 123  # what TensorRT is given
     err, *_ = cudart.cudaGetDeviceProperties(0)
     if err == cudart.cudaError_t.cudaSuccess:
-        gpu = runtime.engines.current_gpu(0)
+        gpu = runtime.runners.cuda.current_gpu(0)
         assert gpu.name and gpu.compute_capability >= (3, 0)
     else:  # no GPU or no driver here: our error, naming CUDA's
         with pytest.raises(EngineError, match=rf"^no usable CUDA GPU 0 \(CUDA error {err.name}\)$"):
-            runtime.engines.current_gpu(0)
+            runtime.runners.cuda.current_gpu(0)
 
 
 def test_the_lean_runtime_has_what_the_runner_calls_and_no_gpu_is_a_clean_error(models, monkeypatch):
@@ -462,7 +464,7 @@ def test_the_lean_runtime_has_what_the_runner_calls_and_no_gpu_is_a_clean_error(
     Runtime created there crashes the process on first use)."""
     lean = pytest.importorskip("tensorrt_lean_bindings", reason="tensorrt-lean-cu13-bindings/-libs not installed")
     pytest.importorskip("cuda.bindings.runtime", reason="cuda-python (the gpu extra) is not installed")
-    from runtime.runners.trt_runner import _DTYPES
+    from runtime.dtypes import BY_TENSORRT
 
     for cls, names in {"Runtime": ["deserialize_cuda_engine", "engine_host_code_allowed"],
                        "ICudaEngine": ["num_io_tensors", "get_tensor_name", "get_tensor_dtype", "get_tensor_shape",
@@ -470,12 +472,12 @@ def test_the_lean_runtime_has_what_the_runner_calls_and_no_gpu_is_a_clean_error(
                        "IExecutionContext": ["set_optimization_profile_async", "set_input_shape", "infer_shapes",
                                              "get_tensor_shape", "set_tensor_address", "execute_async_v3"]}.items():
         assert [n for n in names if not hasattr(getattr(lean, cls), n)] == [], cls
-    assert all(hasattr(lean.DataType, name) for name in _DTYPES)
+    assert all(hasattr(lean.DataType, name) for name in BY_TENSORRT)
     assert lean.TensorIOMode.INPUT != lean.TensorIOMode.OUTPUT and hasattr(lean.Logger, "WARNING")
     assert not hasattr(lean, "Builder")
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     monkeypatch.setitem(sys.modules, "tensorrt_lean", None)
-    assert runtime.engines.import_tensorrt() == (lean, True)
+    assert runtime.runners.cuda.import_tensorrt() == (lean, True)
     from cuda.bindings import runtime as cudart
 
     err, *_ = cudart.cudaGetDeviceProperties(0)

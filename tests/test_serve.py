@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import FBANKS, WAVS, requires
+from tests.helpers.data import FBANKS, WAVS, requires
 
 httpx = pytest.importorskip("httpx")
 th = pytest.importorskip("tritonclient.http")
@@ -128,17 +128,24 @@ def _error(response) -> str:
 # ------------------------------------------------------------------------------ protocol
 
 
-def test_health_and_metadata_match_the_fused_graph(server, models_dir):
-    from runtime.serve.pipeline import tensor_spec
-    from runtime.sessions import open_session
+def fused_graph_outputs(path: Path) -> list[dict]:
+    """The protocol metadata the fused graph's outputs must have, read from the ONNX file here (all
+    our outputs are float32 or uint8; symbolic dimensions are -1)."""
+    import onnxruntime as ort
 
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    datatype = {"tensor(float)": "FP32", "tensor(uint8)": "UINT8"}
+    return [{"name": o.name, "datatype": datatype[o.type], "shape": [d if isinstance(d, int) else -1 for d in o.shape]}
+            for o in session.get_outputs()]
+
+
+def test_health_and_metadata_match_the_fused_graph(server, models_dir):
     c = server.client()
     assert c.is_server_live() and c.is_server_ready()
     assert c.is_model_ready("cmp_supervised") and c.is_model_ready("cmp_supervised_fbank")
     assert not c.is_model_ready("cmp_nope")
     meta = c.get_model_metadata("cmp_supervised")
-    fused = open_session(models_dir / "voice2mesh_supervised.onnx", ["CPUExecutionProvider"])
-    assert meta["outputs"] == [tensor_spec(o) for o in fused.get_outputs()]
+    assert meta["outputs"] == fused_graph_outputs(models_dir / "voice2mesh_supervised.onnx")
     assert meta["inputs"] == [{"name": "samples", "datatype": "FP32", "shape": [-1, -1]}]
     assert c.get_model_metadata("cmp_supervised_fbank")["inputs"] == [
         {"name": "fbank", "datatype": "FP32", "shape": [-1, -1, 64]}]
@@ -478,24 +485,23 @@ def _wait_for_metric(http, line: str) -> None:
 # ------------------------------------------------------------------------------ the model stage in-process
 
 
-@pytest.mark.parametrize("pipeline, frontend", [("unsupervised", "numpy"), ("supervised", "onnx")])
+@pytest.mark.parametrize("pipeline, frontend", [("unsupervised", "numpy"), ("supervised", "fused")])
 def test_served_pipeline_equals_predictor(models_dir, pipeline, frontend):
     """What the HTTP tests do not start a server for: the unsupervised pipeline's outputs (image,
     pose) and the fused-graph frontend, through the same prepare/run path the server uses."""
     from runtime.predictor import Predictor
-    from runtime.serve.pipeline import Limits, ServedPipeline, Stages, tensor_spec
-    from runtime.sessions import open_session
+    from runtime.serve.pipeline import Limits, ServedPipeline
+    from runtime.stages import Stages
 
     predictor = Predictor(models_dir, pipeline, threads=1, frontend=frontend)
     served = ServedPipeline(predictor, Limits())
-    fused = open_session(models_dir / f"voice2mesh_{pipeline}.onnx", ["CPUExecutionProvider"])
-    assert served.outputs == [tensor_spec(o) for o in fused.get_outputs()]
+    assert served.outputs == fused_graph_outputs(models_dir / f"voice2mesh_{pipeline}.onnx")
     voice = _speech(3.0)
     batch = np.stack([voice[:20000], voice[5000:25000]])
     items = served.prepare_samples(batch, None, False, Stages())
-    assert [kind for kind, _ in items] == (["samples"] * 2 if frontend == "onnx" else ["fbank"] * 2)
+    assert [kind for kind, _ in items] == (["samples"] * 2 if frontend == "fused" else ["fbank"] * 2)
     rows = served.run(items)
-    out = served.stack(rows, served.output_names, [kind for kind, _ in items])
+    out = served.stack(rows, served.output_names)
     for k in range(2):
         want = predictor.predict(batch[k], sample_rate=16000, vad=False)
         _close(out["vertices"][k], want.vertices)
@@ -504,7 +510,7 @@ def test_served_pipeline_equals_predictor(models_dir, pipeline, frontend):
             _close(out["pose_R"][k], want.pose_R)
             _close(out["vertices_frontal"][k], want.vertices_frontal)
             # uint8 display image: truncation may move a value by 1 when batching rounds differently
-            face = served.prediction(rows[k], items[k][0]).face_image.astype(int)
+            face = served.prediction(rows[k]).face_image.astype(int)
             assert face.shape == (120, 120, 3) and np.abs(face - want.face_image).max() <= 1
 
 

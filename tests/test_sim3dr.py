@@ -10,7 +10,7 @@ import Sim3DR
 from Sim3DR import Sim3DRInputError, get_normal, rasterize, rasterize_buffers
 from Sim3DR.reference import (buffers_reference, normals_reference, rasterize_baseline,
                               rasterize_reference)
-from tests.conftest import real_face
+from tests.helpers.data import real_face
 
 
 def face_in_image(size: int):

@@ -110,7 +110,7 @@ def test_tensorrt_without_engines_names_the_build_command(models_dir, tmp_path):
 def test_missing_precision_and_foreign_output_folder(models_dir, tmp_path):
     with pytest.raises(ModelError, match="nope: models folder not found"):
         tr.write_repository(tmp_path / "nope", tmp_path / "r")
-    with pytest.raises(ModelError, match=r"frontend_int8.onnx: not found \(the int8 frontend graph\); export it first"):
+    with pytest.raises(ModelError, match=r"encoder_int8.onnx: not found \(the int8 encoder graph\); export it first"):
         tr.write_repository(models_dir, tmp_path / "r", precision="int8")
     (tmp_path / "mine").mkdir()
     with pytest.raises(InputError, match="mine: exists and is not a repository written by cmp-face triton-repo"):
@@ -161,19 +161,13 @@ def test_validation_needs_versions_and_files(repo, tmp_path):
 
 
 def test_cli_parser_writes_a_repository(models_dir, tmp_path, capsys):
-    import argparse
+    from runtime.cli.shell import build_parser
 
-    from runtime.serve.cli import add_serve_parser, add_triton_repo_parser
-
-    common = argparse.ArgumentParser(add_help=False)
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    add_serve_parser(sub, common)
-    add_triton_repo_parser(sub, common)
+    parser = build_parser()
     out = tmp_path / "repo"
     args = parser.parse_args(["triton-repo", "--models", str(models_dir), "-o", str(out), "--pipeline", "supervised",
                               "--fused", "--max-batch", "8"])
-    assert args.func(args) == 0
+    assert args.command.run(args) == 0
     assert capsys.readouterr().out.startswith(f"wrote {out}: 2 models (cmp_supervised, voice2mesh_supervised)")
     assert tr.parse_config(out / "voice2mesh_supervised" / "config.pbtxt").max_batch_size == 8
     args = parser.parse_args(["serve", "--models", str(models_dir)])
@@ -306,7 +300,7 @@ def test_real_tritonserver_serves_the_ensemble_like_the_predictor(models_dir, tm
                                    {"name": "vertices", "datatype": "FP32", "shape": [-1, 53215, 3]}]
         samples = demo_voice(3.0)
         got = infer(f"127.0.0.1:{port}", samples)  # the same client helper as for 'cmp-face serve'
-        want = Predictor(models_dir, "supervised", threads=1, frontend="onnx").predict(
+        want = Predictor(models_dir, "supervised", threads=1, frontend="fused").predict(
             samples, sample_rate=16000, vad=False)
         for name in ("embedding", "params", "vertices"):
             ref = getattr(want, name)

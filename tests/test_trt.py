@@ -16,19 +16,15 @@ from types import SimpleNamespace
 import pytest
 
 from export import to_trt
-from export.to_trt import Options, plan, register_engine, sidecar_data, write_json
-from runtime.engines import (Gpu, check_engine, engine_file, engine_target, find_engine, read_sidecar,
-                             runtime_accepts, sidecar_path)
+from export.to_trt import Options, plan
+from runtime.engines import check_engine, find_engine, read_sidecar, runtime_accepts
+from runtime.models_folder import sidecar_file as sidecar_path
 from runtime.errors import EngineError, InputError, ModelError
 from runtime.profiles import Profile, ShapeRange, derive_profiles, select_profile
-from tests.tiny_graphs import write_tiny_models
+from tests.helpers.engines import A100, H100, H200, T4, TRT10, make_engine
+from tests.helpers.tiny_graphs import write_tiny_models
 
 ROOT = Path(__file__).resolve().parents[1]
-H200 = Gpu("NVIDIA H200", (9, 0))
-H100 = Gpu("NVIDIA H100 80GB HBM3", (9, 0))
-A100 = Gpu("NVIDIA A100-SXM4-80GB", (8, 0))
-T4 = Gpu("Tesla T4", (7, 5))
-TRT10 = "10.13.0.35"
 
 
 @pytest.fixture()
@@ -186,19 +182,6 @@ def test_network_flags_ask_for_strong_typing_and_nothing_else():
 
 
 # ------------------------------------------------------------------ sidecars and refusals
-def make_engine(models: Path, graph: str = "encoder", gpu: Gpu = H200, version: str = TRT10,
-                options: Options = Options(precision="fp32")) -> Path:
-    """What build_engine writes, with a fake plan instead of TensorRT's."""
-    job = plan(models, options, [graph])[0]
-    level = {"none": "none", "same-cc": "same_compute_capability", "ampere+": "ampere_plus"}[options.hardware_compat]
-    engine = models / engine_file(graph, options.precision, engine_target(gpu.compute_capability, level))
-    engine.write_bytes(b"serialized plan of " + graph.encode())
-    data = sidecar_data(job, options, engine, version, gpu, build_seconds=1.234)
-    write_json(sidecar_path(engine), data)
-    register_engine(models, data)
-    return engine
-
-
 def test_sidecar_records_the_build_and_models_json_lists_the_engine(models):
     engine = make_engine(models, options=Options(precision="fp32", max_seconds=30, hardware_compat="same-cc"))
     assert engine.name == "encoder_fp32_sm90.engine"
@@ -582,7 +565,7 @@ def test_build_failures_are_one_line_errors(models):
 def test_the_command_builds_every_graph_with_a_stand_in_tensorrt(models, monkeypatch, capsys):
     trt, _ = fake_builder(version=TRT10)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr("runtime.engines.current_gpu", lambda device=0: A100)
+    monkeypatch.setattr("export.to_trt.current_gpu", lambda device=0: A100)
     assert to_trt.main(["--models", str(models), "--precision", "fp32", "--hardware-compat", "ampere+"]) == 0
     out = capsys.readouterr().out
     assert f"building on NVIDIA A100-SXM4-80GB (compute capability 8.0) with TensorRT {TRT10}" in out

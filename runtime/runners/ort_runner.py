@@ -1,6 +1,6 @@
 """ONNX Runtime runners: the CPU provider, the CUDA provider with IOBinding, the TensorRT provider.
 
-Sessions are opened by ``runtime.sessions.open_session`` (our errors for missing or broken
+Sessions are opened by ``runtime.runners.loaders.open_session`` (our errors for missing or broken
 files, no idle spinning). On a GPU, inputs are bound from host memory and copied to the device
 once per run; outputs are bound on the device and fetched once at the end (``IOBinding``).
 """
@@ -11,24 +11,21 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from runtime.dtypes import BY_ONNX
 from runtime.errors import InputError, ModelError
 from runtime.profiles import contract_inputs, derive_profiles
-from runtime.runners import INSTALL_ORT_GPU, Runner, TensorInfo
-from runtime.sessions import open_session
-
-_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-           "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
-           "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
+from runtime.runners.base import INSTALL_ORT_GPU, Runner, TensorInfo
+from runtime.runners.loaders import open_session
 
 
 def tensor_infos(args) -> tuple[TensorInfo, ...]:
     """TensorInfo of ONNX Runtime NodeArgs (``session.get_inputs()`` / ``get_outputs()``)."""
     infos = []
     for a in args:
-        if a.type not in _DTYPES:
+        if a.type not in BY_ONNX:
             raise ModelError(f"unsupported tensor type {a.type} of {a.name!r}")
         shape = tuple(d if isinstance(d, int) and d > 0 else (d if isinstance(d, str) else "?") for d in a.shape)
-        infos.append(TensorInfo(a.name, np.dtype(_DTYPES[a.type]), shape))
+        infos.append(TensorInfo(a.name, BY_ONNX[a.type].numpy, shape))
     return tuple(infos)
 
 
@@ -37,25 +34,20 @@ class OrtRunner(Runner):
 
     backend = "onnxruntime"
 
-    def __init__(self, path: Path, graph: str, providers: list, threads: int | None = None,
-                 spinning: bool = False) -> None:
-        self._bind(open_session(Path(path), providers, threads, spinning), path, graph)
-
-    @classmethod
-    def wrap(cls, session, path: str | Path, graph: str) -> "OrtRunner":
-        """A runner around a session opened elsewhere (benchmarks with other provider options)."""
-        runner = cls.__new__(cls)
-        runner._bind(session, path, graph)
-        return runner
-
-    def _bind(self, session, path: str | Path, graph: str) -> None:
+    def __init__(self, session, path: str | Path, graph: str) -> None:
+        """A runner around an open session (:func:`runtime.runners.loaders.open_session`)."""
         self.path, self.graph, self.session = Path(path), graph, session
         self.inputs = tensor_infos(session.get_inputs())
         self.outputs = tensor_infos(session.get_outputs())
 
+    @classmethod
+    def open(cls, path: Path, graph: str, providers: list, threads: int | None = None,
+             spinning: bool = False) -> "OrtRunner":
+        return cls(open_session(Path(path), providers, threads, spinning), path, graph)
+
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        feeds = self._feeds(feeds)
-        names = self._output_names(outputs)
+        feeds = self.checked_feeds(feeds)
+        names = self.output_names(outputs)
         return dict(zip(names, self.session.run(names, feeds)))
 
     @property
@@ -75,29 +67,35 @@ class BoundOrtRunner(OrtRunner):
     runs copy the new inputs into those buffers in place; another input shape is refused.
     """
 
-    def __init__(self, path: Path, graph: str, providers: list, device_type: str = "cuda", device_id: int = 0,
+    def __init__(self, session, path: str | Path, graph: str, device_type: str = "cuda", device_id: int = 0,
                  cuda_graph: bool = False, backend: str = "onnxruntime") -> None:
-        super().__init__(path, graph, providers)
+        super().__init__(session, path, graph)
         self.backend = backend
         self.device_type, self.device_id, self.cuda_graph = device_type, device_id, cuda_graph
-        wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
-        running = self.session.get_providers()
-        if wanted not in running:  # ONNX Runtime falls back to the CPU with only a warning
-            raise ModelError(f"{path}: ONNX Runtime could not start its {wanted} (running on "
-                             f"{', '.join(running)}); are the CUDA 13 libraries and cuDNN 9 installed? {INSTALL_ORT_GPU}")
-        if cuda_graph:
-            for o in self.outputs:
-                if any(isinstance(d, str) for d in o.shape[1:]):
-                    raise ModelError(f"{graph}: output {o.name!r} has dims {o.shape}; a CUDA graph needs outputs "
-                                     "whose shape follows from the batch size alone")
         self._shapes: dict[str, tuple[int, ...]] | None = None
         self._binding = None
         self._in: dict = {}
         self._out: dict = {}
 
+    @classmethod
+    def open(cls, path: Path, graph: str, providers: list, device_type: str = "cuda", device_id: int = 0,
+             cuda_graph: bool = False, backend: str = "onnxruntime") -> "BoundOrtRunner":
+        runner = cls(open_session(Path(path), providers), path, graph, device_type, device_id, cuda_graph, backend)
+        wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+        running = runner.session.get_providers()
+        if wanted not in running:  # ONNX Runtime falls back to the CPU with only a warning
+            raise ModelError(f"{path}: ONNX Runtime could not start its {wanted} (running on "
+                             f"{', '.join(running)}); are the CUDA 13 libraries and cuDNN 9 installed? {INSTALL_ORT_GPU}")
+        if cuda_graph:
+            for o in runner.outputs:
+                if any(isinstance(d, str) for d in o.shape[1:]):
+                    raise ModelError(f"{graph}: output {o.name!r} has dims {o.shape}; a CUDA graph needs outputs "
+                                     "whose shape follows from the batch size alone")
+        return runner
+
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        feeds = self._feeds(feeds)
-        names = self._output_names(outputs)
+        feeds = self.checked_feeds(feeds)
+        names = self.output_names(outputs)
         if self.cuda_graph:
             values = self._run_fixed(feeds)
             return {n: values[n] for n in names}
@@ -156,7 +154,7 @@ def cuda_runner(path: Path, graph: str, device_id: int = 0, cuda_graph: bool = F
     if cuda_graph:
         options["enable_cuda_graph"] = True
     providers = [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
-    return BoundOrtRunner(path, graph, providers, "cuda", device_id, cuda_graph)
+    return BoundOrtRunner.open(path, graph, providers, "cuda", device_id, cuda_graph)
 
 
 def profile_strings(graph: str, max_seconds: float) -> dict[str, str]:
@@ -188,7 +186,7 @@ def tensorrt_ep_runner(path: Path, graph: str, device_id: int, cache: Path, max_
         options["trt_cuda_graph_enable"] = True
     providers = [("TensorrtExecutionProvider", options), ("CUDAExecutionProvider", {"device_id": device_id}),
                  "CPUExecutionProvider"]
-    runner = BoundOrtRunner(path, graph, providers, "cuda", device_id, cuda_graph, backend="onnxruntime-trt")
+    runner = BoundOrtRunner.open(path, graph, providers, "cuda", device_id, cuda_graph, backend="onnxruntime-trt")
     if [(i.name, len(i.shape)) for i in runner.inputs] != [(n, len(d)) for n, d in contract_inputs(graph)]:
         raise ModelError(f"{path}: inputs {[i.name for i in runner.inputs]} differ from what {graph} takes")
     return runner

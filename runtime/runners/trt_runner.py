@@ -23,16 +23,15 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from runtime.engines import (Sidecar, cuda_check, cuda_runtime, current_gpu, find_engine, import_tensorrt,
-                             sidecar_path)
+from runtime.dtypes import BY_TENSORRT
+from runtime.engines import Sidecar, find_engine
 from runtime.errors import EngineError
+from runtime.models_folder import sidecar_file
 from runtime.profiles import select_profile
-from runtime.runners import Runner, TensorInfo
+from runtime.runners.base import Runner, TensorInfo
+from runtime.runners.cuda import cuda_check, cuda_runtime, current_gpu, import_tensorrt
 
 GRAPH_CACHE = 8  # captured shapes kept per runner
-# TensorRT DataType names -> numpy (trt.nptype is not in every runtime package).
-_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT64": np.int64, "INT8": np.int8,
-           "UINT8": np.uint8, "BOOL": np.bool_}
 
 
 class TensorRTRunner(Runner):
@@ -70,11 +69,11 @@ class TensorRTRunner(Runner):
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
             dtype = self.engine.get_tensor_dtype(name)
-            if dtype.name not in _DTYPES:
+            if dtype.name not in BY_TENSORRT:  # by name: trt.nptype is not in every runtime package
                 raise EngineError(f"{self.path}: tensor {name!r} has type {dtype.name}, which cmp-deploy does not "
                                   "exchange with engines")
             shape = tuple(d if d >= 0 else "?" for d in self.engine.get_tensor_shape(name))
-            info = TensorInfo(name, np.dtype(_DTYPES[dtype.name]), shape)
+            info = TensorInfo(name, BY_TENSORRT[dtype.name].numpy, shape)
             is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             (inputs if is_input else outputs).append(info)
         self.inputs, self.outputs = tuple(inputs), tuple(outputs)
@@ -106,8 +105,8 @@ class TensorRTRunner(Runner):
     # ------------------------------------------------------------------ running
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         cudart, ctx, stream = self.cudart, self.context, self.stream
-        feeds = self._feeds(feeds)
-        names = self._output_names(outputs)
+        feeds = self.checked_feeds(feeds)
+        names = self.output_names(outputs)
         shapes = {n: a.shape for n, a in feeds.items()}
         profile = select_profile(self.sidecar.profiles, shapes, self.label, self.sidecar.rebuild)
         switched = profile != self._profile
@@ -178,4 +177,4 @@ class TensorRTRunner(Runner):
         self.context = self.engine = self.runtime = None
 
     def __repr__(self) -> str:
-        return f"TensorRTRunner({self.path.name}, sidecar {sidecar_path(self.path).name})"
+        return f"TensorRTRunner({self.path.name}, sidecar {sidecar_file(self.path).name})"

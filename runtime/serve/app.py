@@ -33,9 +33,10 @@ from starlette.routing import Route
 from runtime.errors import CmpError, InputError
 from runtime.serve.batcher import Batcher, DeadlineExceeded
 from runtime.serve.metrics import Metrics
-from runtime.serve.pipeline import ServedPipeline, Stages
+from runtime.serve.pipeline import ServedPipeline
 from runtime.serve.protocol import (HEADER_LENGTH, ProtocolError, decompress, encode_infer_response,
                                     parse_infer_request)
+from runtime.stages import Stages
 
 log = logging.getLogger("cmp_face.serve")
 FORMATS = {"json": "application/json", "obj": "text/plain", "ply": "application/octet-stream",
@@ -183,7 +184,7 @@ class ServerState:
         except (asyncio.TimeoutError, DeadlineExceeded):
             raise ProtocolError(504, f"request deadline of {timeout:g} s exceeded") from None
 
-    async def batch(self, items: list, deadline: float, stages: Stages) -> list[dict[str, np.ndarray]]:
+    async def batch(self, items: list, deadline: float, stages: Stages) -> list:
         self.metrics.queue_depth.set(self.batcher.depth + 1)
         done = await self.batcher.submit(items, deadline)
         self.metrics.queue_depth.set(self.batcher.depth)
@@ -299,7 +300,7 @@ def create_app(served: ServedPipeline, max_batch: int = 8, max_delay_ms: float =
             else:
                 items = await state.cpu(served.prepare_fbank, req.inputs["fbank"], stages)
             rows = await state.batch(items, deadline, stages)
-            outputs = served.stack(rows, req.outputs or served.output_names, [kind for kind, _ in items])
+            outputs = served.stack(rows, req.outputs or served.output_names)
             body, headers = await state.cpu(encode_infer_response, name, req, outputs)
             stages.lap("encode")
             state.metrics.observe_stages({k: v for k, v in stages.items() if k not in ("queue", "model")})
@@ -319,7 +320,7 @@ def create_app(served: ServedPipeline, max_batch: int = 8, max_delay_ms: float =
             stages.lap("receive")
             items, notes = await state.cpu(served.prepare_audio_file, data, vad, stages)
             rows = await state.batch(items, deadline, stages)
-            result = served.prediction(rows[0], items[0][0])
+            result = served.prediction(rows[0])
             body = await state.cpu(_encode_prediction, result, fmt, stages, notes)
             state.metrics.observe_stages({k: v for k, v in stages.items() if k not in ("queue", "model")})
             return Response(body, 200, media_type=FORMATS[fmt])

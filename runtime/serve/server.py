@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import os
 import signal
@@ -10,7 +9,7 @@ import socket
 import threading
 from pathlib import Path
 
-from runtime.errors import CmpError, InputError, ModelError
+from runtime.errors import CmpError, InputError
 from runtime.serve.pipeline import MAX_REQUEST_BATCH, Limits
 
 log = logging.getLogger("cmp_face.serve")
@@ -44,28 +43,6 @@ def check_options(port: int, max_batch: int, max_delay_ms: float, limits: Limits
         raise InputError(f"--threads must be between 1 and 256, got {threads}")
 
 
-def make_predictor(models: str | os.PathLike, pipeline: str, backend: str | None = None,
-                   precision: str | None = None, **options):
-    """A Predictor; ``backend`` and ``precision`` are passed only when given (and refused
-    clearly by a Predictor that does not have them)."""
-    from runtime.predictor import Predictor
-
-    accepted = inspect.signature(Predictor).parameters
-    for name, value in (("backend", backend), ("precision", precision)):
-        if value is not None:
-            if name not in accepted:
-                raise ModelError(f"this installation's Predictor has no {name} option (asked for {value!r})")
-            options[name] = value
-    return Predictor(Path(models), pipeline, **options)
-
-
-def _describe(models) -> str:
-    """What runs the graphs (the runners' description, or ONNX Runtime's providers)."""
-    if hasattr(models, "describe"):
-        return models.describe()
-    return ", ".join(getattr(models, "providers", []))
-
-
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -79,9 +56,9 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(models: str | os.PathLike, pipeline: str = "supervised", backend: str | None = None,
+def serve(models: str | os.PathLike, pipeline: str = "supervised", backend: str = "auto",
           host: str = "127.0.0.1", port: int = 8000, max_batch: int = 8, max_delay_ms: float = 2.0, *,
-          precision: str | None = None, device: str = "auto", threads: int | None = None,
+          precision: str = "fp32", device: str = "auto", threads: int | None = None,
           frontend: str = "numpy", limits: Limits | None = None, cpu_workers: int | None = None,
           drain_timeout_s: float = 30.0, log_level: str = "info") -> int:
     """Serve one pipeline over HTTP until SIGTERM or SIGINT; returns 0 after a graceful drain.
@@ -94,13 +71,14 @@ def serve(models: str | os.PathLike, pipeline: str = "supervised", backend: str 
     limits = limits or Limits()
     cpu_workers = min(4, os.cpu_count() or 1) if cpu_workers is None else cpu_workers
     check_options(port, max_batch, max_delay_ms, limits, cpu_workers, threads)
+    from runtime.predictor import Predictor
     from runtime.serve.app import create_app
     from runtime.serve.pipeline import ServedPipeline
 
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    predictor = make_predictor(models, pipeline, backend, precision, device=device, threads=threads,
-                               frontend=frontend)
+    predictor = Predictor(Path(models), pipeline, device=device, threads=threads, frontend=frontend,
+                          backend=backend, precision=precision)
     served = ServedPipeline(predictor, limits)
     app = create_app(served, max_batch, max_delay_ms, cpu_workers)
     sock = _bind(host, port)
@@ -108,7 +86,7 @@ def serve(models: str | os.PathLike, pipeline: str = "supervised", backend: str 
     if predictor.untrained:
         log.warning("these models come from the synthetic asset pack: UNTRAINED weights")
     log.info("serving %s on http://%s:%d (max batch %d, max delay %g ms, %s)", ", ".join(served.model_names),
-             host, bound, max_batch, max_delay_ms, _describe(predictor.models))
+             host, bound, max_batch, max_delay_ms, predictor.models.describe())
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
                             timeout_graceful_shutdown=max(1, round(drain_timeout_s)))
     server = _server(config)

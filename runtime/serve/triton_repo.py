@@ -27,16 +27,17 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.audio import SAMPLE_RATE
+from runtime.dtypes import BY_ONNX
 from runtime.errors import InputError, ModelError
+from runtime.models_folder import PRECISIONS, ModelsFolder, engine_file, sha256
+from runtime.runners.select import BACKENDS as RUNNER_BACKENDS
+from runtime.runners.select import parse_device
 
+# Triton backends (what runs each graph); 'cmp-face triton-repo --backend' also takes auto and onnxruntime-trt.
 BACKENDS = ("onnxruntime", "tensorrt")
-DEVICES = ("cpu", "gpu")
-PRECISIONS = ("fp32", "fp16", "int8")
-_ORT_TO_TRITON = {"tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16", "tensor(double)": "TYPE_FP64",
-                  "tensor(int64)": "TYPE_INT64", "tensor(int32)": "TYPE_INT32", "tensor(int16)": "TYPE_INT16",
-                  "tensor(int8)": "TYPE_INT8", "tensor(uint8)": "TYPE_UINT8", "tensor(bool)": "TYPE_BOOL"}
+MAX_BATCH = 32  # the largest batch every graph and engine of a models folder takes (engine profiles end there)
 WARMUP_SECONDS = 6        # real-shaped warm-up: 6 s of samples, the encoder's 1000+ frames
-SAMPLE_RATE = 16000
 ENSEMBLE_VERSION = "1"
 
 
@@ -50,8 +51,6 @@ class Tensor:
 def onnx_signature(path: Path) -> tuple[list[Tensor], list[Tensor]]:
     """Inputs and outputs of an ONNX file, as ONNX Runtime reads them (remembered by content:
     hashing is faster than opening a session, and a repository's model.onnx is its source)."""
-    from runtime.release_files import sha256
-
     digest = sha256(Path(path))
     if digest not in _SIGNATURES:
         _SIGNATURES[digest] = _read_signature(Path(path))
@@ -62,12 +61,12 @@ _SIGNATURES: dict[str, tuple[list[Tensor], list[Tensor]]] = {}
 
 
 def _read_signature(path: Path) -> tuple[list[Tensor], list[Tensor]]:
-    from runtime.sessions import open_session
+    from runtime.runners.loaders import open_session
 
     session = open_session(path, ["CPUExecutionProvider"])
 
     def tensors(args) -> list[Tensor]:
-        return [Tensor(a.name, _ORT_TO_TRITON[a.type], [d if isinstance(d, int) else -1 for d in a.shape])
+        return [Tensor(a.name, BY_ONNX[a.type].triton, [d if isinstance(d, int) else -1 for d in a.shape])
                 for a in args]
 
     return tensors(session.get_inputs()), tensors(session.get_outputs())
@@ -92,21 +91,29 @@ def _warmup_dims(t: Tensor) -> list[int]:
     return [d if d > 0 else 1 for d in t.shape[1:]]
 
 
+def instance_kind(device: str) -> tuple[str, int | None]:
+    """A device (runtime.runners' values) as a Triton instance kind and, for ``cuda:N``, the GPU."""
+    kind, index = parse_device(device)
+    explicit = ":" in str(device)
+    return {"cpu": "KIND_CPU", "cuda": "KIND_GPU", "auto": "KIND_AUTO"}[kind], index if explicit else None
+
+
 def model_config(name: str, backend: str, inputs: list[Tensor], outputs: list[Tensor], max_batch: int,
                  queue_delay_us: int, instances: int, device: str, ort_tensorrt: bool = False) -> str:
-    kind = "KIND_GPU" if device == "gpu" else "KIND_CPU"
+    kind, gpu = instance_kind(device)
+    gpus = f"    gpus: [ {gpu} ]\n" if gpu is not None else ""
     text = [f'name: "{name}"\n',
             'backend: "onnxruntime"\n' if backend == "onnxruntime" else 'platform: "tensorrt_plan"\n',
             f"max_batch_size: {max_batch}\n", _io_block("input", inputs), _io_block("output", outputs),
             f"dynamic_batching {{\n  max_queue_delay_microseconds: {queue_delay_us}\n}}\n",
-            f"instance_group [\n  {{\n    count: {instances}\n    kind: {kind}\n  }}\n]\n"]
+            f"instance_group [\n  {{\n    count: {instances}\n    kind: {kind}\n{gpus}  }}\n]\n"]
     warm = "".join(f'    inputs {{\n      key: "{t.name}"\n      value {{\n        data_type: {t.data_type}\n'
                    f"        dims: {_dims(_warmup_dims(t))}\n        random_data: true\n      }}\n    }}\n"
                    for t in inputs)
     text.append(f'model_warmup [\n  {{\n    name: "real_shaped_batch1"\n    batch_size: 1\n{warm}  }}\n]\n')
     if backend == "tensorrt":
         text.append("optimization {\n  cuda {\n    graphs: true\n  }\n}\n")
-    elif ort_tensorrt and device == "gpu":
+    elif ort_tensorrt and kind == "KIND_GPU":
         text.append('optimization {\n  execution_accelerators {\n    gpu_execution_accelerator: [\n'
                     '      {\n        name: "tensorrt"\n      }\n    ]\n  }\n}\n')
     return "".join(text)
@@ -129,22 +136,9 @@ def ensemble_config(name: str, inputs: list[Tensor], outputs: list[Tensor], max_
 # ------------------------------------------------------------------------------------ writing
 
 
-def _read_manifest(models: Path) -> dict:
-    import json
-
-    path = models / "models.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{path}: not found; export the models with 'cmp-face export'") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{path}: not valid JSON ({exc})") from None
-
-
-def _onnx_file(models: Path, graph: str, precision: str) -> Path:
-    from runtime.engines import onnx_file
-
-    path = models / onnx_file(graph, precision)
+def _onnx_file(folder: ModelsFolder, graph: str, precision: str) -> Path:
+    """The ONNX file that serves ``graph`` at ``precision``, as the folder's manifest lists it."""
+    path = folder.root / folder.precision_file(graph, precision)
     if not path.is_file():
         raise ModelError(f"{path}: not found (the {precision} {graph} graph); export it first")
     return path
@@ -153,8 +147,6 @@ def _onnx_file(models: Path, graph: str, precision: str) -> Path:
 def _engine_file(models: Path, graph: str, precision: str, target: str | None) -> Path:
     """The engine ``<graph>_<precision>_<target>.engine`` (runtime.engines' naming) built from
     that ONNX file; with several targets in the folder, ``target`` chooses (e.g. ``sm90``)."""
-    from runtime.engines import engine_file
-
     found = sorted(models.glob(engine_file(graph, precision, target or "*")))
     if not found:
         raise ModelError(f"{models}: no TensorRT engine {engine_file(graph, precision, target or '<target>')}: "
@@ -183,25 +175,27 @@ def write_repository(models: str | os.PathLike, out: str | os.PathLike, pipeline
     """Write the repository under ``out`` (all-or-nothing: built beside it, then renamed);
     returns the model folders. ``out`` must not exist yet or be an earlier repository."""
     models, out = Path(models), Path(out)
-    if backend not in BACKENDS:
-        raise InputError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend not in RUNNER_BACKENDS:
+        raise InputError(f"unknown backend {backend!r}: choose one of {', '.join(RUNNER_BACKENDS)}")
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    if device not in DEVICES:
-        raise InputError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
-    if backend == "tensorrt" and device != "gpu":
+    try:
+        gpu_instances = instance_kind(device)[0] == "KIND_GPU"
+    except ModelError as exc:
+        raise InputError(str(exc)) from None
+    if backend == "auto":  # plans where the folder has engines for this precision and the instances are GPUs
+        has_engines = any(models.glob(engine_file("*", precision, engine_target or "*")))
+        backend = "tensorrt" if gpu_instances and has_engines else "onnxruntime"
+    elif backend == "onnxruntime-trt":
+        backend, ort_tensorrt = "onnxruntime", True
+    if backend == "tensorrt" and not gpu_instances:
         raise InputError("TensorRT plans run on GPU instances: use --device gpu")
-    if not 1 <= instances <= 64 or not 1 <= max_batch <= 4096 or not 0 <= queue_delay_us <= 10_000_000:
-        raise InputError(f"--instances 1..64, --max-batch 1..4096, --max-queue-delay-us 0..10^7 "
+    if not 1 <= instances <= 64 or not 1 <= max_batch <= MAX_BATCH or not 0 <= queue_delay_us <= 10_000_000:
+        raise InputError(f"--instances 1..64, --max-batch 1..{MAX_BATCH}, --max-queue-delay-us 0..10^7 "
                          f"(got {instances}, {max_batch}, {queue_delay_us})")
-    if not models.is_dir():
-        raise ModelError(f"{models}: models folder not found")
-    manifest = _read_manifest(models)
-    pipelines = pipelines or list(manifest.get("pipelines", []))
-    missing = [p for p in pipelines if p not in manifest.get("pipelines", [])]
-    if missing or not pipelines:
-        raise ModelError(f"{models} holds no {', '.join(missing) or 'pipeline'} decoder "
-                         f"(exported: {', '.join(manifest.get('pipelines', [])) or 'none'})")
+    folder = ModelsFolder.read(models)
+    pipelines = pipelines or list(folder.pipelines)
+    folder.require_pipelines(pipelines)
     if out.exists() and not (out / ".cmp-triton-repo").is_file():
         raise InputError(f"{out}: exists and is not a repository written by cmp-face triton-repo")
 
@@ -212,19 +206,19 @@ def write_repository(models: str | os.PathLike, out: str | os.PathLike, pipeline
         for g in steps:
             graphs[g] = g
         ensembles[f"cmp_{p}"] = steps
-    signatures = {g: onnx_signature(_onnx_file(models, g, precision)) for g in graphs}
+    signatures = {g: onnx_signature(_onnx_file(folder, g, precision)) for g in graphs}
 
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         for g in graphs:
             inputs, outputs = signatures[g]
-            folder = tmp / g
+            model_dir = tmp / g
             if backend == "onnxruntime":
-                _place(_onnx_file(models, g, precision), folder / "1" / "model.onnx")
+                _place(_onnx_file(folder, g, precision), model_dir / "1" / "model.onnx")
             else:
-                _place(_engine_file(models, g, precision, engine_target), folder / "1" / "model.plan")
-            (folder / "config.pbtxt").write_text(model_config(g, backend, inputs, outputs, max_batch,
+                _place(_engine_file(models, g, precision, engine_target), model_dir / "1" / "model.plan")
+            (model_dir / "config.pbtxt").write_text(model_config(g, backend, inputs, outputs, max_batch,
                                                               queue_delay_us, instances, device, ort_tensorrt))
         for name, steps in ensembles.items():
             first_in = signatures[steps[0]][0]
@@ -325,7 +319,7 @@ def validate_repository(repo: str | os.PathLike, models: str | os.PathLike | Non
         if filename == "model.onnx" and versions and (versions[0] / filename).is_file():
             source = versions[0] / filename
         elif filename == "model.plan" and models is not None:
-            source = _onnx_file(Path(models), name, precision)
+            source = _onnx_file(ModelsFolder.read(models), name, precision)
         if source is not None:
             problems += _check_signature(name, config, *onnx_signature(source))
     if problems:

@@ -1,5 +1,5 @@
 """``cmp-face evaluate`` and ``cmp-face analyze``: the release's own tools (ARE scoring, the
-microphone demo's analysis). Hooked into ``runtime.cli.build_parser`` by :func:`add_parsers`."""
+microphone demo's analysis)."""
 from __future__ import annotations
 
 import argparse
@@ -10,10 +10,10 @@ from typing import Optional
 
 import numpy as np
 
+from runtime.cli.args import add_execution, add_models, check_execution
 from runtime.errors import CmpError, InputError
 from runtime.metrics import DISTANCE_LABELS, DISTANCES, N_VERTICES
-
-__all__ = ["add_parsers", "cmd_analyze", "cmd_evaluate"]
+from runtime.plugins import Command
 
 #: All four measurements this far from the mean suggest means in other units (e.g. micrometres).
 UNITS_SUSPECT_PERCENT = 50
@@ -59,10 +59,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace, source, sample_rate: Optional[int]):
     """Run the Predictor; returns (frontal vertices, triangles, untrained)."""
-    from runtime.cli import models_folder
+    from runtime.cache import resolve_models
     from runtime.predictor import Predictor
 
-    predictor = Predictor(models_folder(args), args.pipeline, args.device, vad=not args.no_vad)
+    models = resolve_models(args.models, args.release, args.pipeline, args.epoch, _progress)
+    predictor = Predictor(models, args.pipeline, args.device, vad=not args.no_vad)
     result = predictor.predict(source, sample_rate=sample_rate)
     frontal = result.vertices_frontal if result.vertices_frontal is not None else result.vertices
     return np.asarray(frontal, np.float64), result.triangles, predictor.untrained
@@ -71,10 +72,10 @@ def _predict(args: argparse.Namespace, source, sample_rate: Optional[int]):
 def _triangles_for(args: argparse.Namespace, mesh_path: Path, n_vertices: int) -> Optional[np.ndarray]:
     """Triangles for the figure of a mesh without faces: --models DIR, else a sibling mesh.obj."""
     from runtime.mesh_read import read_obj
-    from runtime.sessions import TRIANGLES_FILE, load_triangles
+    from runtime.models_folder import TRIANGLES, load_triangles
 
     if args.models:
-        return load_triangles(Path(args.models) / TRIANGLES_FILE, n_vertices)
+        return load_triangles(Path(args.models) / TRIANGLES, n_vertices)
     sibling = mesh_path.with_name("mesh.obj")
     if sibling.is_file():
         v, t = read_obj(sibling)
@@ -112,10 +113,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     if (args.input is None) == (args.mic is None):
         raise CmpError("give an INPUT (audio, fbank .npy, mesh .obj/.npy or result.npz) or --mic SECONDS, not both")
+    check_execution(args)
     if args.figure:
-        from runtime.analysis_figure import _matplotlib
+        from runtime.analysis_figure import require_matplotlib
 
-        _matplotlib()  # fail before any work when the plot extra is missing
+        require_matplotlib()  # fail before any work when the plot extra is missing
     means = load_means(args.means, N_VERTICES)
     vertices, triangles, source, untrained = _analysis_input(args)
     result = analyze(vertices, means)
@@ -153,13 +155,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parsers
 
 
-def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add ``evaluate`` and ``analyze`` to ``cmp-face``'s subcommands."""
-    e = sub.add_parser("evaluate", parents=[common], help="score predicted meshes against ground truth (ARE)",
-                       description="The paper's ARE metric (Table 1): per identity averaged over its predictions, "
-                                   "then over identities. PRED/<identity>/**/*.obj (or (53215, 3) .npy; "
-                                   "mesh_frontal.obj replaces mesh.obj in its folder) against GT/<identity>.xyz "
-                                   "or GT/<identity>/<one file>.xyz.")
+def add_evaluate_arguments(e: argparse.ArgumentParser) -> None:
     e.add_argument("--pred", type=Path, required=True, metavar="DIR",
                    help="predictions, one subfolder per identity (e.g. the output of 'cmp-face predict DIR -o OUT')")
     e.add_argument("--gt", type=Path, required=True, metavar="DIR", help="ground truth (.xyz, .npy or .obj)")
@@ -167,13 +163,9 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                    help="keypoints_sim.npy (indices into the flattened x,y,z coordinates): "
                         "also report the keypoint error")
     e.add_argument("--json", type=Path, metavar="OUT.json", help="write the scores as JSON")
-    e.set_defaults(func=cmd_evaluate)
 
-    a = sub.add_parser("analyze", parents=[common], help="gender, face type and four measurements of a face",
-                       description="The microphone demo's analysis: nearest mean male/female and "
-                                   "wide/skinny/regular/slim mesh by ||pred - mean|| / N, and the forehead, "
-                                   "cheek-to-cheek, ear-to-ear and midline distances as percent difference "
-                                   "from the chosen gender's mean mesh, on the frontal mesh.")
+
+def add_analyze_arguments(a: argparse.ArgumentParser) -> None:
     a.add_argument("input", nargs="?", type=Path,
                    help="audio file, fbank .npy (T, 64), mesh .obj / .npy (53215, 3), or a result.npz "
                         "(its vertices_frontal when present)")
@@ -186,13 +178,19 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                    help="write a figure: the face coloured by distance to the mean, measurements drawn "
                         "(needs the plot extra)")
     a.add_argument("--note", help=argparse.SUPPRESS)  # a caveat printed on the figure (docs examples)
-    a.add_argument("--pipeline", choices=("supervised", "unsupervised"), default="supervised",
-                   help="for audio / fbank input")
-    src = a.add_mutually_exclusive_group()
-    src.add_argument("--release", type=Path, metavar="DIR", help="release folder (exported once into the cache)")
-    src.add_argument("--models", type=Path, metavar="DIR",
-                     help="models folder written by 'cmp-face export' (also the triangles for a .npy mesh)")
-    a.add_argument("--epoch", help="checkpoint epoch when the release folder holds several")
-    a.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_models(a, models_help="models folder written by 'cmp-face export' (also the triangles for a .npy mesh)")
+    add_execution(a, backend=False, precision=False, threads=False, frontend=False)
     a.add_argument("--no-vad", action="store_true", help="keep silences (skip voice activity detection)")
-    a.set_defaults(func=cmd_analyze)
+
+
+EVALUATE = Command(
+    "evaluate", "score predicted meshes against ground truth (ARE)", add_evaluate_arguments, cmd_evaluate,
+    description="The paper's ARE metric (Table 1): per identity averaged over its predictions, then over "
+                "identities. PRED/<identity>/**/*.obj (or (53215, 3) .npy; mesh_frontal.obj replaces mesh.obj in "
+                "its folder) against GT/<identity>.xyz or GT/<identity>/<one file>.xyz.")
+ANALYZE = Command(
+    "analyze", "gender, face type and four measurements of a face", add_analyze_arguments, cmd_analyze,
+    description="The microphone demo's analysis: nearest mean male/female and wide/skinny/regular/slim mesh by "
+                "||pred - mean|| / N, and the forehead, cheek-to-cheek, ear-to-ear and midline distances as percent "
+                "difference from the chosen gender's mean mesh, on the frontal mesh.")
+COMMANDS = (EVALUATE, ANALYZE)

@@ -24,15 +24,19 @@ How the release's framing quirks become static-shape operators:
 * ``Log(Max(x, 1e-5))``, per-filter mean / population std over time (``ReduceMean``),
   ``+ eps``, then ``Tile`` + ``Slice`` to ``max(T, 1000)`` frames.
 
-This module needs onnx and numpy, not torch.
+This module needs numpy, and onnx only where it builds or fuses a graph (imported there): it sits
+below calibration and export, which both use it, and importing it costs nothing at run time.
 """
 from __future__ import annotations
 
-import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+from typing import TYPE_CHECKING
 
-from runtime import fbank as _fb
+import numpy as np
+
+from runtime import fbank as fb
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = ["build_frontend", "frontend_matrices", "fuse_voice2mesh", "FRONTEND_INPUT", "FRONTEND_OUTPUT"]
 
@@ -48,19 +52,21 @@ def frontend_matrices() -> tuple[np.ndarray, np.ndarray]:
     frame's 1024-point DFT. ``F2`` (1026, 64): the mel filterbank stacked twice, so that
     ``(z * z) @ F2 = (re^2 + im^2) @ filterbank``.
     """
-    n = np.arange(_fb.WIN)
-    k = np.arange(_fb.N_BINS)
-    ang = 2.0 * np.pi * ((np.outer(n, k) % _fb.N_FFT) / _fb.N_FFT)  # exact phase reduction
-    w = np.hamming(_fb.WIN)[:, None]
+    n = np.arange(fb.WIN)
+    k = np.arange(fb.N_BINS)
+    ang = 2.0 * np.pi * ((np.outer(n, k) % fb.N_FFT) / fb.N_FFT)  # exact phase reduction
+    w = np.hamming(fb.WIN)[:, None]
     dft = np.concatenate([w * np.cos(ang), -w * np.sin(ang)], axis=1)  # (400, 1026): y -> z
-    a = np.zeros((_fb.WIN + 1, 2 * _fb.N_BINS))
+    a = np.zeros((fb.WIN + 1, 2 * fb.N_BINS))
     a[1:] += dft  # y[i] = x[i] - 0.97 * x[i-1], with x[-1] = the prior (row 0)
-    a[:-1] -= _fb.PRE_EMPHASIS * dft
-    fbm = _fb.mel_filterbank()
+    a[:-1] -= fb.PRE_EMPHASIS * dft
+    fbm = fb.mel_filterbank()
     return a, np.concatenate([fbm, fbm], axis=0)
 
 
-def _const(name: str, value, dtype=None) -> onnx.TensorProto:
+def _const(name: str, value, dtype=None) -> "onnx.TensorProto":
+    from onnx import numpy_helper
+
     return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
 
 
@@ -70,10 +76,13 @@ def build_frontend(opset: int = 17) -> onnx.ModelProto:
     :func:`runtime.fbank.normalise` of :func:`runtime.fbank.log_mel`. B and S are dynamic;
     the rows of a batch share S (pad nothing: the padding would change the features).
     """
+    import onnx
+    from onnx import TensorProto, helper
+
     if opset < 13:
         raise ValueError(f"opset {opset} is too old: the frontend needs opset 13 or newer")
     a, f2 = frontend_matrices()
-    hop, win = _fb.HOP, _fb.WIN
+    hop, win = fb.HOP, fb.WIN
     inits = [
         _const("A_dft", a, np.float32),
         _const("F2_mel", f2, np.float32),
@@ -88,10 +97,10 @@ def build_frontend(opset: int = 17) -> onnx.ModelProto:
         _const("c_one_s", 1, np.int64),
         _const("c_j", np.arange(win)[None, :], np.int64),  # (1, 400)
         _const("c_pad", [0, 0, 0, 1], np.int64),  # one zero after the last sample
-        _const("c_floor", _fb.LOG_FLOOR, np.float32),
-        _const("c_eps", _fb.EPS32, np.float32),
-        _const("c_min_frames", [_fb.MIN_FRAMES], np.int64),
-        _const("c_min_frames_m1", [_fb.MIN_FRAMES - 1], np.int64),
+        _const("c_floor", fb.LOG_FLOOR, np.float32),
+        _const("c_eps", fb.EPS32, np.float32),
+        _const("c_min_frames", [fb.MIN_FRAMES], np.int64),
+        _const("c_min_frames_m1", [fb.MIN_FRAMES - 1], np.int64),
     ]
     nodes = []
 
@@ -169,7 +178,7 @@ def build_frontend(opset: int = 17) -> onnx.ModelProto:
         "cmp.frontend": "sphinx-logmel-64",
         "cmp.frontend.sample_rate": "16000",
         "cmp.frontend.input_scale": "int16 values (not [-1, 1])",
-        "cmp.frontend.min_frames": str(_fb.MIN_FRAMES),
+        "cmp.frontend.min_frames": str(fb.MIN_FRAMES),
     })
     onnx.checker.check_model(model, full_check=True)
     return model
@@ -184,8 +193,10 @@ def _default_opset(model: onnx.ModelProto) -> int:
     raise ValueError(f"model {model.graph.name!r} imports no default-domain opset")
 
 
-def _rename_everywhere(graph: onnx.GraphProto, mapping: dict[str, str]) -> None:
+def _rename_everywhere(graph: "onnx.GraphProto", mapping: dict[str, str]) -> None:
     """Rename tensors (node inputs/outputs, graph I/O, value_info, initializers), recursively."""
+    import onnx
+
     for n in graph.node:
         n.input[:] = [mapping.get(s, s) for s in n.input]
         n.output[:] = [mapping.get(s, s) for s in n.output]
@@ -213,6 +224,7 @@ def fuse_voice2mesh(frontend: onnx.ModelProto, encoder: onnx.ModelProto,
     (``params``, ``vertices``, ...). The fused model carries the decoder's metadata_props.
     A frontend built for another opset than the networks is converted to theirs.
     """
+    import onnx
     from onnx import compose, version_converter
 
     for m, what, need_in, need_out in ((frontend, "frontend", FRONTEND_INPUT, FRONTEND_OUTPUT),

@@ -44,7 +44,7 @@ def write_tiny_models(folder: Path, seed: int = 0) -> Path:
     import onnx
     from onnx import helper
 
-    from runtime.cache import file_record
+    from runtime.models_folder import file_record
 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
