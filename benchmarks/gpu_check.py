@@ -57,7 +57,7 @@ RESERVE_S = 12.0
 TRT_EP_MIN_LEFT_S = 150.0
 
 # Parity bars, per precision, on the *decoder's own* error (base bars) and on the embedding.
-# FP16/INT8: issue 10's bars, the ones the precision files were made to meet on the CPU
+# FP16/INT8: the precision bars, the ones the precision files were made to meet on the CPU
 # (calibration.quality.BARS); here they check the GPU's real reduced-precision arithmetic. FP32 on a
 # GPU: cuDNN/cuBLAS pick other algorithms and, on Ampere and later, may round the operands of
 # convolutions and matrix products to TF32 (10 mantissa bits, unit roundoff 2^-11 = 4.9e-4; ONNX
@@ -67,13 +67,13 @@ PARITY_BARS = {"fp32": {"cosine": 0.99999, "params": 2e-3, "vertices": 2e-3},
                **{p: {"cosine": b["cosine"], "params": b["params"], "vertices": b["params"]} for p, b in BARS.items()}}
 BARS_WHY = {
     "fp32": "cuDNN/cuBLAS algorithms and TF32 operand rounding (unit roundoff 4.9e-4) on Ampere+",
-    "fp16": "issue 10's FP16 bars (calibration.quality.BARS), now with the GPU's real FP16 arithmetic",
-    "int8": "issue 10's INT8 bars (calibration.quality.BARS), now with the GPU's INT8/Q-DQ kernels",
+    "fp16": "the FP16 bars (calibration.quality.BARS), now with the GPU's real FP16 arithmetic",
+    "int8": "the INT8 bars (calibration.quality.BARS), now with the GPU's INT8/Q-DQ kernels",
 }
 # A decoder amplifies small errors: its gain G (relative output change over relative embedding change,
 # measured on the CPU reference, worst of GAIN_TRIALS random directions of size GAIN_STEP) is ~1.4 for
 # the synthetic supervised heads and ~170 for the synthetic unsupervised decoder (generator -> image ->
-# MobileNets: issue 10 saw the same). Rounding anywhere in a decoder travels through those layers, so
+# MobileNets: the CPU calibration saw the same). Rounding anywhere in a decoder travels through those layers, so
 # params/vertices bars are the base bar x max(1, G); end to end (voice2mesh) the embedding's own
 # relative error e = sqrt(2 (1 - cosine)) measured in that row comes on top: (base + e) x max(1, G).
 # A bar of NO_BAR_ABOVE or more could not tell a correct backend from a wrong one (a wrong binding, a

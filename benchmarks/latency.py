@@ -227,10 +227,10 @@ def assemble(args, backends, skipped, results, inputs_info, meta) -> dict:
 
     from benchmarks.report import TARGETS
     targets = []
-    for name, sid, target, issue_ms in TARGETS:
+    for name, sid, target, reference_ms in TARGETS:
         sid = sid.replace("512", str(args.render_size)) if sid == "render_512" else sid
         b = base["stages"].get(sid) if base else None
-        entry = {"name": name, "stage": sid, "target_ms": target, "issue_release_ms": issue_ms,
+        entry = {"name": name, "stage": sid, "target_ms": target, "reference_release_ms": reference_ms,
                  "baseline_p50_ms": b["p50_ms"] if b else None, "ours": {}}
         for bid in order:
             if bid == base_id or sid not in results[bid]["stages"]:

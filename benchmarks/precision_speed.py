@@ -5,7 +5,7 @@
 
 The latency table (``benchmarks/latency.py``) runs each backend in a process of its own, one after
 the other, so a ratio between two of its rows carries the machine's drift between those processes
-(on the 2-core VM: +-25 % for the same file). The issue-10 speed targets are ratios, so here every
+(on the 2-core VM: +-25 % for the same file). The precision speed targets are ratios, so here every
 configuration is timed in the *same* process, in rounds: each round times every configuration a
 few calls in a shuffled order, and each ratio is taken per round (paired), then summarised by its
 median and interquartile range. Rows:
@@ -16,7 +16,7 @@ median and interquartile range. Rows:
 * ``fbank -> mesh, <pipeline>, batch 32``: ``Predictor.embed`` + ``decode`` on 32 equal-length
   fbanks, in utterances per second.
 
-The targets (issue 10): INT8 encoder >= 2x FP32 with AMX, >= 1.5x with AVX-512 VNNI, else the
+The targets: INT8 encoder >= 2x FP32 with AMX, >= 1.5x with AVX-512 VNNI, else the
 ratio is reported; fastest supervised voice -> mesh <= 0.7x of the fastest FP32 path,
 unsupervised <= 0.85x; batch-32 fbank -> mesh >= 2x FP32's throughput. FP16 runs on GPUs only
 (ONNX Runtime's CPU provider computes FP16 through casts); a precision the folder lacks is listed

@@ -24,9 +24,6 @@ import asyncio
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,6 +32,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.server_process import ServerProcess  # noqa: E402
 
 HELD_P99_MS = 100.0
 
@@ -97,30 +96,10 @@ def wav_body(samples: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-class Server:
+class Server(ServerProcess):
     def __init__(self, models: Path, pipeline: str, max_batch: int, max_delay_ms: float) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runtime.serve", "--models", str(models), "--pipeline", pipeline,
-             "--port", str(self.port), "--max-batch", str(max_batch), "--max-delay-ms", str(max_delay_ms),
-             "--max-queue", "256", "--log-level", "warning"], cwd=ROOT)
-        import httpx
-
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"serve_load: the server exited with {self.proc.returncode}")
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise SystemExit("serve_load: the server did not become ready in 120 s")
+        super().__init__(models, "--pipeline", pipeline, "--max-batch", str(max_batch), "--max-delay-ms",
+                         str(max_delay_ms), "--max-queue", "256", "--log-level", "warning")
 
     def batch_sizes(self) -> dict[str, float]:
         """Cumulative batch-size histogram buckets and sum/count from /metrics."""
@@ -132,11 +111,6 @@ class Server:
             if m:
                 out[m.group(2) or m.group(1)] = float(m.group(3))
         return out
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(60)
 
 
 def _batches(before: dict, after: dict) -> dict:

@@ -11,7 +11,7 @@ frontend fused with those two) the pass
    (de-whitening, reconstruction, pose row-normalisation) always stays FP32;
 3. converts everything else to FP16 (initializers converted, one ``Cast`` per tensor and
    type at island borders, graph inputs and outputs FP32 so each file is a drop-in);
-4. checks the local quality bar of issue 10 on every input, with FP16 storage emulated (see
+4. checks the local quality bar (calibration.quality) on every input, with FP16 storage emulated (see
    :func:`emulate`); when it fails, bisection finds the largest FP16 run of nodes (from the
    end of the graph or from its start) that meets it, and the rest joins the islands.
 

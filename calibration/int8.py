@@ -11,7 +11,7 @@ method change does not re-run the model.
 Kept out of INT8 always: the 3DMM arithmetic after the parameter heads (so no Q/DQ touches
 ``vertices``) and every ConvTranspose (TensorRT's INT8 ConvTranspose has a record of wrong
 results and silent fallbacks; ORT's CPU has no INT8 kernel for it). Further nodes stay FP32
-when the bar of issue 10 fails on the calibration inputs: the bisection of :mod:`calibration.fp16`.
+when the quality bar fails on the calibration inputs: the bisection of :mod:`calibration.fp16`.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The local quality bars of issue 10: each reduced-precision model against its FP32 twin."""
+"""The local quality bars: each reduced-precision model against its FP32 twin."""
 from __future__ import annotations
 
 from dataclasses import dataclass

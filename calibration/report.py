@@ -3,7 +3,7 @@
     python -m calibration.report --models DIR (--audio DIR | --fbanks DIR) [-o OUT]
 
 Per precision (``precisions`` in ``models.json``) and pipeline: the encoder's embedding cosine;
-each decoder fed the same FP32 embedding (params error, the issue-10 bars); end to end (the
+each decoder fed the same FP32 embedding (params error against the quality bars); end to end (the
 precision's encoder into its decoder): vertex error in the model's units and in mm on a face
 scaled to 140 mm ear to ear (supervised) or in pixels (unsupervised, image frame), and the
 change of the paper's four ARE ratios and their mean (``runtime.metrics``). Beside it, the

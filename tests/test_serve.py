@@ -13,8 +13,6 @@ import io
 import json
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import wave
@@ -23,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.server_process import ServerProcess
 from tests.helpers.data import FBANKS, WAVS, requires
 
 httpx = pytest.importorskip("httpx")
@@ -35,53 +34,12 @@ MAX_BODY = 2_000_000
 MAX_AUDIO_S = 12.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
+class Server(ServerProcess):
     def __init__(self, models: Path, *options: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = io.BytesIO()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runtime.serve", "--models", str(models), "--port", str(self.port),
-             "--cpu-workers", "2", "--threads", "1", *options],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        threading.Thread(target=self._drain, daemon=True).start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}: {self.output()}")
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"server did not become ready: {self.output()}")
-
-    def _drain(self) -> None:
-        for line in self.proc.stdout:
-            self.log.write(line)
-
-    def output(self) -> str:
-        return self.log.getvalue().decode(errors="replace")
+        super().__init__(models, "--cpu-workers", "2", "--threads", "1", *options, ready_s=60)
 
     def client(self):
         return th.InferenceServerClient(f"127.0.0.1:{self.port}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture(scope="module")
