@@ -13,6 +13,9 @@ number of predictions.
 """
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -89,10 +92,20 @@ def load_keypoints(path: Path) -> np.ndarray:
     return check_keypoints(indices, N_VERTICES, name=str(path))
 
 
+@lru_cache(maxsize=4)
+def _truth(path: Path) -> np.ndarray:
+    return read_mesh(path, N_VERTICES)
+
+
+def _score(prediction: Path, truth: Path, keypoints: Optional[np.ndarray]) -> dict[str, float]:
+    return score(read_mesh(prediction, N_VERTICES), _truth(truth), keypoints, str(prediction), str(truth))
+
+
 def evaluate_folders(pred_dir: Path, gt_dir: Path, keypoints: Optional[np.ndarray] = None,
-                     progress: Callable[[str], None] = lambda message: None) -> Scores:
+                     progress: Callable[[str], None] = lambda message: None, workers: int = 1) -> Scores:
     """ARE (and the keypoint error with ``keypoints``) of every identity under ``pred_dir``:
-    per identity averaged over its predictions, then over identities (section 5)."""
+    per identity averaged over its predictions, then over identities (section 5). ``workers`` > 1
+    reads and scores the meshes in that many processes (reading an OBJ is the slow part)."""
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     for name, folder in (("--pred", pred_dir), ("--gt", gt_dir)):
         if not folder.is_dir():
@@ -107,6 +120,13 @@ def evaluate_folders(pred_dir: Path, gt_dir: Path, keypoints: Optional[np.ndarra
         raise InputError(f"{gt_dir}: no ground truth for {len(missing)} of {len(identities)} identities ({shown}): "
                          f"expected {gt_dir / missing[0]}.xyz (or .npy, .obj) or a folder {gt_dir / missing[0]}/ "
                          "holding one .xyz")
+    with ExitStack() as stack:
+        pool = stack.enter_context(ProcessPoolExecutor(workers)) if workers > 1 else None
+        return aggregate(_scores(pred_dir, identities, truths, keypoints, progress, pool))
+
+
+def _scores(pred_dir: Path, identities: list[str], truths: dict[str, Path], keypoints: Optional[np.ndarray],
+            progress: Callable[[str], None], pool: ProcessPoolExecutor | None) -> dict[str, list[dict[str, float]]]:
     rows: dict[str, list[dict[str, float]]] = {}
     for identity in identities:
         predictions, skipped = find_predictions(pred_dir / identity)
@@ -116,8 +136,8 @@ def evaluate_folders(pred_dir: Path, gt_dir: Path, keypoints: Optional[np.ndarra
         if not predictions:
             raise InputError(f"{pred_dir / identity}: no predictions (.obj, or .npy of shape (53215, 3)) "
                              "in this identity folder")
-        target = read_mesh(truths[identity], N_VERTICES)
-        rows[identity] = [score(read_mesh(p, N_VERTICES), target, keypoints, str(p), str(truths[identity]))
-                          for p in predictions]
+        truth = [truths[identity]] * len(predictions)
+        every = [keypoints] * len(predictions)
+        rows[identity] = list(pool.map(_score, predictions, truth, every) if pool else map(_score, predictions, truth, every))
         progress(f"{identity}: {len(predictions)} prediction(s) against {truths[identity]}")
-    return aggregate(rows)
+    return rows

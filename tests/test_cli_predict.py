@@ -3,6 +3,7 @@ folders of inputs, --version. Run in-process (runtime.cli.main) where no subproc
 from __future__ import annotations
 
 import shutil
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +147,43 @@ def test_folder_mirrors_the_tree_and_lists_failures(capsys, models_dir, tmp_path
                       if line.startswith("v ")], np.float32)
         np.testing.assert_array_equal(v, frontal)  # %.9g round-trips float32 exactly
     assert not (out / "id1" / "broken").exists()
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_parallel_workers_write_the_same_files_and_list_failures_in_input_order(capsys, models_dir, tmp_path):
+    from runtime.demo_signal import demo_voice
+    from runtime.inputs import plan_inputs
+    from runtime.predict_files import OutputOptions, PredictorSpec, predict_jobs
+
+    src = tmp_path / "voices"
+    for i in range(3):
+        (src / f"id{i}").mkdir(parents=True)
+        for k in range(2):
+            with wave.open(str(src / f"id{i}" / f"utt{k}.wav"), "wb") as w:
+                w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+                w.writeframes(demo_voice(2.0 + k, seed=3 * i + k).tobytes())
+    (src / "id0" / "bad.wav").write_bytes(b"RIFF....not a wave file")
+    (src / "id2" / "bad.npy").write_bytes(b"not an npy file")
+    trees, errors = [], []
+    for workers in ("1", "2"):
+        out = tmp_path / f"out{workers}"
+        code, stdout, err = run(capsys, "predict", str(src), "-o", str(out), "--models", str(models_dir),
+                                "--workers", workers)
+        assert code == 2 and "wrote 6 of 8 output folders under" in stdout
+        errors.append([line for line in err.splitlines() if line.startswith("  ")])
+        trees.append(_tree(out))
+    assert trees[0] == trees[1] and len(trees[0]) == 6 * 3  # byte for byte
+    assert errors[0] == errors[1] and [e.split(":")[0].strip() for e in errors[0]] == [
+        str(src / "id0" / "bad.wav"), str(src / "id2" / "bad.npy")]  # in input order
+    # With a GPU this process runs the models and the workers prepare and write: the same files.
+    jobs = plan_inputs([src], tmp_path / "fed")
+    outcomes = predict_jobs(PredictorSpec(models_dir, device="cpu"), jobs, OutputOptions(), workers=2, feed=True)
+    assert [o.source for o in outcomes] == [j.source for j in jobs]
+    assert [o.error is None for o in outcomes] == [not j.source.name.startswith("bad") for j in jobs]
+    assert _tree(tmp_path / "fed") == trees[0]
 
 
 def test_max_bytes_bounds_npy_and_audio_inputs(capsys, models_dir, tmp_path):

@@ -179,6 +179,14 @@ def test_evaluate_scores_the_prediction_folder(eval_tree, tmp_path):
     assert "A: skipped 1 .npy file(s) that are not (N, 3) meshes" in done.stderr
 
 
+def test_evaluate_in_worker_processes_gives_the_same_scores(eval_tree):
+    from runtime.evaluation import evaluate_folders
+
+    serial = evaluate_folders(eval_tree["pred"], eval_tree["gt"], eval_tree["keypoints"], workers=1)
+    parallel = evaluate_folders(eval_tree["pred"], eval_tree["gt"], eval_tree["keypoints"], workers=3)
+    assert parallel.as_json() == serial.as_json()
+
+
 def test_evaluate_without_keypoints_has_no_keypoint_key(eval_tree, tmp_path):
     done = cmp_face("evaluate", "--pred", eval_tree["pred"], "--gt", eval_tree["gt"], "--json", tmp_path / "s.json")
     assert done.returncode == 0, done.stderr

@@ -13,11 +13,12 @@ import argparse
 from pathlib import Path
 from runtime.errors import InputError
 from runtime.models_folder import MANIFEST, PIPELINES, PRECISIONS
-from runtime.predictor import DEPRECATED_FRONTENDS, FRONTENDS
+from runtime.prepare import DEPRECATED_FRONTENDS, FRONTENDS
 from runtime.runners.select import BACKENDS, DEVICE_VALUES, parse_device
 
 EXIT_ERROR = 2
 MAX_THREADS = 256
+MAX_WORKERS = 256
 MAX_BYTES_LIMIT = 1 << 40
 MAX_BYTES_HELP = "refuse input files larger than N bytes (default 200 MiB)"
 BOTH = "both"
@@ -41,6 +42,8 @@ def check_execution(args: argparse.Namespace) -> None:
         parse_device(args.device)
     if getattr(args, "threads", None) is not None:
         check_int("--threads", args.threads, 1, MAX_THREADS)
+    if getattr(args, "workers", None) is not None:
+        check_int("--workers", args.workers, 1, MAX_WORKERS)
     if getattr(args, "max_bytes", None) is not None:
         check_int("--max-bytes", args.max_bytes, 1, MAX_BYTES_LIMIT)
 
@@ -84,6 +87,14 @@ def add_execution(parser: argparse.ArgumentParser, *, device: str = "auto", back
                             help="numpy (default): the log-mel in numpy, then encoder and decoder; fused: audio "
                                  "through the fused voice-to-mesh ONNX graph (the earlier spelling 'onnx' still "
                                  "works, deprecated)")
+
+
+def add_workers(parser: argparse.ArgumentParser, help: str, *aliases: str) -> None:
+    """``--workers N``: processes for the CPU work (default: one per core)."""
+    from runtime.predict_files import default_workers
+
+    parser.add_argument("--workers", *aliases, type=int, default=default_workers(), metavar="N",
+                        help=f"{help} (1..{MAX_WORKERS})")
 
 
 def add_precision(parser: argparse.ArgumentParser, default: str, help: str,

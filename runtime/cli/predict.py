@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from runtime.cli.args import (EXIT_ERROR, add_execution, add_max_bytes, add_models, check_execution)
+from runtime.cli.args import EXIT_ERROR, add_execution, add_max_bytes, add_models, add_workers, check_execution
 from runtime.errors import InputError
 from runtime.plugins import Command
 
@@ -39,16 +39,16 @@ def _check_predict_options(args: argparse.Namespace) -> None:
         raise InputError(f"{args.output}: exists and is not a folder")
 
 
-def open_predictor(args: argparse.Namespace):
-    """The Predictor the execution and models arguments describe (models built when missing)."""
+def predictor_spec(args: argparse.Namespace):
+    """How to open the Predictor the execution and models arguments describe (models built when missing)."""
     from runtime.audio import DEFAULT_MAX_BYTES
     from runtime.cache import resolve_models
-    from runtime.predictor import Predictor
+    from runtime.predict_files import PredictorSpec
 
     models = resolve_models(args.models, args.release, args.pipeline, args.epoch, _progress)
-    return Predictor(models, args.pipeline, args.device, args.threads, vad=not args.no_vad,
-                     frontend=args.frontend, max_bytes=args.max_bytes or DEFAULT_MAX_BYTES,
-                     backend=args.backend, precision=args.precision)
+    return PredictorSpec(models, args.pipeline, args.device, args.threads, vad=not args.no_vad,
+                         frontend=args.frontend, max_bytes=args.max_bytes or DEFAULT_MAX_BYTES,
+                         backend=args.backend, precision=args.precision)
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -59,7 +59,7 @@ def run_predict(args: argparse.Namespace) -> int:
     jobs = plan_inputs(args.input, args.output) if args.input else None
     if jobs and (len(jobs) > 1 or jobs[0].batch):
         return _predict_many(args, jobs)
-    predictor = open_predictor(args)
+    predictor = predictor_spec(args).open()
     if args.demo:
         from runtime.demo_signal import demo_voice
 
@@ -84,12 +84,13 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def _predict_many(args: argparse.Namespace, jobs) -> int:
     """One output folder per input, mirroring the input tree; failures are listed at the end."""
+    from runtime.models_folder import ModelsFolder
     from runtime.predict_files import OutputOptions, predict_jobs
 
-    predictor = open_predictor(args)
+    spec = predictor_spec(args)
     options = OutputOptions(args.size, args.ply, args.depth, args.sample_rate)
-    outcomes = predict_jobs(predictor, jobs, options, debug=args.debug)
-    if predictor.untrained:
+    outcomes = predict_jobs(spec, jobs, options, args.workers, debug=args.debug)
+    if ModelsFolder.read(spec.models).untrained:
         _progress(UNTRAINED_WARNING)
     failed = [o for o in outcomes if o.error is not None]
     rerun = sum(o.rerun for o in outcomes)
@@ -115,6 +116,8 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT")
     add_models(p)
     add_execution(p)
+    add_workers(p, "inputs predicted at once, each in a process of its own (default: one per core; 1: one after "
+                   "the other, in this process)")
     p.add_argument("--no-vad", action="store_true", help="keep silences (skip voice activity detection)")
     add_max_bytes(p)
     p.add_argument("--sample-rate", type=int, help=argparse.SUPPRESS)

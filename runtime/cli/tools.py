@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from runtime.cli.args import add_execution, add_models, check_execution
+from runtime.cli.args import add_execution, add_models, add_workers, check_execution
 from runtime.errors import CmpError, InputError
 from runtime.metrics import DISTANCE_LABELS, DISTANCES, N_VERTICES
 from runtime.plugins import Command
@@ -41,7 +41,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from runtime.evaluation import evaluate_folders, load_keypoints
 
     keypoints = load_keypoints(args.keypoints) if args.keypoints else None
-    scores = evaluate_folders(args.pred, args.gt, keypoints, progress=_progress)
+    check_execution(args)
+    scores = evaluate_folders(args.pred, args.gt, keypoints, progress=_progress, workers=args.workers)
     print(f"ARE (absolute ratio error, the paper's Table 1 metric) over {scores.identities} identities "
           f"({scores.predictions} predictions); each identity is averaged over its predictions first")
     for name in DISTANCES:
@@ -163,6 +164,7 @@ def add_evaluate_arguments(e: argparse.ArgumentParser) -> None:
                    help="keypoints_sim.npy (indices into the flattened x,y,z coordinates): "
                         "also report the keypoint error")
     e.add_argument("--json", type=Path, metavar="OUT.json", help="write the scores as JSON")
+    add_workers(e, "processes reading and scoring the meshes (default: one per core)")
 
 
 def add_analyze_arguments(a: argparse.ArgumentParser) -> None:

@@ -6,6 +6,8 @@ once per run; outputs are bound on the device and fetched once at the end (``IOB
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -58,39 +60,52 @@ class OrtRunner(Runner):
         self.session = None
 
 
+SHAPE_CACHE = 4  # fixed-shape sessions kept per runner (each holds its own copy of the weights on the device)
+
+
+@dataclass
+class _FixedShape:
+    """A session whose symbolic dims are fixed to one input shape, and its bound buffers."""
+
+    session: object
+    binding: object
+    inputs: dict
+    outputs: dict
+
+
 class BoundOrtRunner(OrtRunner):
     """IOBinding on ``device_type`` ("cuda"; "cpu" runs the same code without a GPU).
 
-    ``cuda_graph``: the session was opened with ``enable_cuda_graph``: ONNX Runtime captures the
-    first run and replays it, which needs the same shapes and the same buffer addresses every
-    time. So the first run allocates device buffers for its shapes and binds them once; later
-    runs copy the new inputs into those buffers in place; another input shape is refused.
+    ``cuda_graph``: one session per exact input shape, opened with that shape's symbolic dims fixed
+    (``add_free_dimension_override_by_name``), so ONNX Runtime folds all the shape arithmetic and
+    every node lands on the device; the session's provider options then enable its CUDA graph,
+    captured on the first run and replayed after, which needs the same buffer addresses every
+    time: each shape gets its own device buffers, bound once, inputs copied into them in place.
+    The :data:`SHAPE_CACHE` most recent shapes are kept (a server that sees a few fixed lengths);
+    another shape opens a session of its own (seconds), so this is for fixed-length serving.
+    Shapes are never padded to share a graph: that would change the encoder's mean over time.
     """
 
     def __init__(self, session, path: str | Path, graph: str, device_type: str = "cuda", device_id: int = 0,
-                 cuda_graph: bool = False, backend: str = "onnxruntime") -> None:
+                 cuda_graph: bool = False, backend: str = "onnxruntime", providers: list | None = None) -> None:
         super().__init__(session, path, graph)
         self.backend = backend
         self.device_type, self.device_id, self.cuda_graph = device_type, device_id, cuda_graph
-        self._shapes: dict[str, tuple[int, ...]] | None = None
-        self._binding = None
-        self._in: dict = {}
-        self._out: dict = {}
+        self.providers = providers or session.get_providers()
+        self._fixed: OrderedDict[tuple, _FixedShape] = OrderedDict()
+        if cuda_graph:  # the session above gave the signature; each shape opens its own
+            self.session = _SIGNATURE_ONLY
 
     @classmethod
     def open(cls, path: Path, graph: str, providers: list, device_type: str = "cuda", device_id: int = 0,
              cuda_graph: bool = False, backend: str = "onnxruntime") -> "BoundOrtRunner":
-        runner = cls(open_session(Path(path), providers), path, graph, device_type, device_id, cuda_graph, backend)
-        wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
-        running = runner.session.get_providers()
-        if wanted not in running:  # ONNX Runtime falls back to the CPU with only a warning
-            raise ModelError(f"{path}: ONNX Runtime could not start its {wanted} (running on "
-                             f"{', '.join(running)}); are the CUDA 13 libraries and cuDNN 9 installed? {INSTALL_ORT_GPU}")
-        if cuda_graph:
-            for o in runner.outputs:
-                if any(isinstance(d, str) for d in o.shape[1:]):
-                    raise ModelError(f"{graph}: output {o.name!r} has dims {o.shape}; a CUDA graph needs outputs "
-                                     "whose shape follows from the batch size alone")
+        if cuda_graph:  # the signature only: ONNX Runtime refuses a graph capture on symbolic shapes
+            runner = cls(open_session(Path(path), ["CPUExecutionProvider"]), path, graph, device_type, device_id,
+                         cuda_graph, backend, providers)
+        else:
+            runner = cls(open_session(Path(path), providers), path, graph, device_type, device_id, cuda_graph,
+                         backend, providers)
+            _check_provider(runner.session, providers, path)
         return runner
 
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -107,38 +122,74 @@ class BoundOrtRunner(OrtRunner):
         self.session.run_with_iobinding(binding)
         return dict(zip(names, binding.copy_outputs_to_cpu()))  # one device->host copy per output
 
-    def _run_fixed(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def fixed_dims(self, feeds: Mapping[str, np.ndarray]) -> dict[str, int]:
+        """The value of every symbolic dim of the inputs for these feeds (one name, one value)."""
+        dims: dict[str, int] = {}
+        for info in self.inputs:
+            for dim, size in zip(info.shape, feeds[info.name].shape):
+                if isinstance(dim, str):
+                    if dims.setdefault(dim, int(size)) != size:
+                        raise InputError(f"{self.graph}: dimension {dim!r} is {dims[dim]} in one input and {size} in "
+                                         "another")
+        return dims
+
+    def _entry(self, feeds: dict[str, np.ndarray]) -> _FixedShape:
         from onnxruntime import OrtValue
 
-        shapes = {n: a.shape for n, a in feeds.items()}
-        if self._shapes is None:
-            batch = next(iter(shapes.values()))[0]
-            binding = self.session.io_binding()
-            for name, array in feeds.items():  # our own buffers: never the caller's arrays
-                self._in[name] = OrtValue.ortvalue_from_shape_and_type(array.shape, array.dtype.type,
-                                                                       self.device_type, self.device_id)
-                binding.bind_ortvalue_input(name, self._in[name])
-            for o in self.outputs:
-                shape = [batch if isinstance(d, str) else d for d in o.shape]
-                self._out[o.name] = OrtValue.ortvalue_from_shape_and_type(shape, o.dtype.type, self.device_type,
-                                                                          self.device_id)
-                binding.bind_ortvalue_output(o.name, self._out[o.name])
-            self._binding, self._shapes = binding, shapes
-        if shapes != self._shapes:
-            raise InputError(f"{self.graph}: this runner replays a CUDA graph captured for input shapes "
-                             f"{self._shapes}, got {shapes}; CUDA graphs need fixed shapes (open the runner "
-                             "without cuda_graph for inputs of varying length)")
+        key = tuple((n, a.shape) for n, a in sorted(feeds.items()))
+        entry = self._fixed.get(key)
+        if entry is not None:
+            self._fixed.move_to_end(key)
+            return entry
+        session = open_session(self.path, self.providers, free_dims=self.fixed_dims(feeds))
+        _check_provider(session, self.providers, self.path)
+        binding = session.io_binding()
+        inputs, outputs = {}, {}
+        for name, array in feeds.items():  # our own buffers: never the caller's arrays
+            inputs[name] = OrtValue.ortvalue_from_shape_and_type(array.shape, array.dtype.type, self.device_type,
+                                                                 self.device_id)
+            binding.bind_ortvalue_input(name, inputs[name])
+        for info, arg in zip(self.outputs, session.get_outputs()):
+            if not all(isinstance(d, int) and d > 0 for d in arg.shape):  # fixed inputs fix every output here
+                raise ModelError(f"{self.graph}: output {arg.name!r} keeps dims {arg.shape} with its inputs fixed to "
+                                 f"{dict(key)}; a CUDA graph needs every shape known in advance")
+            outputs[info.name] = OrtValue.ortvalue_from_shape_and_type(arg.shape, info.dtype.type, self.device_type,
+                                                                       self.device_id)
+            binding.bind_ortvalue_output(info.name, outputs[info.name])
+        self._fixed[key] = entry = _FixedShape(session, binding, inputs, outputs)
+        while len(self._fixed) > SHAPE_CACHE:
+            self._fixed.popitem(last=False)  # its session and buffers go with it
+        return entry
+
+    def _run_fixed(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        entry = self._entry(feeds)
         for name, array in feeds.items():
-            self._in[name].update_inplace(array)  # same address every run: the graph stays valid
-        self.session.run_with_iobinding(self._binding)
-        values = {name: value.numpy() for name, value in self._out.items()}  # device -> host, once each
+            entry.inputs[name].update_inplace(array)  # same address every run: the graph stays valid
+        entry.session.run_with_iobinding(entry.binding)
+        values = {name: value.numpy() for name, value in entry.outputs.items()}  # device -> host, once each
         if self.device_type == "cpu":  # there .numpy() is a view of our buffer, rewritten by the next run
             values = {name: v.copy() for name, v in values.items()}
         return values
 
+    @property
+    def shapes(self) -> list[tuple]:
+        """The input shapes with a fixed-shape session now, oldest first."""
+        return list(self._fixed)
+
     def close(self) -> None:
-        self._binding, self._in, self._out = None, {}, {}
+        self._fixed.clear()
         super().close()
+
+
+_SIGNATURE_ONLY = object()  # a cuda_graph runner runs no session of its own: each shape has one
+
+
+def _check_provider(session, providers: list, path: Path) -> None:
+    wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+    running = session.get_providers()
+    if wanted not in running:  # ONNX Runtime falls back to the CPU with only a warning
+        raise ModelError(f"{path}: ONNX Runtime could not start its {wanted} (running on "
+                         f"{', '.join(running)}); are the CUDA 13 libraries and cuDNN 9 installed? {INSTALL_ORT_GPU}")
 
 
 def cuda_runner(path: Path, graph: str, device_id: int = 0, cuda_graph: bool = False) -> BoundOrtRunner:

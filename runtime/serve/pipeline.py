@@ -17,7 +17,8 @@ from runtime.audio import SAMPLE_RATE
 from runtime.dtypes import of_numpy
 from runtime.errors import InputError
 from runtime.features import N_MELS, check_fbank
-from runtime.predictor import Item, Outputs, Predictor
+from runtime.predictor import Outputs, Predictor
+from runtime.prepare import Item
 from runtime.result import Prediction
 from runtime.runners import TensorInfo
 from runtime.serve.protocol import ProtocolError
