@@ -15,14 +15,13 @@ import signal
 import socket
 import threading
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from benchmarks.server_process import ServerProcess
 from tests.helpers.data import FBANKS, WAVS, requires
+from tests.helpers.server import Server, error_of, speech, wav_bytes
 
 httpx = pytest.importorskip("httpx")
 th = pytest.importorskip("tritonclient.http")
@@ -34,17 +33,9 @@ MAX_BODY = 2_000_000
 MAX_AUDIO_S = 12.0
 
 
-class Server(ServerProcess):
-    def __init__(self, models: Path, *options: str) -> None:
-        super().__init__(models, "--cpu-workers", "2", "--threads", "1", *options, ready_s=60)
-
-    def client(self):
-        return th.InferenceServerClient(f"127.0.0.1:{self.port}")
-
-
 @pytest.fixture(scope="module")
 def server(models_dir):
-    s = Server(models_dir, "--max-delay-ms", "30", "--max-body-bytes", str(MAX_BODY),
+    s = Server(models_dir, "--max-batch", "8", "--max-delay-ms", "30", "--max-body-bytes", str(MAX_BODY),
                "--max-audio-s", str(MAX_AUDIO_S))
     yield s
     s.stop()
@@ -59,28 +50,6 @@ def predictor(models_dir):
 
 def _close(got: np.ndarray, want: np.ndarray) -> None:
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
-
-
-def _wav_bytes(samples: np.ndarray, rate: int = 16000) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(samples.astype("<i2").tobytes())
-    return buf.getvalue()
-
-
-def _speech(seconds: float = 3.0) -> np.ndarray:
-    from runtime.demo_signal import demo_voice
-
-    return demo_voice(seconds)
-
-
-def _error(response) -> str:
-    body = response.json()
-    assert set(body) == {"error"}, body
-    return body["error"]
 
 
 # ------------------------------------------------------------------------------ protocol
@@ -113,7 +82,7 @@ def test_health_and_metadata_match_the_fused_graph(server, models_dir):
 
 
 def test_tritonclient_binary_int16_batch_equals_predictor(server, predictor):
-    voice = _speech(4.0)
+    voice = speech(4.0)
     batch = np.stack([voice[:30000], voice[20000:50000]])
     inp = th.InferInput("samples", list(batch.shape), "INT16")
     inp.set_data_from_numpy(batch)
@@ -130,7 +99,7 @@ def test_tritonclient_binary_int16_batch_equals_predictor(server, predictor):
 
 @pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
 def test_compressed_requests(server, predictor, algorithm):
-    voice = _speech(2.0)
+    voice = speech(2.0)
     inp = th.InferInput("samples", [1, voice.size], "INT16")
     inp.set_data_from_numpy(voice[None])
     result = server.client().infer("cmp_supervised", [inp], request_compression_algorithm=algorithm)
@@ -140,14 +109,14 @@ def test_compressed_requests(server, predictor, algorithm):
     bomb = gzip.compress(b" " * (MAX_BODY + 10))  # a small body that inflates beyond the limit
     r = httpx.post(f"{server.url}/v2/models/cmp_supervised/infer", content=bomb, headers={"Content-Encoding": "gzip"})
     assert r.status_code == 413
-    assert _error(r) == f"the gzip request body inflates beyond this server's limit of {MAX_BODY} bytes"
+    assert error_of(r) == f"the gzip request body inflates beyond this server's limit of {MAX_BODY} bytes"
     r = httpx.post(f"{server.url}/v2/models/cmp_supervised/infer", content=b"x", headers={"Content-Encoding": "br"})
     assert r.status_code == 415
-    assert _error(r) == "Content-Encoding 'br' is not supported: send the request uncompressed, gzip or deflate"
+    assert error_of(r) == "Content-Encoding 'br' is not supported: send the request uncompressed, gzip or deflate"
 
 
 def test_json_fp32_samples_and_requested_outputs(server, predictor):
-    voice = _speech(2.0)
+    voice = speech(2.0)
     inp = th.InferInput("samples", [1, voice.size], "FP32")
     inp.set_data_from_numpy(voice[None].astype(np.float32), binary_data=False)  # int16-scale values
     out = th.InferRequestedOutput("params", binary_data=False)
@@ -159,7 +128,7 @@ def test_json_fp32_samples_and_requested_outputs(server, predictor):
 
 
 def test_sample_rate_and_vad_parameters(server, predictor):
-    voice = np.concatenate([np.zeros(8000, np.int16), _speech(3.0)[::2]])  # 8 kHz with a silent lead
+    voice = np.concatenate([np.zeros(8000, np.int16), speech(3.0)[::2]])  # 8 kHz with a silent lead
     inp = th.InferInput("samples", [1, voice.size], "INT16")
     inp.set_data_from_numpy(voice[None])
     result = server.client().infer("cmp_supervised", [inp], parameters={"sample_rate": 8000, "vad": True})
@@ -210,7 +179,7 @@ def test_predict_raw_and_multipart_equal_predictor(server, predictor):
 
 
 def test_predict_formats(server):
-    body = _wav_bytes(_speech(3.0))
+    body = wav_bytes(speech(3.0))
     obj = httpx.post(f"{server.url}/predict?format=obj", content=body, timeout=30)
     assert obj.status_code == 200 and obj.text.startswith("v ")
     assert obj.text.count("\nv ") + 1 == 53215
@@ -237,17 +206,17 @@ def test_bad_audio_answers_the_cli_message(server):
     with pytest.raises(InputError) as expected:
         load_audio(garbage)
     r = httpx.post(f"{server.url}/predict", content=garbage)
-    assert r.status_code == 400 and _error(r) == str(expected.value)
+    assert r.status_code == 400 and error_of(r) == str(expected.value)
     silence = np.zeros(16000, np.int16)
     with pytest.raises(NoSpeechError) as expected:
         remove_silence(silence)
-    r = httpx.post(f"{server.url}/predict", content=_wav_bytes(silence))
-    assert r.status_code == 400 and _error(r) == str(expected.value)
+    r = httpx.post(f"{server.url}/predict", content=wav_bytes(silence))
+    assert r.status_code == 400 and error_of(r) == str(expected.value)
     r = httpx.post(f"{server.url}/predict", content=b"")
-    assert r.status_code == 400 and _error(r) == ("the request holds no audio: send an audio file as the body "
+    assert r.status_code == 400 and error_of(r) == ("the request holds no audio: send an audio file as the body "
                                                   "or as a form file")
     r = httpx.post(f"{server.url}/predict?format=gif", content=b"x")
-    assert r.status_code == 400 and _error(r) == "format must be one of json, obj, ply, png, npz, got 'gif'"
+    assert r.status_code == 400 and error_of(r) == "format must be one of json, obj, ply, png, npz, got 'gif'"
 
 
 def _infer(server, doc: dict, model: str = "cmp_supervised", binary: bytes = b""):
@@ -282,7 +251,7 @@ def _infer(server, doc: dict, model: str = "cmp_supervised", binary: bytes = b""
 ])
 def test_bad_infer_requests_answer_400(server, doc, binary, message):
     r = _infer(server, doc, binary=binary)
-    assert r.status_code == 400 and _error(r) == message
+    assert r.status_code == 400 and error_of(r) == message
 
 
 @pytest.mark.parametrize("datatype", ["INT16", "FP32"])
@@ -299,49 +268,49 @@ def test_samples_without_signal_answer_the_predictors_message(server, predictor,
             check_signal(flat.astype(np.float32))
     doc = {"inputs": [{"name": "samples", "datatype": datatype, "shape": [1, 16000], "data": [7] * 16000}]}
     r = _infer(server, doc)
-    assert r.status_code == 400 and _error(r) == str(expected.value)
-    assert _error(r).startswith("no signal in the audio: all 16000 samples are 7")
+    assert r.status_code == 400 and error_of(r) == str(expected.value)
+    assert error_of(r).startswith("no signal in the audio: all 16000 samples are 7")
 
 
 def test_malformed_bodies_and_unknown_routes(server):
     r = httpx.post(f"{server.url}/v2/models/cmp_supervised/infer", content=b"{not json")
-    assert r.status_code == 400 and _error(r).startswith("the request header is not valid JSON")
+    assert r.status_code == 400 and error_of(r).startswith("the request header is not valid JSON")
     r = httpx.post(f"{server.url}/v2/models/cmp_supervised/infer", content=b"{}", headers={
         "Inference-Header-Content-Length": "99"})
-    assert r.status_code == 400 and _error(r) == "Inference-Header-Content-Length 99 does not fit the 2-byte body"
+    assert r.status_code == 400 and error_of(r) == "Inference-Header-Content-Length 99 does not fit the 2-byte body"
     fbank = {"inputs": [{"name": "fbank", "datatype": "FP32", "shape": [1, 2, 64], "data": [1e6] * 128}]}
     r = _infer(server, fbank, model="cmp_supervised_fbank")
-    assert r.status_code == 400 and "is not a normalised fbank value" in _error(r)
+    assert r.status_code == 400 and "is not a normalised fbank value" in error_of(r)
     r = httpx.get(f"{server.url}/v2/models/cmp_supervised/versions/7")
-    assert r.status_code == 404 and _error(r).startswith("Request for unknown model: 'cmp_supervised' version 7")
+    assert r.status_code == 404 and error_of(r).startswith("Request for unknown model: 'cmp_supervised' version 7")
     r = httpx.get(f"{server.url}/v2/models/cmp_supervised/infer")
-    assert r.status_code == 405 and _error(r) == "method GET is not allowed on /v2/models/cmp_supervised/infer"
+    assert r.status_code == 405 and error_of(r) == "method GET is not allowed on /v2/models/cmp_supervised/infer"
 
 
 def test_size_and_duration_limits(server):
     r = httpx.post(f"{server.url}/predict", content=b"\0" * (MAX_BODY + 1))
     assert r.status_code == 413
-    assert _error(r) == f"request body of {MAX_BODY + 1} bytes is larger than this server's limit of {MAX_BODY} bytes"
+    assert error_of(r) == f"request body of {MAX_BODY + 1} bytes is larger than this server's limit of {MAX_BODY} bytes"
 
     def chunks():  # no Content-Length: the limit holds while reading
         for _ in range(3):
             yield b"\0" * (MAX_BODY // 2)
 
     r = httpx.post(f"{server.url}/predict", content=chunks())
-    assert r.status_code == 413 and _error(r) == f"request body is larger than this server's limit of {MAX_BODY} bytes"
+    assert r.status_code == 413 and error_of(r) == f"request body is larger than this server's limit of {MAX_BODY} bytes"
     n = int(13 * 16000)
-    r = httpx.post(f"{server.url}/predict", content=_wav_bytes(np.zeros(n, np.int16)))
+    r = httpx.post(f"{server.url}/predict", content=wav_bytes(np.zeros(n, np.int16)))
     assert r.status_code == 413
-    assert _error(r) == f"audio of 13.0 s ({n} samples) is longer than this server's limit of 12 s"
+    assert error_of(r) == f"audio of 13.0 s ({n} samples) is longer than this server's limit of 12 s"
     doc = {"inputs": [{"name": "samples", "datatype": "INT16", "shape": [1, 8000 * 13],
                        "parameters": {"binary_data_size": 2 * 8000 * 13}}], "parameters": {"sample_rate": 8000}}
     r = _infer(server, doc, binary=b"\0" * (2 * 8000 * 13))
-    assert r.status_code == 413 and _error(r).startswith("audio of 13.0 s (104000 samples)")
+    assert r.status_code == 413 and error_of(r).startswith("audio of 13.0 s (104000 samples)")
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
 
 
 def test_concurrent_requests_are_batched_and_exact(server, predictor):
-    voice = _speech(3.0)
+    voice = speech(3.0)
     rows = [voice[i * 1000:i * 1000 + 24000] for i in range(6)]
     results: dict[int, np.ndarray] = {}
 
@@ -374,7 +343,7 @@ def test_metrics(server):
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_0(server):
-    body = _wav_bytes(_speech(8.0))
+    body = wav_bytes(speech(8.0))
     answers = []
     t = threading.Thread(target=lambda: answers.append(
         httpx.post(f"{server.url}/predict", content=body, timeout=30)))
@@ -392,13 +361,14 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(server):
 
 @pytest.fixture(scope="module")
 def slow_server(models_dir):
-    s = Server(models_dir, "--max-delay-ms", "3000", "--max-queue", "2", "--timeout-s", "0.5")
+    s = Server(models_dir, "--max-batch", "8", "--max-delay-ms", "3000", "--max-queue", "2", "--timeout-s", "0.5",
+               "--body-timeout-s", "1", "--header-timeout-s", "2")
     yield s
     s.stop()
 
 
 def test_full_queue_answers_503_and_deadline_504(slow_server):
-    body = _wav_bytes(_speech(2.0))
+    body = wav_bytes(speech(2.0))
     answers = []
     threads = [threading.Thread(target=lambda: answers.append(httpx.post(f"{slow_server.url}/predict", content=body,
                                                                          timeout=30))) for _ in range(2)]
@@ -409,28 +379,30 @@ def test_full_queue_answers_503_and_deadline_504(slow_server):
         # both admitted requests hold their slots until the batch window ends (3 s)
         r = http.post("/predict", content=body)
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
-        assert _error(r) == "server busy: 2 requests in flight, the limit is 2; retry later"
+        assert error_of(r) == "server busy: 2 requests in flight, the limit is 2; retry later"
         for t in threads:
             t.join(30)
         assert [a.status_code for a in answers] == [504, 504]
-        assert _error(answers[0]) == "request deadline of 0.5 s exceeded"
+        assert error_of(answers[0]) == "request deadline of 0.5 s exceeded"
         _wait_for_metric(http, "cmp_serve_inflight_requests 0.0")  # their work ended with the window
         assert http.get("/v2/health/ready").status_code == 200
 
 
-def test_slow_upload_is_cut_at_the_deadline(slow_server):
-    """A client that stops sending its body gets 504 and does not keep its admission slot."""
+def test_slow_upload_is_cut_at_the_body_deadline_and_never_admitted(slow_server):
+    """A client that stops sending its body gets 408 at the body deadline; it was never admitted."""
     with socket.create_connection(("127.0.0.1", slow_server.port)) as sock, \
             httpx.Client(base_url=slow_server.url) as http:
         sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nRIFF")
         sock.settimeout(10)
+        time.sleep(0.3)
+        assert "cmp_serve_inflight_requests 0.0" in http.get("/metrics").text
         answer = ""
         while "}" not in answer:  # headers and body may come in separate segments
             chunk = sock.recv(4096).decode()
             assert chunk, f"connection closed after {answer!r}"
             answer += chunk
-        assert answer.startswith("HTTP/1.1 504") and '{"error":"request deadline of 0.5 s exceeded"}' in answer
-        _wait_for_metric(http, "cmp_serve_inflight_requests 0.0")
+        assert answer.startswith("HTTP/1.1 408")
+        assert '{"error":"the request body did not arrive within this server\'s limit of 1 s"}' in answer
 
 
 def _wait_for_metric(http, line: str) -> None:
@@ -454,9 +426,9 @@ def test_served_pipeline_equals_predictor(models_dir, pipeline, frontend):
     predictor = Predictor(models_dir, pipeline, threads=1, frontend=frontend)
     served = ServedPipeline(predictor, Limits())
     assert served.outputs == fused_graph_outputs(models_dir / f"voice2mesh_{pipeline}.onnx")
-    voice = _speech(3.0)
+    voice = speech(3.0)
     batch = np.stack([voice[:20000], voice[5000:25000]])
-    items = served.prepare_samples(batch, None, False, Stages())
+    items = served.request_inputs().samples(batch, None, False, Stages())
     assert [kind for kind, _ in items] == (["samples"] * 2 if frontend == "fused" else ["fbank"] * 2)
     rows = served.run(items)
     out = served.stack(rows, served.output_names)
@@ -476,7 +448,7 @@ def test_served_pipeline_equals_predictor(models_dir, pipeline, frontend):
     (dict(port=70000), "--port must be between 0 and 65535, got 70000"),
     (dict(max_batch=33), "--max-batch must be between 1 and 32, got 33"),
     (dict(max_delay_ms=-1), "--max-delay-ms must be between 0 and 10000, got -1"),
-    (dict(cpu_workers=0), "--cpu-workers must be between 1 and 256, got 0"),
+    (dict(workers=0), "--workers must be between 1 and 256, got 0"),
     (dict(threads=0), "--threads must be between 1 and 256, got 0"),
 ])
 def test_serve_options_are_checked_before_models_open(tmp_path, options, message):

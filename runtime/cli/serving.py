@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from runtime.cli.args import BOTH, add_execution, add_models, add_precision, check_execution
+from runtime.cli.args import BOTH, add_execution, add_models, add_precision, add_workers, check_execution
 from runtime.models_folder import PIPELINES
 from runtime.plugins import Command
 from runtime.runners.select import BACKENDS
@@ -17,33 +17,50 @@ def _progress(message: str) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from runtime.serve.server import serve
+    from runtime.cache import resolve_models
+    from runtime.serve.server import check_options, serve
 
-    limits = Limits(max_body_bytes=args.max_body_bytes, max_audio_s=args.max_audio_s,
-                    max_queue=args.max_queue, timeout_s=args.timeout_s)
+    limits = Limits(max_body_bytes=args.max_body_bytes, max_audio_s=args.max_audio_s, max_queue=args.max_queue,
+                    timeout_s=args.timeout_s, header_timeout_s=args.header_timeout_s,
+                    body_timeout_s=args.body_timeout_s, max_json_bytes=args.max_json_bytes,
+                    max_receiving_bytes=args.max_receiving_bytes)
     check_execution(args)
-    return serve(args.models, args.pipeline, args.backend, args.host, args.port, args.max_batch,
+    check_options(args.port, args.max_batch, args.max_delay_ms, limits, args.workers, args.threads)
+    models = resolve_models(args.models, args.release, args.pipeline, args.epoch, _progress)
+    return serve(models, args.pipeline, args.backend, args.host, args.port, args.max_batch,
                  args.max_delay_ms, precision=args.precision, device=args.device, threads=args.threads,
-                 frontend=args.frontend, limits=limits, cpu_workers=args.cpu_workers,
+                 frontend=args.frontend, limits=limits, workers=args.workers,
                  drain_timeout_s=args.drain_timeout_s, log_level=args.log_level)
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     d = Limits()
-    add_models(p, release=False, required=True)
+    add_models(p, models_help="models folder written by 'cmp-face export' (default: the cached synthetic models, "
+                              "UNTRAINED, or --release DIR)")
     add_execution(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: no "
                                                        "authentication, put a proxy in front for anything else)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (0: any free port, printed at start)")
-    p.add_argument("--max-batch", type=int, default=8, help=f"utterances per model batch (1..{MAX_REQUEST_BATCH})")
+    p.add_argument("--max-batch", type=int, help=f"utterances per model batch (1..{MAX_REQUEST_BATCH}; default 8 on a "
+                                                  "GPU, 1 on the CPU, where batching does not pay)")
     p.add_argument("--max-delay-ms", type=float, default=2.0, help="how long a batch waits to fill up")
     p.add_argument("--max-queue", type=int, default=d.max_queue,
                    help="requests admitted at once; more are answered 503 with Retry-After")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="largest request body")
     p.add_argument("--max-audio-s", type=float, default=d.max_audio_s, help="longest audio (seconds)")
-    p.add_argument("--timeout-s", type=float, default=d.timeout_s, help="per-request deadline (504 after)")
-    p.add_argument("--cpu-workers", type=int, help="threads for audio decoding, VAD, log-mel, encoding "
-                                                    "(default: min(4, CPUs))")
+    p.add_argument("--timeout-s", type=float, default=d.timeout_s,
+                   help="per-request deadline from admission to answer (504 after)")
+    p.add_argument("--header-timeout-s", type=float, default=d.header_timeout_s,
+                   help="a connection's request line and headers must arrive within this (else it is closed)")
+    p.add_argument("--body-timeout-s", type=float, default=d.body_timeout_s,
+                   help="a request's body must arrive within this (408 after); slow senders never hold the "
+                        "model work's admission slots")
+    p.add_argument("--max-json-bytes", type=int, default=d.max_json_bytes,
+                   help="largest JSON answer; larger ones are refused (400) before any model work: ask for binary "
+                        "outputs")
+    p.add_argument("--max-receiving-bytes", type=int,
+                   help="body bytes being received by all requests together (503 beyond; default 4 bodies)")
+    add_workers(p, "processes for audio decoding, VAD and log-mel (default: one per core)", "--cpu-workers")
     p.add_argument("--drain-timeout-s", type=float, default=30.0,
                    help="on SIGTERM, how long requests in flight may take to finish")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info",

@@ -1,13 +1,19 @@
 """The ASGI application: Open Inference Protocol (KServe v2) REST, ``POST /predict``, metrics.
 
-Every request that runs a model is admitted first (at most ``Limits.max_queue`` at once: the
-next one is answered 503 with ``Retry-After`` at once, so memory stays bounded), then reads its
-body (at most ``Limits.max_body_bytes``), runs its CPU stages on a bounded thread pool, waits
-for a batch (:mod:`runtime.serve.batcher`) and encodes its answer on the pool again, so the
-event loop never computes. A request past its deadline is answered 504; its work still
-finishes (a thread cannot be interrupted) and holds its admission slot until then.
+A request that runs a model goes:
+
+1. **receive** (event loop): its body, by ``Limits.body_timeout_s`` (408 after), at most
+   ``max_body_bytes``, counted against ``receiving_budget`` for all bodies in flight (503 beyond):
+   a slow sender holds a connection and a few bytes, never a slot of the model work;
+2. **admit**: at most ``max_queue`` requests with a complete body at once (503 with
+   ``Retry-After`` beyond), each with a deadline of ``timeout_s`` (504);
+3. **CPU stage** in a worker process (:mod:`runtime.serve.workers`: decompress, parse, decode
+   audio, VAD, log-mel), **model stage** in a batch (:mod:`runtime.serve.batcher`), **answer**
+   (stack, encode, render) on a thread: the event loop never computes.
+
 Errors use the protocol's shape, ``{"error": "<one line>"}``; our own errors (bad audio, no
-speech) carry the same message the CLI prints after ``cmp-face: error:``.
+speech) carry the same message the CLI prints after ``cmp-face: error:``. Client mistakes are
+4xx; a client that hangs up is counted as 499; every log line escapes what a client sent.
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ import contextlib
 import io
 import json
 import logging
-import math
+import re
 import tempfile
 import time
 import traceback
@@ -26,21 +32,31 @@ from typing import Any, Callable
 
 import numpy as np
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from runtime.errors import CmpError, InputError
 from runtime.serve.batcher import Batcher, DeadlineExceeded
 from runtime.serve.metrics import Metrics
-from runtime.serve.pipeline import ServedPipeline
-from runtime.serve.protocol import (HEADER_LENGTH, ProtocolError, decompress, encode_infer_response,
-                                    parse_infer_request)
+from runtime.serve.pipeline import Parsed, ServedPipeline
+from runtime.serve.protocol import HEADER_LENGTH, ProtocolError, encode_infer_response
+from runtime.serve.workers import CpuWorkers
 from runtime.stages import Stages
+from runtime.version import __version__
 
 log = logging.getLogger("cmp_face.serve")
 FORMATS = {"json": "application/json", "obj": "text/plain", "ply": "application/octet-stream",
            "png": "image/png", "npz": "application/octet-stream"}
+CLIENT_CLOSED = 499  # nginx's code for a client that closed the connection before the answer
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+
+
+def printable(text: object) -> str:
+    """A client-supplied value for a log line: control characters (and backslashes) escaped, so no
+    request can forge or break a line."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii")
+                        if m.group() != "\\" else "\\\\", str(text))
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -56,7 +72,8 @@ def _endpoint(path: str) -> str:
 
 
 class _Guard:
-    """Pure ASGI middleware: body size limit, one access-log line and the metrics per request."""
+    """Pure ASGI middleware: body size limit and budget, one access-log line and the metrics per
+    request; a bug answers 500 and the server lives on."""
 
     def __init__(self, app, state: "ServerState") -> None:
         self.app = app
@@ -66,7 +83,9 @@ class _Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
-        status, sent = [500], [0]
+        status, sent, received = [CLIENT_CLOSED], [0], [0]
+        state = self.state
+        limit = state.limits.max_body_bytes
 
         async def send_counted(message) -> None:
             if message["type"] == "http.response.start":
@@ -75,15 +94,18 @@ class _Guard:
                 sent[0] += len(message.get("body", b""))
             await send(message)
 
-        limit = self.state.limits.max_body_bytes
-        received = [0]
-
         async def receive_limited():
             message = await receive()
             if message["type"] == "http.request":
-                received[0] += len(message.get("body", b""))
+                chunk = len(message.get("body", b""))
+                received[0] += chunk
+                state.receiving += chunk
                 if received[0] > limit:
                     raise ProtocolError(413, f"request body is larger than this server's limit of {limit} bytes")
+                if state.receiving > state.limits.receiving_budget:
+                    raise ProtocolError(503, "server busy receiving other requests; retry later", {"Retry-After": "1"})
+            elif message["type"] == "http.disconnect":
+                raise ClientDisconnect()
             return message
 
         try:
@@ -93,43 +115,50 @@ class _Guard:
                                           f"server's limit of {limit} bytes")(scope, receive, send_counted)
             else:
                 await self.app(scope, receive_limited, send_counted)
-        except Exception as exc:  # a bug: answered 500 with the protocol's shape; the server lives on
-            log.error("internal error on %s %s:\n%s", scope["method"], scope["path"],
+        except ClientDisconnect:
+            pass  # nothing to answer: counted as 499
+        except Exception as exc:  # a bug: answered 500 with the protocol's shape
+            log.error("internal error on %s %s:\n%s", printable(scope["method"]), printable(scope["path"]),
                       "".join(traceback.format_exception(exc)))
-            if sent[0] == 0 and status[0] == 500:
+            if sent[0] == 0 and status[0] == CLIENT_CLOSED:
                 await error_response(500, f"internal error: {type(exc).__name__}: {exc}")(scope, receive, send_counted)
         finally:
+            state.receiving -= received[0]
             seconds = time.perf_counter() - started
             endpoint = _endpoint(scope["path"])
-            m = self.state.metrics
+            m = state.metrics
             m.requests.labels(endpoint, str(status[0])).inc()
             if status[0] >= 400:
                 m.errors.labels(endpoint, str(status[0])).inc()
             m.latency.labels(endpoint).observe(seconds)
             client = scope.get("client") or ("-", 0)
-            log.info('%s "%s %s" %d %dB %.1fms', client[0], scope["method"], scope["path"], status[0],
-                     sent[0], seconds * 1e3)
+            log.info('%s "%s %s" %d %dB %.1fms', printable(client[0]), printable(scope["method"]),
+                     printable(scope["path"]), status[0], sent[0], seconds * 1e3)
 
 
 class ServerState:
-    """What the handlers share: the served pipeline, the batcher, the CPU pool, the limits."""
+    """What the handlers share: the served pipeline, the batcher, the CPU workers, the limits."""
 
-    def __init__(self, served: ServedPipeline, max_batch: int, max_delay_ms: float, cpu_workers: int) -> None:
+    def __init__(self, served: ServedPipeline, max_batch: int, max_delay_ms: float, workers: CpuWorkers,
+                 answer_threads: int = 2) -> None:
         self.served = served
         self.limits = served.limits
         self.metrics = Metrics()
         self.max_batch = max_batch
         self.max_delay_ms = max_delay_ms
-        self.cpu_workers = cpu_workers
+        self.workers = workers
+        self.inputs = served.request_inputs()
+        self.answer_threads = answer_threads
         self.batcher: Batcher | None = None
         self.pool: ThreadPoolExecutor | None = None
         self.inflight = 0
+        self.receiving = 0  # body bytes received by requests still running
         self.ready = False
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        self.pool = ThreadPoolExecutor(self.cpu_workers, thread_name_prefix="cmp-cpu")
-        self.batcher = Batcher(self._run_batch, self.max_batch, self.max_delay_ms / 1e3, self._on_batch)
+        self.pool = ThreadPoolExecutor(self.answer_threads, thread_name_prefix="cmp-answer")
+        self.batcher = Batcher(self.served.run, self.max_batch, self.max_delay_ms / 1e3, self._on_batch)
         self.batcher.start()
         await asyncio.get_running_loop().run_in_executor(self.pool, self.served.warm_up)
         self.ready = True
@@ -147,17 +176,15 @@ class ServerState:
             await self.batcher.stop(max(0.0, until - time.monotonic()))
         if self.pool:
             self.pool.shutdown(wait=not self.inflight, cancel_futures=True)
+        self.workers.stop()
 
-    # ------------------------------------------------------------------ helpers
-    def _run_batch(self, items: list) -> list:
-        return self.served.run(items)
-
+    # ------------------------------------------------------------------ stages
     def _on_batch(self, size: int, waits: list[float]) -> None:
         self.metrics.batch_size.observe(size)
         for w in waits:
             self.metrics.stage.labels("queue").observe(w)
 
-    async def cpu(self, fn: Callable, *args) -> Any:
+    async def answer(self, fn: Callable, *args) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
     def _release(self, task: asyncio.Task) -> None:
@@ -184,41 +211,21 @@ class ServerState:
         except (asyncio.TimeoutError, DeadlineExceeded):
             raise ProtocolError(504, f"request deadline of {timeout:g} s exceeded") from None
 
-    async def batch(self, items: list, deadline: float, stages: Stages) -> list:
+    async def model(self, parsed: Parsed, deadline: float) -> tuple[list, Stages]:
+        """The batched model stage; the request's stage times so far, with queue and model added."""
         self.metrics.queue_depth.set(self.batcher.depth + 1)
-        done = await self.batcher.submit(items, deadline)
+        done = await self.batcher.submit(parsed.items, deadline)
         self.metrics.queue_depth.set(self.batcher.depth)
-        stages["queue"] = done.wait_s * 1e3
-        stages["model"] = done.run_s * 1e3
-        stages.restart()
         self.metrics.stage.labels("model").observe(done.run_s)
-        return done.results
+        stages = Stages()
+        stages.update(parsed.stages, queue=done.wait_s * 1e3, model=done.run_s * 1e3)
+        return done.results, stages
+
+    def observe(self, stages: dict[str, float]) -> None:
+        self.metrics.observe_stages({k: v for k, v in stages.items() if k not in ("queue", "model")})
 
 
-# ---------------------------------------------------------------------------------- parameters
-
-
-def _number_param(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"parameter '{name}' must be a number, got {value!r}")
-    return float(value)
-
-
-def _infer_options(params: dict, audio: bool) -> tuple[float | None, bool]:
-    """The request parameters ``sample_rate`` and ``vad`` (others, e.g. the client's
-    ``binary_data_output``, are the protocol's or ignored, as Triton ignores unknown ones)."""
-    from runtime.audio import MAX_RATE, MIN_RATE
-
-    sample_rate, vad = params.get("sample_rate"), params.get("vad", False)
-    if not audio and (sample_rate is not None or "vad" in params):
-        raise InputError("parameters 'sample_rate' and 'vad' apply to audio ('samples') models only")
-    if sample_rate is not None:
-        sample_rate = _number_param(sample_rate, "sample_rate")
-        if not MIN_RATE <= sample_rate <= MAX_RATE:
-            raise InputError(f"absurd sample rate: {sample_rate:g} Hz (supported: {MIN_RATE} to {MAX_RATE} Hz)")
-    if not isinstance(vad, bool):
-        raise InputError(f"parameter 'vad' must be true or false, got {vad!r}")
-    return sample_rate, vad
+# ---------------------------------------------------------------------------------- the app
 
 
 def _query_flag(value: str | None, name: str, default: bool) -> bool:
@@ -228,31 +235,36 @@ def _query_flag(value: str | None, name: str, default: bool) -> bool:
         return True
     if value.lower() in ("0", "false", "no", "off"):
         return False
-    raise InputError(f"query parameter '{name}' must be true or false, got {value!r}")
+    raise InputError(f"query parameter '{name}' must be true or false, got {printable(value)!r}")
 
 
-# ---------------------------------------------------------------------------------- the app
-
-
-def create_app(served: ServedPipeline, max_batch: int = 8, max_delay_ms: float = 2.0,
-               cpu_workers: int = 2) -> Starlette:
-    """The server's ASGI application around an opened :class:`ServedPipeline`."""
-    state = ServerState(served, max_batch, max_delay_ms, cpu_workers)
+def create_app(served: ServedPipeline, workers: CpuWorkers, max_batch: int = 8, max_delay_ms: float = 2.0,
+               answer_threads: int = 2) -> Starlette:
+    """The server's ASGI application around an opened :class:`ServedPipeline` and its started
+    CPU workers."""
+    state = ServerState(served, max_batch, max_delay_ms, workers, answer_threads)
+    limits = served.limits
 
     def model_of(request: Request) -> str:
         name = request.path_params["name"]
         version = request.path_params.get("version")
         if name not in served.model_names:
-            raise ProtocolError(404, f"Request for unknown model: '{name}' is not found "
+            raise ProtocolError(404, f"Request for unknown model: '{printable(name)[:200]}' is not found "
                                      f"(this server has {', '.join(served.model_names)})")
         if version not in (None, "", "1"):
-            raise ProtocolError(404, f"Request for unknown model: '{name}' version {version} is not found "
-                                     "(this server has version 1)")
+            raise ProtocolError(404, f"Request for unknown model: '{name}' version {printable(version)[:50]} is "
+                                     "not found (this server has version 1)")
         return name
 
-    async def server_metadata(request: Request) -> Response:
-        from runtime import __version__
+    async def body_of(request: Request, reader=None) -> bytes:
+        """The whole body by the body deadline (408), before the request is admitted."""
+        try:
+            return await asyncio.wait_for(reader or request.body(), limits.body_timeout_s)
+        except asyncio.TimeoutError:
+            raise ProtocolError(408, f"the request body did not arrive within this server's limit of "
+                                     f"{limits.body_timeout_s:g} s") from None
 
+    async def server_metadata(request: Request) -> Response:
         return JSONResponse({"name": "cmp-face", "version": __version__, "extensions": ["binary_tensor_data"]})
 
     async def live(request: Request) -> Response:
@@ -274,55 +286,44 @@ def create_app(served: ServedPipeline, max_batch: int = 8, max_delay_ms: float =
         header_length = request.headers.get(HEADER_LENGTH)
         encoding = request.headers.get("content-encoding", "identity").lower()
         if encoding not in ("identity", "gzip", "deflate"):
-            raise ProtocolError(415, f"Content-Encoding {encoding!r} is not supported: send the request "
-                                     "uncompressed, gzip or deflate")
+            raise ProtocolError(415, f"Content-Encoding {printable(encoding)[:50]!r} is not supported: send the "
+                                     "request uncompressed, gzip or deflate")
+        received = time.perf_counter()
+        body = await body_of(request)
+        receive_ms = (time.perf_counter() - received) * 1e3
 
         async def work(deadline: float) -> Response:
-            stages = Stages()
-            body = await _within(request.body(), deadline)
-            stages.lap("receive")
-            if encoding != "identity":  # tritonclient's request_compression_algorithm
-                body = await state.cpu(decompress, body, encoding, state.limits.max_body_bytes)
-            req = await state.cpu(parse_infer_request, body, header_length, state.limits.max_body_bytes)
-            audio = name == served.name
-            wanted_input = "samples" if audio else "fbank"
-            if set(req.inputs) != {wanted_input}:
-                raise InputError(f"model '{name}' takes one input named '{wanted_input}', got "
-                                 f"{', '.join(repr(k) for k in req.inputs)}")
-            for out in req.outputs or []:
-                if out not in served.output_names:
-                    raise InputError(f"unexpected inference output '{out}' for model '{name}' "
-                                     f"(it has {', '.join(served.output_names)})")
-            sample_rate, vad = _infer_options(req.parameters, audio)
-            stages.lap("parse")
-            if audio:
-                items = await state.cpu(served.prepare_samples, req.inputs["samples"], sample_rate, vad, stages)
-            else:
-                items = await state.cpu(served.prepare_fbank, req.inputs["fbank"], stages)
-            rows = await state.batch(items, deadline, stages)
-            outputs = served.stack(rows, req.outputs or served.output_names)
-            body, headers = await state.cpu(encode_infer_response, name, req, outputs)
-            stages.lap("encode")
-            state.metrics.observe_stages({k: v for k, v in stages.items() if k not in ("queue", "model")})
-            return Response(body, 200, headers)
+            parsed: Parsed = await state.workers.run(state.inputs, "infer", name, body, header_length, encoding)
+            rows, stages = await state.model(parsed, deadline)
+            req = parsed.request
+
+            def answer():
+                outputs = served.stack(rows, req.outputs or served.output_names)
+                out = encode_infer_response(name, req, outputs)
+                stages.lap("encode")
+                return out
+
+            data, headers = await state.answer(answer)
+            state.observe(stages | {"receive": receive_ms})
+            return Response(data, 200, headers)
 
         return await state.admitted(work)
 
     async def predict(request: Request) -> Response:
         fmt = request.query_params.get("format", "json")
         if fmt not in FORMATS:
-            raise InputError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+            raise InputError(f"format must be one of {', '.join(FORMATS)}, got {printable(fmt)[:50]!r}")
         vad = _query_flag(request.query_params.get("vad"), "vad", True)
+        received = time.perf_counter()
+        data = await body_of(request, _audio_body(request))
+        receive_ms = (time.perf_counter() - received) * 1e3
 
         async def work(deadline: float) -> Response:
-            stages = Stages()
-            data = await _within(_audio_body(request), deadline)
-            stages.lap("receive")
-            items, notes = await state.cpu(served.prepare_audio_file, data, vad, stages)
-            rows = await state.batch(items, deadline, stages)
+            parsed: Parsed = await state.workers.run(state.inputs, "audio_file", data, vad)
+            rows, stages = await state.model(parsed, deadline)
             result = served.prediction(rows[0])
-            body = await state.cpu(_encode_prediction, result, fmt, stages, notes)
-            state.metrics.observe_stages({k: v for k, v in stages.items() if k not in ("queue", "model")})
+            body = await state.answer(_encode_prediction, result, fmt, stages, parsed.notes, receive_ms)
+            state.observe(stages | {"receive": receive_ms})
             return Response(body, 200, media_type=FORMATS[fmt])
 
         return await state.admitted(work)
@@ -364,17 +365,11 @@ def create_app(served: ServedPipeline, max_batch: int = 8, max_delay_ms: float =
 
 
 async def _not_found(request: Request, exc) -> Response:
-    return error_response(404, f"no such endpoint: {request.method} {request.url.path}")
+    return error_response(404, f"no such endpoint: {printable(request.method)} {printable(request.url.path)[:200]}")
 
 
 async def _not_allowed(request: Request, exc) -> Response:
-    return error_response(405, f"method {request.method} is not allowed on {request.url.path}")
-
-
-async def _within(awaitable, deadline: float):
-    """Receive the body by the request's deadline: a client that sends slowly must not hold its
-    admission slot after its 504 (computations, unlike reading, cannot be interrupted)."""
-    return await asyncio.wait_for(awaitable, max(0.0, deadline - asyncio.get_running_loop().time()))
+    return error_response(405, f"method {printable(request.method)} is not allowed on {request.url.path}")
 
 
 async def _audio_body(request: Request) -> bytes:
@@ -384,7 +379,7 @@ async def _audio_body(request: Request) -> bytes:
 
         try:
             form = await request.form(max_files=1, max_fields=16)
-        except ProtocolError:
+        except (ProtocolError, ClientDisconnect):
             raise
         except Exception as exc:  # the multipart parser's own errors
             raise InputError(f"the multipart form cannot be read: {exc}") from None
@@ -400,12 +395,12 @@ async def _audio_body(request: Request) -> bytes:
     return data
 
 
-def _encode_prediction(result, fmt: str, stages: Stages, notes: list[str]) -> bytes:
-    """One prediction as JSON, a mesh file, a rendering or an npz (CPU pool)."""
+def _encode_prediction(result, fmt: str, stages: Stages, notes: list[str], receive_ms: float) -> bytes:
+    """One prediction as JSON, a mesh file, a rendering or an npz (answer thread)."""
     if fmt == "json":
         stages.lap("encode")
-        timings = {k: round(v, 3) for k, v in stages.items()}
-        timings["total"] = round(sum(stages.values()), 3)
+        timings = {k: round(v, 3) for k, v in (stages | {"receive": receive_ms}).items()}
+        timings["total"] = round(sum(timings.values()), 3)
         doc = {"pipeline": result.pipeline, "untrained": result.untrained,
                "params": result.params.tolist(), "embedding": result.embedding.tolist(),
                "n_vertices": int(result.vertices.shape[0]), "timings_ms": timings, "warnings": notes}

@@ -16,11 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# v2 datatype <-> numpy (BYTES, i.e. strings, is not used by our models).
-DATATYPES = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
-             "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
-             "INT64": np.int64, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
-_NAMES = {np.dtype(v): k for k, v in DATATYPES.items()}
+from runtime.dtypes import BY_PROTOCOL, of_numpy
+
+# The v2 datatypes are runtime.dtypes' (BYTES, i.e. strings, is not used by our models).
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
@@ -32,6 +30,9 @@ class ProtocolError(Exception):
         self.status = status
         self.message = message
         self.headers = headers or {}
+
+    def __reduce__(self):  # raised in the server's worker processes, answered by the main one
+        return type(self), (self.status, self.message, self.headers)
 
 
 def bad_request(message: str) -> ProtocolError:
@@ -53,7 +54,7 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
 
 
 def datatype_of(dtype: np.dtype) -> str:
-    return _NAMES[np.dtype(dtype)]
+    return of_numpy(dtype).protocol
 
 
 @dataclass
@@ -65,12 +66,45 @@ class InferRequest:
     binary: dict[str, bool] = field(default_factory=dict)  # per requested output
 
 
+MAX_DIMS = 8            # our tensors have 2 or 3
+MAX_DIM = (1 << 31) - 1  # one dimension (numpy refuses shapes whose product overflows int64)
+
+
 def _shape(value, name: str) -> tuple[int, ...]:
     if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in value):
         raise bad_request(f"input '{name}': 'shape' must be a list of integers")
+    if len(value) > MAX_DIMS:
+        raise bad_request(f"input '{name}': shape has {len(value)} dimensions, at most {MAX_DIMS} are accepted")
     if any(d < 0 for d in value):
-        raise bad_request(f"input '{name}': negative dimension in shape {value}")
+        raise bad_request(f"input '{name}': negative dimension in shape {_short(value)}")
+    if any(d > MAX_DIM for d in value):
+        raise bad_request(f"input '{name}': dimension {_short(max(value))} in shape is larger than {MAX_DIM}")
     return tuple(value)
+
+
+def _short(value) -> str:
+    """A client's value for a message, cut to a readable length."""
+    text = str(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
+def number_param(value, name: str) -> float:
+    """A request parameter that must be a finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise bad_request(f"parameter '{name}' must be a number, got {_short(repr(value))}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise bad_request(f"parameter '{name}' must be a finite number, got {_short(value)}")
+    return number
+
+
+def json_bytes_bound(values: int) -> int:
+    """At most how many bytes ``values`` numbers take in a JSON answer (a float32 as a Python
+    float: up to 24 characters, and a separator)."""
+    return 25 * values + 1024
 
 
 def _json_values(data, dtype, shape: tuple[int, ...], name: str) -> np.ndarray:
@@ -118,9 +152,9 @@ def parse_infer_request(body: bytes, header_length: str | None, max_elements: in
         if name in inputs:
             raise bad_request(f"input '{name}' is given twice")
         datatype = tensor.get("datatype")
-        if datatype not in DATATYPES:
-            raise bad_request(f"input '{name}': unsupported datatype {datatype!r}")
-        dtype = np.dtype(DATATYPES[datatype]).newbyteorder("<")
+        if datatype not in BY_PROTOCOL:
+            raise bad_request(f"input '{name}': unsupported datatype {_short(repr(datatype))}")
+        dtype = BY_PROTOCOL[datatype].numpy.newbyteorder("<")
         shape = _shape(tensor.get("shape"), name)
         count = math.prod(shape)
         if count > max_elements:

@@ -1,0 +1,170 @@
+"""The server against hostile and careless clients (loopback, short limits): slow senders never lock
+valid requests out, expensive answers are refused before any model work, client mistakes are 4xx,
+hang-ups are 499 without a traceback, and no client can forge a log line."""
+from __future__ import annotations
+
+import json
+import re
+import socket
+import struct
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from tests.helpers.server import Server, error_of, speech, wav_bytes
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+pytest.importorskip("starlette")
+
+HEADER_S = 2.0
+BODY_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def guarded(models_dir):
+    s = Server(models_dir, "--max-queue", "4", "--header-timeout-s", str(HEADER_S), "--body-timeout-s", str(BODY_S),
+               "--max-json-bytes", "10000000")
+    yield s
+    s.stop()
+
+
+def _metric(server, name: str) -> float:
+    text = httpx.get(f"{server.url}/metrics").text
+    found = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name)]
+    return found[0] if found else 0.0
+
+
+def test_stalled_senders_never_lock_valid_requests_out(guarded):
+    """100 connections: half stop inside their headers, half after the headers and 4 body bytes. A
+    valid request is answered meanwhile; the header stallers are closed at the header deadline and
+    the body stallers answered 408 at the body deadline, never having held an admission slot."""
+    header_stallers, body_stallers = [], []
+    try:
+        for k in range(100):
+            sock = socket.create_connection(("127.0.0.1", guarded.port))
+            if k % 2:
+                sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Le")
+                header_stallers.append(sock)
+            else:
+                sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nRIFF")
+                body_stallers.append(sock)
+        started = time.monotonic()
+        r = httpx.post(f"{guarded.url}/predict", content=wav_bytes(speech(2.0)), timeout=10)
+        assert r.status_code == 200 and time.monotonic() - started < 10
+        assert _metric(guarded, "cmp_serve_inflight_requests") == 0.0
+        for sock in header_stallers[:5]:
+            sock.sendall(b"n")  # trickling bytes does not extend the header deadline
+        time.sleep(HEADER_S + 1.0)
+        for sock in header_stallers:
+            sock.settimeout(5)
+            assert sock.recv(100) == b""  # closed by the server, nothing answered
+        for sock in body_stallers:
+            sock.settimeout(5)
+            answer = sock.recv(4096).decode()
+            assert answer.startswith("HTTP/1.1 408"), answer
+    finally:
+        for sock in header_stallers + body_stallers:
+            sock.close()
+    assert httpx.get(f"{guarded.url}/v2/health/ready").status_code == 200
+
+
+def test_an_answer_too_large_for_json_is_refused_before_any_model_work(guarded):
+    fbank = np.random.default_rng(0).standard_normal((3, 1, 64)).astype(np.float32)
+
+    def request(batch: int, binary: bool):
+        doc = {"inputs": [{"name": "fbank", "datatype": "FP32", "shape": [batch, 1, 64],
+                           "data": fbank[:batch].ravel().tolist()}], "parameters": {"binary_data_output": binary}}
+        return httpx.post(f"{guarded.url}/v2/models/cmp_supervised_fbank/infer", content=json.dumps(doc), timeout=30)
+
+    runs = _metric(guarded, 'cmp_serve_stage_seconds_count{stage="model"}')
+    r = request(3, binary=False)  # 3 x 159,760 values: up to 12 MB of JSON, the limit is 10 MB
+    assert r.status_code == 400
+    assert error_of(r) == ("the JSON answer would take up to 12 MB, more than this server's limit of 10 MB: ask for "
+                           "binary outputs (request parameter binary_data_output, or binary_data on each output; "
+                           "tritonclient: binary_data=True)")
+    assert _metric(guarded, 'cmp_serve_stage_seconds_count{stage="model"}') == runs  # no model ran
+    assert request(3, binary=True).status_code == 200
+    assert request(2, binary=False).status_code == 200
+
+
+@pytest.mark.parametrize("shape, parameters, status, message", [
+    ([10 ** 30], {}, 400, "input 'samples': dimension 1000000000000000000000000000000 in shape is larger than "
+                          "2147483647"),
+    ([0, 2 ** 40], {}, 400, "input 'samples': dimension 1099511627776 in shape is larger than 2147483647"),
+    ([2 ** 31 - 1] * 3, {}, 413, "input 'samples': shape [2147483647, 2147483647, 2147483647] has "
+                                 "9903520300447984150353281023 values, the limit is 33554432"),
+    ([1] * 65, {}, 400, "input 'samples': shape has 65 dimensions, at most 8 are accepted"),
+    ([1, 8000], {"sample_rate": int("9" * 400)}, 400,
+     "parameter 'sample_rate' must be a finite number, got " + "9" * 60 + "... (400 characters)"),
+    ([1, 8000], {"sample_rate": "16000"}, 400, "parameter 'sample_rate' must be a number, got '16000'"),
+])
+def test_client_mistakes_are_4xx_naming_the_reason(models_dir, guarded, shape, parameters, status, message):
+    data = [0] * 8000 if shape == [1, 8000] else [0]
+    doc = {"inputs": [{"name": "samples", "datatype": "INT16", "shape": shape, "data": data}], "parameters": parameters}
+    r = httpx.post(f"{guarded.url}/v2/models/cmp_supervised/infer", content=json.dumps(doc), timeout=30)
+    assert (r.status_code, error_of(r)) == (status, message)
+
+
+def test_a_client_that_hangs_up_mid_body_is_499_without_a_traceback(guarded):
+    before = _metric(guarded, 'cmp_serve_requests_total{code="499",endpoint="/predict"}')
+    with socket.create_connection(("127.0.0.1", guarded.port)) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nRIFF....")
+        time.sleep(0.2)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset, not FIN
+    deadline = time.monotonic() + 10
+    while _metric(guarded, 'cmp_serve_requests_total{code="499",endpoint="/predict"}') != before + 1:
+        assert time.monotonic() < deadline, "the hang-up was not counted as 499"
+        time.sleep(0.05)
+    assert _metric(guarded, 'cmp_serve_requests_total{code="500",endpoint="/predict"}') == 0.0
+    assert "Traceback" not in guarded.output()
+
+
+def test_log_lines_escape_what_clients_send(guarded):
+    r = httpx.get(f"{guarded.url}/v2/models/x%0d%0aFORGED%20200%20OK%1b[31m/ready", timeout=10)
+    assert r.status_code == 404
+    time.sleep(0.3)
+    log = guarded.output()
+    assert not any(line.startswith("FORGED") for line in log.splitlines())
+    assert re.search(r'"GET /v2/models/x\\r\\nFORGED 200 OK\\x1b\[31m/ready" 404', log), log[-2000:]
+
+
+def test_the_second_binary_input_is_read_at_its_own_offset():
+    from runtime.serve.protocol import HEADER_LENGTH, parse_infer_request
+
+    a = np.arange(6, dtype=np.int16).reshape(2, 3)
+    b = np.linspace(-1, 1, 4, dtype=np.float32).reshape(1, 4)
+    head = json.dumps({"inputs": [
+        {"name": "a", "datatype": "INT16", "shape": [2, 3], "parameters": {"binary_data_size": a.nbytes}},
+        {"name": "b", "datatype": "FP32", "shape": [1, 4], "parameters": {"binary_data_size": b.nbytes}}]}).encode()
+    req = parse_infer_request(head + a.tobytes() + b.tobytes(), str(len(head)), 100)
+    assert np.array_equal(req.inputs["a"], a) and np.array_equal(req.inputs["b"], b)
+    assert HEADER_LENGTH == "Inference-Header-Content-Length"
+
+
+def test_many_concurrent_valid_requests_all_succeed_while_slow_clients_wait(guarded):
+    """No lock-out under load: 12 valid requests from 4 threads, next to 20 body stallers."""
+    stallers = []
+    for _ in range(20):
+        sock = socket.create_connection(("127.0.0.1", guarded.port))
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nRIFF")
+        stallers.append(sock)
+    codes: list[int] = []
+    body = wav_bytes(speech(1.5))
+
+    def client():
+        for _ in range(3):
+            codes.append(httpx.post(f"{guarded.url}/predict", content=body, timeout=30).status_code)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        for sock in stallers:
+            sock.close()
+    assert codes == [200] * 12  # 4 at once: within the 4 admission slots, whatever the stallers do
