@@ -119,10 +119,20 @@ class Int8Result:
     method: str = ""
     candidates: dict | None = None  # method -> {int8_weights, measure, value, ok} when chosen by "auto"
 
-    def rank(self) -> tuple:
-        """Larger is better: meets the bar, INT8 weights kept, then accuracy."""
-        value = self.verdict.value if self.verdict.measure == "cosine" else -self.verdict.value
-        return self.verdict.ok, qdq_summary(self.model)["int8_weights"], value
+    def summary(self) -> dict:
+        """What ``auto`` compares (and ``models.json`` records): INT8 weights kept and the verdict."""
+        return {"int8_weights": qdq_summary(self.model)["int8_weights"], **self.verdict.as_dict()}
+
+
+def choose_method(candidates: dict[str, dict]) -> str:
+    """``auto``'s choice among ``{method: summary}`` (in :data:`calibration.stats.METHODS` order):
+    first the ones that meet the bar, then the most INT8 weights, then the most accurate (cosine
+    up, errors down); among exact equals, the first."""
+    def rank(method: str) -> tuple:
+        c = candidates[method]
+        return c["ok"], c["int8_weights"], c["value"] if c["measure"] == "cosine" else -c["value"]
+
+    return max(candidates, key=rank)  # max() keeps the first of equals
 
 
 def calibrate_graph(models: Path, graph: str, feeds: list[Mapping[str, np.ndarray]],
@@ -139,9 +149,9 @@ def calibrate_graph(models: Path, graph: str, feeds: list[Mapping[str, np.ndarra
         tried[m] = int8_graph(models, graph, feeds, verdict, m, lines.append, tick, unsigned)
         tried[m].method = m
         progress(f"[{graph}] {m}: {qdq_summary(tried[m].model)['int8_weights']} INT8 weights; {tried[m].verdict}")
-    best = max(tried.values(), key=Int8Result.rank)  # max() keeps the first of equals: METHODS order
-    best.candidates = {m: {"int8_weights": qdq_summary(r.model)["int8_weights"], **r.verdict.as_dict()}
-                       for m, r in tried.items()}
+    candidates = {m: r.summary() for m, r in tried.items()}
+    best = tried[choose_method(candidates)]
+    best.candidates = candidates
     progress(f"[{graph}] auto: {best.method} keeps the most INT8 weights within the bar, the most accurate among equals")
     return best
 

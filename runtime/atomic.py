@@ -70,15 +70,40 @@ class OutputFolder:
         return self.staging / name
 
     def commit(self) -> tuple[list[Path], list[str], list[str]]:
-        """Move the staged files into place. Returns (written paths, replaced names, removed names)."""
+        """Move the staged files into place. Returns (written paths, replaced names, removed names).
+
+        Every destination is checked before the first rename (a folder or other non-file in the
+        way is refused, nothing changes); the files replaced are kept aside until every new one is
+        in place, and put back if a rename fails midway."""
         assert self.staging is not None
         new = sorted(p.name for p in self.staging.iterdir())
-        replaced = [n for n in new if (self.root / n).exists()]
         removed = [n for n in self.owned if n not in new and (self.root / n).is_file()]
-        for name in new:
-            os.replace(self.staging / name, self.root / name)
+        blocked = [n for n in new if os.path.lexists(self.root / n) and not (self.root / n).is_file()]
+        if blocked:
+            raise CmpError(f"{self.root / blocked[0]}: exists and is not a file; move it away and run again "
+                           "(nothing was written)")
+        replaced = [n for n in new if (self.root / n).exists()]
+        aside = self.staging / ".replaced"
+        aside.mkdir()
+        for name in replaced:  # a second name for each file replaced: readers never see it missing
+            try:
+                os.link(self.root / name, aside / name)
+            except OSError:
+                shutil.copy2(self.root / name, aside / name)
+        done: list[str] = []
+        try:
+            for name in new:
+                os.replace(self.staging / name, self.root / name)
+                done.append(name)
+        except OSError:
+            for name in done:
+                if name in replaced:
+                    os.replace(aside / name, self.root / name)
+                else:
+                    (self.root / name).unlink(missing_ok=True)
+            raise
         for name in removed:
-            (self.root / name).unlink()
+            (self.root / name).unlink(missing_ok=True)
         return [self.root / n for n in new], replaced, removed
 
     def __exit__(self, *exc) -> None:

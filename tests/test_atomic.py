@@ -54,6 +54,53 @@ def test_output_folder_commits_all_or_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt", "user.txt"]
 
 
+def _snapshot(folder):
+    return {p.relative_to(folder): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
+def test_output_folder_checks_every_destination_before_the_first_rename(tmp_path):
+    owned = ("a.txt", "b.txt", "result.npz", "z.txt")
+    (tmp_path / "a.txt").write_text("old a")
+    (tmp_path / "result.npz").mkdir()  # a folder where a file of ours goes
+    (tmp_path / "result.npz" / "inside").write_text("the user's")
+    before = _snapshot(tmp_path)
+    from runtime.errors import CmpError
+
+    with pytest.raises(CmpError) as err:
+        with OutputFolder(tmp_path, owned) as out:
+            for name in ("a.txt", "b.txt", "result.npz", "z.txt"):
+                out.path(name).write_text(f"new {name}")
+            out.commit()
+    assert str(err.value) == f"{tmp_path / 'result.npz'}: exists and is not a file; move it away and run again " \
+                             "(nothing was written)"
+    assert _snapshot(tmp_path) == before
+
+
+def test_output_folder_puts_replaced_files_back_when_a_rename_fails(tmp_path, monkeypatch):
+    import os
+
+    owned = ("a.txt", "b.txt", "c.txt")
+    for name in owned:
+        (tmp_path / name).write_text(f"old {name}")
+    before = _snapshot(tmp_path)
+    real, calls = os.replace, []
+
+    def failing(src, dst):
+        calls.append(dst)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    with pytest.raises(OSError):
+        with OutputFolder(tmp_path, owned) as out:
+            for name in owned:
+                out.path(name).write_text(f"new {name}")
+            monkeypatch.setattr(os, "replace", failing)
+            out.commit()
+    monkeypatch.setattr(os, "replace", real)
+    assert _snapshot(tmp_path) == before  # a.txt and b.txt were replaced, then put back
+
+
 def test_read_png_refuses_non_png_and_truncated_files(tmp_path):
     from runtime.errors import InputError
     from runtime.mesh_io import read_png

@@ -354,3 +354,50 @@ def test_predict_with_a_built_cache_never_imports_torch(models_dir, cache_dir, t
     assert done.returncode == 0 and done.stdout.splitlines()[-1] == "exit 0", done.stderr
     assert (out / "mesh.obj").stat().st_size > 1_000_000
     assert "building" not in done.stderr
+
+
+def test_special_files_in_an_entry_are_refused_unopened(root):
+    """A FIFO where a model file (or the manifest) should be would block any reader forever."""
+    models = fake_entry(root / "synthetic-v1-seed0")
+    (models / "encoder.onnx").unlink()
+    os.mkfifo(models / "encoder.onnx")
+    env = {**os.environ, "CMP_DEPLOY_CACHE": str(root)}
+    done = subprocess.run([sys.executable, "-m", "runtime.cli", "cache", "list"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "synthetic-v1-seed0" in done.stdout and "corrupt" in done.stdout
+    assert "encoder.onnx is not a regular file" in done.stdout
+    (models / "models.json").unlink()
+    os.mkfifo(models / "models.json")
+    assert models_folder.check_models(models) == ["models.json is not a regular file"]
+    with pytest.raises(ModelError, match="models.json: not a regular file$"):
+        models_folder.ModelsFolder.read(models)
+
+
+def test_a_release_file_changed_in_size_with_its_old_mtime_restored_is_hashed_again(root, tmp_path):
+    release = fake_release(tmp_path / "release")
+    first = cache.release_entry(release, "supervised")
+    heads = release / "pretrained_models" / "supervised_64" / "generator_7.pth"
+    st = heads.stat()
+    heads.write_bytes(b"heads, longer now")
+    os.utime(heads, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert heads.stat().st_mtime_ns == st.st_mtime_ns
+    assert cache.release_entry(release, "supervised") != first
+
+
+def test_a_build_folder_of_another_users_live_process_is_kept(root, monkeypatch):
+    """os.kill(pid, 0) on another user's process raises PermissionError: that build is alive."""
+    other = root / "synthetic-v1-seed0.partial-4242"
+    (other / "models").mkdir(parents=True)
+    real_kill = os.kill
+
+    def kill(pid, sig):
+        if pid == 4242:
+            raise PermissionError(1, "Operation not permitted")
+        return real_kill(pid, sig)
+
+    monkeypatch.setattr(os, "kill", kill)
+    assert {e.name: e.state for e in cache.entries()} == {other.name: "building"}
+    assert cache.remove_stale_partials() == [] and other.is_dir()
+    monkeypatch.setattr(os, "kill", lambda pid, sig: (_ for _ in ()).throw(ProcessLookupError()))
+    assert {e.name: e.state for e in cache.entries()} == {other.name: "stale-partial"}

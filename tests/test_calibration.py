@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from calibration import graph as G
 from calibration import inputs as I
 from calibration import stats as S
-from calibration.int8 import NEVER_INT8, fixed_islands, qdq_summary, quantize, write_int8
+from calibration.int8 import NEVER_INT8, choose_method, fixed_islands, qdq_summary, quantize, write_int8
 from calibration.quality import BARS, min_cosine, relative_error, selection_bars
 from tests.helpers.data import DATA, FBANKS, WAVS, requires
 from tests.helpers.folders import supervised_folder
@@ -56,6 +56,25 @@ def _conv_model() -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     return model
+
+
+def _candidate(ok: bool, weights: int, value: float, measure: str = "cosine") -> dict:
+    return {"ok": ok, "int8_weights": weights, "measure": measure, "value": value}
+
+
+def test_auto_keeps_what_meets_the_bar_then_the_most_int8_weights_then_the_most_accurate():
+    assert S.METHODS == ("max", "percentile", "entropy")
+    c = {"max": _candidate(False, 9, 0.9), "percentile": _candidate(True, 3, 0.99991),
+         "entropy": _candidate(True, 2, 0.99999)}
+    assert choose_method(c) == "percentile"  # more weights beats more accuracy; failing the bar loses
+    c["entropy"] = _candidate(True, 3, 0.99995)
+    assert choose_method(c) == "entropy"  # equal weights: the higher cosine
+    errors = {"max": _candidate(True, 4, 2e-3, "params"), "percentile": _candidate(True, 4, 1e-3, "params"),
+              "entropy": _candidate(True, 4, 5e-3, "params")}
+    assert choose_method(errors) == "percentile"  # an error: lower is better
+    ties = {m: _candidate(True, 4, 1e-3, "params") for m in S.METHODS}
+    assert choose_method(ties) == "max"  # exact equals: the first in METHODS order
+    assert choose_method({m: _candidate(False, 5, 0.5) for m in S.METHODS}) == "max"
 
 
 def test_qdq_layout_is_what_tensorrt_consumes():

@@ -16,29 +16,30 @@ N = 53215
 # --------------------------------------------------------------------------- hand-computable meshes
 
 def hand_target() -> np.ndarray:
-    """Zeros except the measured vertices: OICD 5 (a 3-4-5 triangle), forehead 10, cheek 10,
-    ear 15, midline 5 -> ratios 2, 2, 3, 1. x range 0..15, y range 0..8."""
+    """Zeros except the measured vertices, each at a point of its own (so that using any wrong
+    vertex index changes a distance): OICD 5 (a 3-4-5 triangle), forehead 10, cheek 12, ear 15,
+    midline 7.5 -> ratios 2, 2.4, 3, 1.5. x range -2..12, y range -2..10."""
     v = np.zeros((N, 3))
-    v[2217], v[14607] = (0, 0, 0), (3, 4, 0)
-    v[1678], v[42117] = (0, 0, 0), (10, 0, 0)
-    v[2294], v[13635] = (0, 0, 0), (6, 8, 0)
-    v[20636], v[34153] = (0, 0, 0), (15, 0, 0)
-    v[2130], v[15003] = (0, 0, 0), (0, 0, 5)
+    v[2217], v[14607] = (1, 1, 1), (4, 5, 1)
+    v[1678], v[42117] = (2, 1, 0), (12, 1, 0)
+    v[2294], v[13635] = (0, 3, 2), (0, 3, 14)
+    v[20636], v[34153] = (-2, -2, 0), (7, 10, 0)
+    v[2130], v[15003] = (1, 2, -3), (1, 2, 4.5)
     return v
 
 
 def test_hand_mesh_ratios_and_measurements():
     t = hand_target()
     assert metrics.oicd(t) == 5.0
-    assert metrics.measurements(t) == {"forehead": 10.0, "cheek": 10.0, "ear": 15.0, "midline": 5.0}
-    assert metrics.ratios(t) == {"forehead": 2.0, "cheek": 2.0, "ear": 3.0, "midline": 1.0}
+    assert metrics.measurements(t) == {"forehead": 10.0, "cheek": 12.0, "ear": 15.0, "midline": 7.5}
+    assert metrics.ratios(t) == {"forehead": 2.0, "cheek": 2.4, "ear": 3.0, "midline": 1.5}
 
 
 def test_hand_mesh_are_is_the_ratio_change_whatever_the_scale():
     t = hand_target()
     pred = t.copy()
-    pred[42117] = (11, 0, 0)        # forehead 11 -> ratio 2.2 (error 0.2)
-    pred[15003] = (0, 0, 4)         # midline 4 -> ratio 0.8 (error 0.2)
+    pred[42117] = (13, 1, 0)        # forehead 11 -> ratio 2.2 (error 0.2)
+    pred[15003] = (1, 2, 3.5)       # midline 6.5 -> ratio 1.3 (error 0.2)
     pred *= 3.0                     # the OICD scaling removes any overall size
     errors = metrics.ratio_errors(pred, t)
     assert errors == pytest.approx({"forehead": 0.2, "cheek": 0.0, "ear": 0.0, "midline": 0.2}, abs=1e-12)
@@ -51,11 +52,11 @@ def test_hand_mesh_keypoint_error():
     t = hand_target()
     pred = t + np.array([1.0, 2.0, 2.0])          # a translation: OICD and scale unchanged
     keypoints = np.array([3 * 1678, 3 * 1678 + 1, 3 * 1678 + 2])  # x, y, z of one vertex
-    # |(1, 2, 2)| = 3; target height 8 (y 0..8), width 15 (x 0..15)
-    assert metrics.keypoint_error(pred, t, keypoints) == pytest.approx(3 / math.sqrt(8 * 15), rel=1e-14)
+    # |(1, 2, 2)| = 3; target height 12 (y -2..10), width 14 (x -2..12)
+    assert metrics.keypoint_error(pred, t, keypoints) == pytest.approx(3 / math.sqrt(12 * 14), rel=1e-14)
     # Only the listed flattened coordinates count: the y coordinates of two vertices.
     assert metrics.keypoint_error(pred, t, np.array([1, 3 * 5 + 1])) == pytest.approx(
-        math.sqrt(2 * 2 ** 2) / math.sqrt(120), rel=1e-14)
+        math.sqrt(2 * 2 ** 2) / math.sqrt(168), rel=1e-14)
 
 
 def test_hand_mesh_keypoint_error_applies_the_oicd_scaling_first():
@@ -77,8 +78,8 @@ def test_mesh_distance_nearest_and_percent_difference_by_hand():
     assert metrics.nearest(zero, {"female": one_off, "male": one_off.copy()})[0] == "female"
     t = hand_target()
     pred = t.copy()
-    pred[42117] = (11, 0, 0)
-    pred[34153] = (12, 0, 0)
+    pred[42117] = (13, 1, 0)        # forehead 11: +10 %
+    pred[34153] = (10, -2, 0)       # ear 12: -20 %
     assert metrics.percent_difference(pred, t) == pytest.approx(
         {"forehead": 10.0, "cheek": 0.0, "ear": -20.0, "midline": 0.0}, abs=1e-12)
 

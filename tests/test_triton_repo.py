@@ -112,9 +112,14 @@ def test_missing_precision_and_foreign_output_folder(models_dir, tmp_path):
         tr.write_repository(tmp_path / "nope", tmp_path / "r")
     with pytest.raises(ModelError, match=r"encoder_int8.onnx: not found \(the int8 encoder graph\); export it first"):
         tr.write_repository(models_dir, tmp_path / "r", precision="int8")
-    (tmp_path / "mine").mkdir()
-    with pytest.raises(InputError, match="mine: exists and is not a repository written by cmp-face triton-repo"):
+    (tmp_path / "mine" / "encoder").mkdir(parents=True)
+    with pytest.raises(InputError, match="mine: holds encoder, which cmp-face triton-repo did not write; choose "
+                                         "another repository or remove them"):
         tr.write_repository(models_dir, tmp_path / "mine")
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["encoder"]  # nothing written
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="file: exists and is not a folder"):
+        tr.write_repository(models_dir, tmp_path / "file")
 
 
 def _broken(repo: Path, tmp_path: Path, model: str, old: str, new: str) -> Path:
@@ -171,7 +176,7 @@ def test_cli_parser_writes_a_repository(models_dir, tmp_path, capsys):
     assert capsys.readouterr().out.startswith(f"wrote {out}: 2 models (cmp_supervised, voice2mesh_supervised)")
     assert tr.parse_config(out / "voice2mesh_supervised" / "config.pbtxt").max_batch_size == 8
     args = parser.parse_args(["serve", "--models", str(models_dir)])
-    assert (args.host, args.port, args.max_batch, args.max_delay_ms) == ("127.0.0.1", 8000, 8, 2.0)
+    assert (args.host, args.port, args.max_batch, args.max_delay_ms) == ("127.0.0.1", 8000, None, 2.0)  # by device
 
 
 # ------------------------------------------------------------------------------ a real Triton server
@@ -312,3 +317,45 @@ def test_real_tritonserver_serves_the_ensemble_like_the_predictor(models_dir, tm
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_pipelines_from_a_crafted_manifest_are_refused_and_nothing_is_written(models_dir, tmp_path):
+    import json
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for name in ("encoder.onnx", "frontend.onnx", "decoder_supervised.onnx", "triangles.npy"):
+        (folder / name).symlink_to(models_dir / name)
+    manifest = json.loads((models_dir / "models.json").read_text())
+    manifest["pipelines"] = ["supervised", "../../victim"]
+    (folder / "models.json").write_text(json.dumps(manifest))
+    (tmp_path / "victim").mkdir()
+    with pytest.raises(ModelError) as err:
+        tr.write_repository(folder, tmp_path / "repo" / "inner")
+    assert str(err.value) == (f"{folder / 'models.json'}: 'pipelines' must list some of supervised, unsupervised, "
+                              "found ['supervised', '../../victim']")
+    with pytest.raises(ModelError, match="^unknown pipeline '../x': choose one of supervised, unsupervised$"):
+        tr.write_repository(models_dir, tmp_path / "repo", pipelines=["../x"])
+    assert not (tmp_path / "repo").exists() and list((tmp_path / "victim").iterdir()) == []
+
+
+def test_a_rerun_replaces_only_its_own_model_folders_and_copies_unless_asked_to_link(models_dir, tmp_path):
+    repo = tmp_path / "shared"
+    (repo / "someone_elses_model" / "1").mkdir(parents=True)
+    (repo / "someone_elses_model" / "config.pbtxt").write_text('name: "someone_elses_model"\n')
+    (repo / "NOTES.md").write_text("our serving notes\n")
+    tr.write_repository(models_dir, repo, ["supervised"], fused=True)
+    before = {p: p.read_bytes() for p in [repo / "NOTES.md", repo / "someone_elses_model" / "config.pbtxt"]}
+    copy = repo / "voice2mesh_supervised" / "1" / "model.onnx"
+    assert copy.stat().st_nlink == 1 and copy.stat().st_ino != (models_dir / "voice2mesh_supervised.onnx").stat().st_ino
+    copy.write_bytes(b"edited in place")  # the models folder's file is not touched
+    assert (models_dir / "voice2mesh_supervised.onnx").read_bytes()[:16] != b"edited in place"
+    folders = tr.write_repository(models_dir, repo, ["supervised"], fused=True, max_batch=4)
+    assert [p.name for p in folders] == ["cmp_supervised", "voice2mesh_supervised"]
+    assert {p: p.read_bytes() for p in before} == before  # untouched
+    assert tr.parse_config(repo / "voice2mesh_supervised" / "config.pbtxt").max_batch_size == 4
+    assert copy.read_bytes() == (models_dir / "voice2mesh_supervised.onnx").read_bytes()
+    assert sorted(p.name for p in repo.iterdir()) == [".cmp-triton-repo", "NOTES.md", "cmp_supervised",
+                                                      "someone_elses_model", "voice2mesh_supervised"]
+    tr.write_repository(models_dir, repo, ["supervised"], fused=True, link=True)
+    assert copy.stat().st_ino == (models_dir / "voice2mesh_supervised.onnx").stat().st_ino

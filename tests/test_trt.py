@@ -17,7 +17,7 @@ import pytest
 
 from export import to_trt
 from export.to_trt import Options, plan
-from runtime.engines import check_engine, find_engine, read_sidecar, runtime_accepts
+from runtime.engines import Gpu, check_engine, find_engine, read_sidecar, runtime_accepts
 from runtime.models_folder import sidecar_file as sidecar_path
 from runtime.errors import EngineError, InputError, ModelError
 from runtime.profiles import Profile, ShapeRange, derive_profiles, select_profile
@@ -220,6 +220,10 @@ def test_every_refusal_names_the_rebuild_command(models):
     assert refusal(gpu=H100) == (where + "built for NVIDIA H200 (compute capability 9.0), this GPU is NVIDIA H100 "
                                  f"80GB HBM3 (compute capability 9.0); rebuild it here with: {rebuild} (engines built "
                                  "with --hardware-compat ampere+ run on any Ampere or newer GPU)")
+    same_name = Gpu("NVIDIA H200", (8, 9))  # a same-named device of another compute capability
+    assert refusal(gpu=same_name) == (where + "built for NVIDIA H200 (compute capability 9.0), this GPU is NVIDIA "
+                                      f"H200 (compute capability 8.9); rebuild it here with: {rebuild} (engines built "
+                                      "with --hardware-compat ampere+ run on any Ampere or newer GPU)")
     assert refusal(version="10.13.0.36") == (
         where + "built with TensorRT 10.13.0.35, this is TensorRT 10.13.0.36 (an engine loads only in the exact "
         f"TensorRT version that built it, unless built with --version-compatible); rebuild it with: {rebuild}")
@@ -585,3 +589,15 @@ def test_a_folder_without_manifest_is_refused_before_any_build(models):
                             "export' (or python export/to_onnx.py)?")
     with pytest.raises(ModelError, match=r"^/nonexistent: models folder not found$"):
         plan(Path("/nonexistent"), Options(precision="fp32"))
+
+
+def test_an_onnx_file_changed_in_size_with_its_old_mtime_restored_is_caught(models):
+    """The ONNX hash comes from models.json while size and mtime match its record; a change of size
+    alone (the mtime put back) must still make the engine's source differ."""
+    engine = make_engine(models)
+    onnx_file = models / "encoder.onnx"
+    st = onnx_file.stat()
+    onnx_file.write_bytes(onnx_file.read_bytes() + b"\0")
+    os.utime(onnx_file, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(EngineError, match=r"encoder\.onnx changed since the engine was built from it"):
+        check_engine(engine, H200, TRT10)

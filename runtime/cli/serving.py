@@ -74,7 +74,8 @@ def run_triton_repo(args: argparse.Namespace) -> int:
     pipelines = None if not args.pipeline or BOTH in args.pipeline else list(dict.fromkeys(args.pipeline))
     folders = write_repository(args.models, args.output, pipelines, args.backend, args.precision,
                                args.instances, args.device, args.max_batch, args.max_queue_delay_us,
-                               fused=args.fused, ort_tensorrt=args.ort_tensorrt, engine_target=args.engine_target)
+                               fused=args.fused, ort_tensorrt=args.ort_tensorrt, engine_target=args.engine_target,
+                               link=args.link)
     print(f"wrote {args.output}: {len(folders)} models ({', '.join(p.name for p in folders)}), "
           "each config.pbtxt validated against tritonclient's ModelConfig and its ONNX file")
     return 0
@@ -99,6 +100,9 @@ def add_triton_repo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fused", action="store_true", help="one voice2mesh model per pipeline instead of three steps")
     p.add_argument("--ort-tensorrt", action="store_true", help="the same as --backend onnxruntime-trt")
     p.add_argument("--engine-target", help="with several engines per graph: the GPU target to use (e.g. sm90)")
+    p.add_argument("--link", action="store_true",
+                   help="hard-link the model files from the models folder instead of copying them (same file "
+                        "system; an edit of one then changes the other)")
 
 
 SERVE = Command(

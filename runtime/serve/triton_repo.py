@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,8 @@ from pathlib import Path
 from runtime.audio import SAMPLE_RATE
 from runtime.dtypes import BY_ONNX
 from runtime.errors import InputError, ModelError
-from runtime.models_folder import PRECISIONS, ModelsFolder, engine_file, sha256
+from runtime.atomic import replacing
+from runtime.models_folder import PRECISIONS, ModelsFolder, check_pipeline, engine_file, sha256
 from runtime.runners.select import BACKENDS as RUNNER_BACKENDS
 from runtime.runners.select import parse_device
 
@@ -158,22 +160,51 @@ def _engine_file(models: Path, graph: str, precision: str, target: str | None) -
     return found[0]
 
 
-def _place(source: Path, target: Path) -> None:
-    """A hard link where possible (same file system, no copy of the weights), else a copy."""
+def _place(source: Path, target: Path, link: bool) -> None:
+    """A copy of ``source`` (the repository's file must not alias the models folder's: an edit of
+    one would change the other); a hard link when asked for (same file system, no copy)."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    if link:
+        try:
+            os.link(source, target)
+            return
+        except OSError:
+            pass
+    shutil.copyfile(source, target)
+
+
+MARKER = ".cmp-triton-repo"  # lists the model folders cmp-face triton-repo wrote in a repository
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def _ours(out: Path) -> set[str]:
+    """The model folders an earlier run wrote in ``out`` (its marker's ``model:`` lines)."""
     try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
+        text = (out / MARKER).read_text()
+    except (OSError, UnicodeDecodeError):
+        return set()
+    return {line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model:")}
+
+
+def _inside(root: Path, path: Path) -> Path:
+    """``path``, refused unless it resolves inside ``root`` (no write may leave the repository)."""
+    resolved = path.resolve()
+    if resolved != root and root not in resolved.parents:
+        raise InputError(f"{path}: resolves outside the repository {root}; refusing to write there")
+    return path
 
 
 def write_repository(models: str | os.PathLike, out: str | os.PathLike, pipelines: list[str] | None = None,
                      backend: str = "onnxruntime", precision: str = "fp32", instances: int = 1,
                      device: str = "cpu", max_batch: int = 32, queue_delay_us: int = 2000,
-                     fused: bool = False, ort_tensorrt: bool = False, engine_target: str | None = None
-                     ) -> list[Path]:
-    """Write the repository under ``out`` (all-or-nothing: built beside it, then renamed);
-    returns the model folders. ``out`` must not exist yet or be an earlier repository."""
+                     fused: bool = False, ort_tensorrt: bool = False, engine_target: str | None = None,
+                     link: bool = False) -> list[Path]:
+    """Write this models folder's Triton models into the repository ``out`` and return their folders.
+
+    ``out`` may be a shared repository: only the model folders written here are replaced (each
+    written beside, validated, then renamed into place; all of them, or none), every other entry
+    is left as it is. A model folder of the same name that an earlier run did not write is refused.
+    Files are copied (``link``: hard-linked) from the models folder."""
     models, out = Path(models), Path(out)
     if backend not in RUNNER_BACKENDS:
         raise InputError(f"unknown backend {backend!r}: choose one of {', '.join(RUNNER_BACKENDS)}")
@@ -194,10 +225,10 @@ def write_repository(models: str | os.PathLike, out: str | os.PathLike, pipeline
         raise InputError(f"--instances 1..64, --max-batch 1..{MAX_BATCH}, --max-queue-delay-us 0..10^7 "
                          f"(got {instances}, {max_batch}, {queue_delay_us})")
     folder = ModelsFolder.read(models)
-    pipelines = pipelines or list(folder.pipelines)
+    pipelines = list(dict.fromkeys(check_pipeline(p) for p in pipelines)) if pipelines else list(folder.pipelines)
     folder.require_pipelines(pipelines)
-    if out.exists() and not (out / ".cmp-triton-repo").is_file():
-        raise InputError(f"{out}: exists and is not a repository written by cmp-face triton-repo")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
 
     graphs = {}  # model name -> (graph file stem)
     ensembles = {}
@@ -206,18 +237,26 @@ def write_repository(models: str | os.PathLike, out: str | os.PathLike, pipeline
         for g in steps:
             graphs[g] = g
         ensembles[f"cmp_{p}"] = steps
+    names = [*graphs, *ensembles]
+    assert all(_MODEL_NAME.match(n) for n in names), names  # from fixed graph and pipeline names
+    earlier = _ours(out)
+    foreign = [n for n in names if (out / n).exists() and n not in earlier]
+    if foreign:
+        raise InputError(f"{out}: holds {', '.join(foreign)}, which cmp-face triton-repo did not write; "
+                         "choose another repository or remove them")
     signatures = {g: onnx_signature(_onnx_file(folder, g, precision)) for g in graphs}
+    sources = {g: _onnx_file(folder, g, precision) if backend == "onnxruntime" else
+               _engine_file(models, g, precision, engine_target) for g in graphs}
+    out.mkdir(parents=True, exist_ok=True)
+    root = out.resolve()
 
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    staging = _inside(root, out / f".cmp-triton-repo.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
     try:
         for g in graphs:
             inputs, outputs = signatures[g]
-            model_dir = tmp / g
-            if backend == "onnxruntime":
-                _place(_onnx_file(folder, g, precision), model_dir / "1" / "model.onnx")
-            else:
-                _place(_engine_file(models, g, precision, engine_target), model_dir / "1" / "model.plan")
+            model_dir = staging / g
+            _place(sources[g], model_dir / "1" / ("model.onnx" if backend == "onnxruntime" else "model.plan"), link)
             (model_dir / "config.pbtxt").write_text(model_config(g, backend, inputs, outputs, max_batch,
                                                               queue_delay_us, instances, device, ort_tensorrt))
         for name, steps in ensembles.items():
@@ -225,22 +264,39 @@ def write_repository(models: str | os.PathLike, out: str | os.PathLike, pipeline
             # The fused graph's outputs: every step's, except the frontend's fbank (an ensemble
             # tensor may feed a later step and be an output too: the embedding is both).
             outs = [t for s in steps if s != "frontend" for t in signatures[s][1]]
-            (tmp / name / ENSEMBLE_VERSION).mkdir(parents=True)
-            (tmp / name / "config.pbtxt").write_text(ensemble_config(
+            (staging / name / ENSEMBLE_VERSION).mkdir(parents=True)
+            (staging / name / "config.pbtxt").write_text(ensemble_config(
                 name, first_in, outs, max_batch, [(s, *signatures[s]) for s in steps]))
-        (tmp / ".cmp-triton-repo").write_text(f"models: {models.resolve()}\nbackend: {backend}\n"
-                                              f"precision: {precision}\n")
-        validate_repository(tmp, models, precision)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
+        validate_repository(staging, models, precision)
+        _swap_in(out, staging, names, earlier, models, backend, precision)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return sorted(p for p in out.iterdir() if p.is_dir())
+        shutil.rmtree(staging, ignore_errors=True)
+    return [out / n for n in sorted(names)]
+
+
+def _swap_in(out: Path, staging: Path, names: list[str], earlier: set[str], models: Path, backend: str,
+             precision: str) -> None:
+    """Move the staged model folders into ``out``, replacing our own earlier ones; on a failure
+    midway every replaced folder is put back."""
+    backup = staging / ".replaced"
+    backup.mkdir()
+    moved: list[str] = []
+    try:
+        for name in names:
+            if (out / name).exists():
+                (out / name).rename(backup / name)
+            moved.append(name)
+            (staging / name).rename(out / name)
+    except OSError:
+        for name in reversed(moved):
+            shutil.rmtree(out / name, ignore_errors=True)
+            if (backup / name).exists():
+                (backup / name).rename(out / name)
+        raise
+    marker = [f"models: {models.resolve()}", f"backend: {backend}", f"precision: {precision}"]
+    marker += [f"model: {n}" for n in sorted(set(names) | (earlier & {p.name for p in out.iterdir()}))]
+    with replacing(out / MARKER) as tmp:
+        tmp.write_text("\n".join(marker) + "\n")
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -288,7 +344,7 @@ def validate_repository(repo: str | os.PathLike, models: str | os.PathLike | Non
     repo = Path(repo)
     problems: list[str] = []
     configs = {}
-    for folder in sorted(p for p in repo.iterdir() if p.is_dir()):
+    for folder in sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".")):
         path = folder / "config.pbtxt"
         if not path.is_file():
             problems.append(f"{folder.name}: no config.pbtxt")
