@@ -94,13 +94,15 @@ def morphable_tensors(rng: np.random.Generator) -> tuple[dict[str, np.ndarray], 
     """The five 3DMM tensors of ``2D-to-3D-pretrained.tar`` and the triangles."""
     mean_shape, tri = face_mesh()
     # Parameter statistics in the ranges ORIGINAL.md quotes: shape std 1.3e4 .. 5.8e5, means down
-    # to about -3.5e5; pose = rotation times a scale near 6e-4 (entries ~1e-4), translations 60-75.
+    # to about -3.5e5; pose = rotation times a scale of 3.5e-4 .. 6e-4 (entries ~1e-4), translations
+    # 60-75. The mean scale (4.6e-4) and offsets are 3DDFA's for its 120 x 120 crops: with this mesh
+    # the mean face spans about 88 pixels of the 120 frame, centred as a crop's face is.
     shape_std = np.geomspace(5.8e5, 1.3e4, 40)
     shape_mean = np.clip(rng.normal(0, 0.25, 40) * shape_std, -3.5e5, 0.5e5)
     exp_std = np.geomspace(1.6, 0.16, 10)
     exp_mean = rng.normal(0, 0.4, 10)
     tex_std = np.geomspace(5e3, 50.0, 40)
-    pose_mean = np.array([5.9e-4, 0, 0, 62.0, 0, 5.9e-4, 0, 70.0, 0, 0, 5.9e-4, -66.0])
+    pose_mean = np.array([4.6e-4, 0, 0, 60.0, 0, 4.6e-4, 0, 74.0, 0, 0, 4.6e-4, -66.0])
     pose_std = np.array([1.7e-4, 7e-5, 4e-4, 3.0, 1.2e-4, 5e-5, 8e-5, 3.0, 4e-4, 1.2e-4, 1.7e-4, 3.0])
     param_mean = np.concatenate([pose_mean, shape_mean, exp_mean, np.zeros(40)])
     param_std = np.concatenate([pose_std, shape_std, exp_std, tex_std])

@@ -32,7 +32,7 @@ from runtime.models_folder import check_models, file_record, manifest_path, reco
 from runtime.plugins import CacheBuilder, cache_builder
 from runtime.release_files import ReleaseFolder
 
-SYNTHETIC_PACK_VERSION = 1  # bump when the synthetic pack changes: its entries are then rebuilt
+SYNTHETIC_PACK_VERSION = 2  # bump when the synthetic pack changes: its entries are then rebuilt (2: 3DDFA's mean pose)
 KINDS = ("synthetic", "release")
 STATES = ("ok", "corrupt", "incomplete", "building", "stale-partial")
 # A partial folder is stale once its process is gone. Process ids are reused, so one left this

@@ -99,7 +99,7 @@ def _cache_lines(problems: list[Problem]) -> list[str]:
 
     root = cache_root()
     found = entries()
-    lines = [f"  model cache: {root} ({len(found)} entries)"]
+    lines = [f"  model cache: {root} ({len(found)} entr{'y' if len(found) == 1 else 'ies'})"]
     for entry in found:
         lines.append(f"    {entry.name}: {entry.kind}, {entry.state}, {format_size(entry.size)}")
         if entry.state != "ok":

@@ -21,6 +21,12 @@ Source = Union[str, os.PathLike, bytes, np.ndarray]
 #: What the model stage takes for one utterance: ("fbank", (T, 64) features) or ("samples", (S,) 16 kHz samples).
 Item = tuple[str, np.ndarray]
 FRONTENDS = ("numpy", "fused")
+#: The encoder's receptive field in frames: four convolutions of width 3 and stride 2, then one of
+#: width 3 (1 + 2 * (1 + 2 + 4 + 8) + 2 * 16). Shorter speech cannot fill one window of it.
+ENCODER_WINDOW_FRAMES = 63
+#: Below this much speech a prediction is made, with a warning: the release's utterances are
+#: seconds long (its features tile everything to 10 s), a fraction of one second says little.
+SHORT_SPEECH_S = 2.0
 #: Earlier spelling of "fused" (the fused voice-to-mesh ONNX graph), still accepted with a warning.
 DEPRECATED_FRONTENDS = {"onnx": "fused"}
 
@@ -35,6 +41,23 @@ def check_frontend(frontend: str) -> str:
     if frontend not in FRONTENDS:
         raise ModelError(f"unknown frontend {frontend!r}: choose one of {', '.join(FRONTENDS)}")
     return frontend
+
+
+def check_length(frames: int, what: str, notes: list[str] | None) -> None:
+    """Refuse speech too short for one encoder window; warn (InputWarning, and in ``notes``) when
+    it is short. ``frames``: 100 per second, as the log-mel has them."""
+    seconds = max(frames - 1, 0) / 100  # the samples that many frames need: 160 each
+    speech = "speech" if what == "audio" else "features"
+    if frames < ENCODER_WINDOW_FRAMES:
+        raise InputError(f"{seconds:.2f} s of {speech} ({frames} frames) is too short: the encoder needs at least "
+                         f"{ENCODER_WINDOW_FRAMES} frames ({(ENCODER_WINDOW_FRAMES - 1) / 100:.2f} s) to see "
+                         "one window; give a few seconds of voice")
+    if seconds < SHORT_SPEECH_S:
+        note = (f"only {seconds:.1f} s of {speech}: the model was made for utterances of several seconds; below "
+                f"{SHORT_SPEECH_S:g} s the face says little about the voice")
+        warnings.warn(note, InputWarning, stacklevel=4)
+        if notes is not None:
+            notes.append(note)
 
 
 class InputPreparer:
@@ -68,9 +91,10 @@ class InputPreparer:
                 fbank = check_fbank(source)
             else:
                 fbank = load_fbank_file(source, max_bytes=self.max_bytes)
+            check_length(fbank.shape[0], "fbank", notes)
             clock.lap("features")
             return "fbank", fbank
-        return self.from_samples(self.samples(source, sample_rate, vad, clock, notes), clock)
+        return self.from_samples(self.samples(source, sample_rate, vad, clock, notes), clock, notes)
 
     def features(self, source: Source, sample_rate: int | None = None, vad: bool | None = None) -> np.ndarray:
         """The normalised ``(T, 64)`` fbank the encoder sees (also with the fused frontend)."""
@@ -107,13 +131,15 @@ class InputPreparer:
             clock.lap("vad")
         return samples
 
-    def from_samples(self, samples: np.ndarray, clock: Stages | None = None) -> Item:
+    def from_samples(self, samples: np.ndarray, clock: Stages | None = None, notes: list[str] | None = None) -> Item:
         """16 kHz samples (int16, or float32 int16-scale values used as given) -> a model item:
         the samples themselves for the fused graph, else their log-mel features. Both frontends
-        refuse audio without signal alike."""
-        from runtime.fbank import check_signal, compute_fbank, log_mel, normalise
+        refuse audio without signal alike, and speech too short for the encoder (short speech
+        gives a warning, appended to ``notes``)."""
+        from runtime.fbank import check_signal, compute_fbank, log_mel, normalise, num_frames
 
         clock = clock if clock is not None else Stages()
+        check_length(num_frames(samples.shape[0]), "audio", notes)
         if self.frontend == "fused":
             check_signal(samples)  # the graph computes the fbank: refuse what numpy refuses
             return "samples", samples

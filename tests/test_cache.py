@@ -69,7 +69,7 @@ def test_cache_root_rules(monkeypatch, tmp_path):
 
 
 def test_finished_entry_is_found_by_size_and_mtime_without_hashing(root, monkeypatch):
-    models = fake_entry(root / "synthetic-v1-seed0")
+    models = fake_entry(root / "synthetic-v2-seed0")
     monkeypatch.setattr(cache, "cache_builder", lambda command: no_build)
     hashed = []
     monkeypatch.setattr(models_folder, "sha256", lambda p: hashed.append(p.name) or digest(p.read_bytes()))
@@ -87,7 +87,7 @@ def test_finished_entry_is_found_by_size_and_mtime_without_hashing(root, monkeyp
 
 
 def test_damage_is_described_exactly(root):
-    models = fake_entry(root / "synthetic-v1-seed0")
+    models = fake_entry(root / "synthetic-v2-seed0")
     (models / "encoder.onnx").write_bytes(b"x" * len(FILES["encoder.onnx"]))  # same size, new mtime
     (models / "decoder_supervised.onnx").write_bytes(b"short")
     (models / "triangles.npy").unlink()
@@ -109,7 +109,7 @@ def test_damage_is_described_exactly(root):
 
 
 def test_format_1_entries_are_checked_by_hash_and_upgraded(root, monkeypatch):
-    models = fake_entry(root / "synthetic-v1-seed0", fmt=1)
+    models = fake_entry(root / "synthetic-v2-seed0", fmt=1)
     monkeypatch.setattr(cache, "cache_builder", lambda command: no_build)
     assert cache.models_for(None, "supervised", progress=print) == models
     manifest = json.loads((models / "models.json").read_text())
@@ -118,14 +118,14 @@ def test_format_1_entries_are_checked_by_hash_and_upgraded(root, monkeypatch):
         assert manifest["files"][name] == {"sha256": digest(data), "size": len(data),
                                            "mtime_ns": (models / name).stat().st_mtime_ns}
     # A damaged format-1 entry is found too, and not upgraded.
-    other = fake_entry(root / "synthetic-v1-seed1", fmt=1)
+    other = fake_entry(root / "synthetic-v2-seed1", fmt=1)
     (other / "triangles.npy").write_bytes(b"changed")
     assert models_folder.check_models(other) == ["triangles.npy does not match its sha256 in models.json"]
     assert json.loads((other / "models.json").read_text())["format"] == 1
 
 
 def test_damaged_synthetic_entry_is_rebuilt(root, monkeypatch):
-    models = fake_entry(root / "synthetic-v1-seed0")
+    models = fake_entry(root / "synthetic-v2-seed0")
     (models / "triangles.npy").unlink()
     built = []
 
@@ -137,11 +137,11 @@ def test_damaged_synthetic_entry_is_rebuilt(root, monkeypatch):
     monkeypatch.setattr(cache, "cache_builder", lambda command: build)
     messages = []
     assert cache.models_for(None, "supervised", progress=messages.append) == models
-    assert built == [("synthetic-v1-seed0", None, 0)]
-    assert messages == [f"the cached synthetic models in {root / 'synthetic-v1-seed0'} are damaged "
+    assert built == [("synthetic-v2-seed0", None, 0)]
+    assert messages == [f"the cached synthetic models in {root / 'synthetic-v2-seed0'} are damaged "
                         "(triangles.npy is missing): rebuilding them"]
     assert models_folder.check_models(models) == []
-    assert sorted(p.name for p in root.iterdir()) == ["synthetic-v1-seed0"]
+    assert sorted(p.name for p in root.iterdir()) == ["synthetic-v2-seed0"]
 
 
 def fake_release(folder: Path) -> Path:
@@ -197,8 +197,8 @@ def test_release_files_are_hashed_once_until_they_change(root, tmp_path, monkeyp
 
 
 def test_stale_partial_folders_are_removed_live_ones_kept(root, monkeypatch):
-    fake_entry(root / "synthetic-v1-seed0")
-    dead = root / f"synthetic-v1-seed0.partial-{dead_pid()}"
+    fake_entry(root / "synthetic-v2-seed0")
+    dead = root / f"synthetic-v2-seed0.partial-{dead_pid()}"
     (dead / "models").mkdir(parents=True)
     (dead / "models" / "encoder.onnx").write_bytes(b"x" * 1000)
     live = root / f"release-supervised-0123456789abcdef.partial-{os.getppid()}"
@@ -208,14 +208,14 @@ def test_stale_partial_folders_are_removed_live_ones_kept(root, monkeypatch):
     for path in (reused / "models", reused):
         os.utime(path, (time.time() - cache.STALE_AFTER_S - 60,) * 2)
     states = {e.name: e.state for e in cache.entries()}
-    assert states == {"synthetic-v1-seed0": "ok", dead.name: "stale-partial", live.name: "building",
+    assert states == {"synthetic-v2-seed0": "ok", dead.name: "stale-partial", live.name: "building",
                       reused.name: "stale-partial"}
 
     monkeypatch.setattr(cache, "cache_builder", lambda command: no_build)
     messages = []
     cache.models_for(None, "supervised", progress=messages.append)
     assert messages == ["removed 2 unfinished build folders left by interrupted runs (1.0 kB)"]
-    assert sorted(p.name for p in root.iterdir()) == sorted(["synthetic-v1-seed0", live.name])
+    assert sorted(p.name for p in root.iterdir()) == sorted(["synthetic-v2-seed0", live.name])
 
 
 BUILDER = """
@@ -236,11 +236,11 @@ _build(Path(sys.argv[1]), 3, build, print)
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_killed_build_leaves_nothing_behind(root, sig):
     pytest.importorskip("torch")
-    entry = root / "synthetic-v1-seed0"
+    entry = root / "synthetic-v2-seed0"
     proc = subprocess.Popen([sys.executable, "-c", BUILDER, str(entry)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline() == "started\n"
-        partial = root / f"synthetic-v1-seed0.partial-{proc.pid}"
+        partial = root / f"synthetic-v2-seed0.partial-{proc.pid}"
         assert [(e.name, e.state) for e in cache.entries()] == [(partial.name, "building")]
         proc.send_signal(sig)
         proc.wait(timeout=60)
@@ -257,35 +257,35 @@ def test_killed_build_leaves_nothing_behind(root, sig):
 
 
 def test_entries_and_clear(root):
-    fake_entry(root / "synthetic-v1-seed0")
+    fake_entry(root / "synthetic-v2-seed0")
     broken = fake_entry(root / "release-supervised-0123456789abcdef")
     (broken / "encoder.onnx").unlink()
     (root / "release-unsupervised-fedcba9876543210").mkdir()
     (root / "unrelated-folder").mkdir()
-    building = root / f"synthetic-v1-seed1.partial-{os.getppid()}"
+    building = root / f"synthetic-v2-seed1.partial-{os.getppid()}"
     building.mkdir()
     found = {e.name: e for e in cache.entries()}
     assert {n: (e.kind, e.state) for n, e in found.items()} == {
         "release-supervised-0123456789abcdef": ("release", "corrupt"),
         "release-unsupervised-fedcba9876543210": ("release", "incomplete"),
-        "synthetic-v1-seed0": ("synthetic", "ok"),
+        "synthetic-v2-seed0": ("synthetic", "ok"),
         building.name: ("synthetic", "building")}
     sizes = {name: len(data) for name, data in FILES.items()}
-    manifest = len((root / "synthetic-v1-seed0" / "models" / "models.json").read_bytes())
-    assert found["synthetic-v1-seed0"].size == sum(sizes.values()) + manifest
+    manifest = len((root / "synthetic-v2-seed0" / "models" / "models.json").read_bytes())
+    assert found["synthetic-v2-seed0"].size == sum(sizes.values()) + manifest
     assert found["release-supervised-0123456789abcdef"].problems == ("encoder.onnx is missing",)
 
     with pytest.raises(CmpError) as err:
-        cache.clear(["synthetic-v1-seed0", "nope"])
+        cache.clear(["synthetic-v2-seed0", "nope"])
     assert str(err.value) == f"no cache entry named nope in {root} (see 'cmp-face cache list')"
     with pytest.raises(CmpError) as err:
         cache.clear([building.name])
     assert str(err.value) == (f"{building.name} is being built by a running process: wait for it to finish "
                               "(or stop that process) and clear it then")
-    assert (root / "synthetic-v1-seed0").is_dir()  # nothing removed on a refusal
+    assert (root / "synthetic-v2-seed0").is_dir()  # nothing removed on a refusal
 
     assert cache.clear(["release-supervised-0123456789abcdef"]) == [root / "release-supervised-0123456789abcdef"]
-    assert cache.clear() == [root / "release-unsupervised-fedcba9876543210", root / "synthetic-v1-seed0"]
+    assert cache.clear() == [root / "release-unsupervised-fedcba9876543210", root / "synthetic-v2-seed0"]
     assert sorted(p.name for p in root.iterdir()) == sorted([building.name, "unrelated-folder"])
 
 
@@ -294,7 +294,7 @@ def test_cli_cache_list_and_clear(root, capsys):
 
     assert main(["cache", "list"]) == 0
     assert capsys.readouterr().out == f"no cached models in {root}\n"
-    models = fake_entry(root / "synthetic-v1-seed0")
+    models = fake_entry(root / "synthetic-v2-seed0")
     kb = f"{sum(p.stat().st_size for p in models.iterdir()) / 1000:.1f}"
     (root / "release-supervised-0123456789abcdef").mkdir()
     assert main(["cache", "list"]) == 0
@@ -302,16 +302,21 @@ def test_cli_cache_list_and_clear(root, capsys):
     assert [line.split()[:5] for line in lines[:3]] == [
         ["NAME", "KIND", "STATE", "SIZE", "CREATED"],
         ["release-supervised-0123456789abcdef", "release", "incomplete", "0.0", "kB"],
-        ["synthetic-v1-seed0", "synthetic", "ok", kb, "kB"]]
-    assert lines[3] == f"2 entries in {root}, {kb} kB in all"
-    assert main(["cache", "clear", "synthetic-v1-seed0"]) == 0
-    assert capsys.readouterr().out == f"removed {root / 'synthetic-v1-seed0'} ({kb} kB)\n"
+        ["synthetic-v2-seed0", "synthetic", "ok", kb, "kB"]]
+    assert lines[3].split() == ["models:", str(models)]  # where to point --models
+    assert lines[4] == f"2 entries in {root}, {kb} kB in all"
+    assert main(["cache", "clear", "synthetic-v2-seed0"]) == 0
+    assert capsys.readouterr().out == f"removed {root / 'synthetic-v2-seed0'} ({kb} kB)\n"
     assert main(["cache", "clear", "gone"]) == 2
     assert capsys.readouterr().err == (f"cmp-face: error: no cache entry named gone in {root} "
                                        "(see 'cmp-face cache list')\n")
-    assert main(["cache", "clear"]) == 0
+    assert main(["cache", "clear"]) == 2  # not on a terminal: nothing asked, nothing removed
+    assert capsys.readouterr().err == ("cmp-face: error: give the names of the entries to remove (see 'cmp-face "
+                                       "cache list'), or --all to remove every one\n")
+    assert (root / "release-supervised-0123456789abcdef").is_dir()
+    assert main(["cache", "clear", "--all"]) == 0
     assert capsys.readouterr().out == f"removed {root / 'release-supervised-0123456789abcdef'} (0.0 kB)\n"
-    assert main(["cache", "clear"]) == 0
+    assert main(["cache", "clear", "--all"]) == 0
     assert capsys.readouterr().out == f"nothing to remove in {root}\n"
 
 
@@ -358,14 +363,14 @@ def test_predict_with_a_built_cache_never_imports_torch(models_dir, cache_dir, t
 
 def test_special_files_in_an_entry_are_refused_unopened(root):
     """A FIFO where a model file (or the manifest) should be would block any reader forever."""
-    models = fake_entry(root / "synthetic-v1-seed0")
+    models = fake_entry(root / "synthetic-v2-seed0")
     (models / "encoder.onnx").unlink()
     os.mkfifo(models / "encoder.onnx")
     env = {**os.environ, "CMP_DEPLOY_CACHE": str(root)}
     done = subprocess.run([sys.executable, "-m", "runtime.cli", "cache", "list"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert "synthetic-v1-seed0" in done.stdout and "corrupt" in done.stdout
+    assert "synthetic-v2-seed0" in done.stdout and "corrupt" in done.stdout
     assert "encoder.onnx is not a regular file" in done.stdout
     (models / "models.json").unlink()
     os.mkfifo(models / "models.json")
@@ -387,7 +392,7 @@ def test_a_release_file_changed_in_size_with_its_old_mtime_restored_is_hashed_ag
 
 def test_a_build_folder_of_another_users_live_process_is_kept(root, monkeypatch):
     """os.kill(pid, 0) on another user's process raises PermissionError: that build is alive."""
-    other = root / "synthetic-v1-seed0.partial-4242"
+    other = root / "synthetic-v2-seed0.partial-4242"
     (other / "models").mkdir(parents=True)
     real_kill = os.kill
 

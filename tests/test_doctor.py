@@ -30,10 +30,10 @@ def test_doctor_on_a_healthy_install(tmp_path):
 
 def test_doctor_names_each_problem_with_its_fix(tmp_path):
     cache = tmp_path / "cache"
-    broken = cache / "synthetic-v1-seed0" / "models"
+    broken = cache / "synthetic-v2-seed0" / "models"
     broken.mkdir(parents=True)  # a finished-looking entry without its manifest
     done = doctor(cache)
     assert done.returncode == 2
-    assert "    synthetic-v1-seed0: synthetic, incomplete, 0.0 kB" in done.stdout.splitlines()
-    assert ("  PROBLEM: cache entry synthetic-v1-seed0 is incomplete\n"
-            "    fix: cmp-face cache clear synthetic-v1-seed0  (it is rebuilt on next use)") in done.stdout
+    assert "    synthetic-v2-seed0: synthetic, incomplete, 0.0 kB" in done.stdout.splitlines()
+    assert ("  PROBLEM: cache entry synthetic-v2-seed0 is incomplete\n"
+            "    fix: cmp-face cache clear synthetic-v2-seed0  (it is rebuilt on next use)") in done.stdout

@@ -335,16 +335,44 @@ def test_truncated_wav_warns_and_is_recorded(supervised, tmp_path):
     from runtime.errors import InputWarning
 
     full = tmp_path / "full.wav"
-    sf.write(full, demo_voice(2.0), 16000, subtype="PCM_16")
+    sf.write(full, demo_voice(4.0), 16000, subtype="PCM_16")
     cut = tmp_path / "cut.wav"
     cut.write_bytes(full.read_bytes()[:-16001])
-    message = (f"truncated WAV file: {cut} declares 64000 bytes of audio data but 47999 are present; using the "
-               "23999 complete frames (1.500 s) that are there")
+    message = (f"truncated WAV file: {cut} declares 128000 bytes of audio data but 111999 are present; using the "
+               "55999 complete frames (3.500 s) that are there")
     with pytest.warns(InputWarning) as caught:
         r = supervised.predict(cut)
     assert [str(w.message) for w in caught] == [message]
     assert r.warnings == [message]
     assert supervised.predict(full).warnings == []
+
+
+@pytest.mark.parametrize("seconds", [0.05, 0.2, 0.5])
+def test_speech_too_short_for_one_encoder_window_is_refused(supervised, seconds):
+    from runtime.demo_signal import demo_voice
+
+    n = int(seconds * 16000)
+    frames = n // 160 + 1
+    with pytest.raises(InputError) as err:
+        supervised.predict(demo_voice(1.0)[:n], sample_rate=16000, vad=False)
+    assert str(err.value) == (f"{(frames - 1) / 100:.2f} s of speech ({frames} frames) is too short: the "
+                              "encoder needs at least 63 frames (0.62 s) to see one window; give a few seconds of "
+                              "voice")
+
+
+def test_short_speech_is_predicted_with_a_warning(supervised, unsupervised):
+    from runtime.demo_signal import demo_voice
+    from runtime.errors import InputWarning
+
+    note = ("only 1.0 s of speech: the model was made for utterances of several seconds; below 2 s the face says "
+            "little about the voice")
+    for p in (supervised, unsupervised):
+        with pytest.warns(InputWarning) as caught:
+            r = p.predict(demo_voice(2.0)[:16000], sample_rate=16000, vad=False)
+        assert [str(w.message) for w in caught] == [note] and r.warnings == [note]
+    fbank = np.random.default_rng(0).standard_normal((150, 64)).astype(np.float32)
+    with pytest.warns(InputWarning, match="^only 1.5 s of features: the model was made"):  # 149 frames
+        supervised.predict(fbank)
 
 
 def test_big_endian_audio_arrays(supervised):
@@ -421,3 +449,19 @@ def test_precision_files_come_from_the_manifest(models_dir, tmp_path):
     manifest["precisions"]["int8u8"]["graphs"]["encoder"]["from_sha256"] = current["sha256"]
     (folder / "models.json").write_text(json.dumps(manifest))
     assert ModelsFolder.read(folder).precision_file("encoder", "int8", cpu=True) == "encoder_int8u8.onnx"
+
+
+@pytest.mark.parametrize("pipeline", ["supervised", "unsupervised"])
+def test_every_vertex_of_a_default_prediction_is_drawn_inside_the_image(models_dir, pipeline):
+    """The README's snippet (the demo voice, the synthetic models): nothing of the face falls outside
+    render() or render(size=512). The unsupervised mesh is placed by the pose the network predicts
+    around the 3DMM's mean pose, which puts the mean face in the middle of the 120 x 120 frame."""
+    from runtime.demo_signal import demo_voice
+
+    result = Predictor(models_dir, pipeline, device="cpu").predict(demo_voice(), sample_rate=16000)
+    for size in (None, 512):
+        side = (512 if pipeline == "supervised" else 120) if size is None else size
+        v = result.image_vertices(size)
+        assert v[:, :2].min() >= 0 and v[:, :2].max() <= side - 1, (size, v.min(0), v.max(0))
+        image = result.render(size)
+        assert image.shape[:2] == (side, side)

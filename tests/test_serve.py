@@ -278,9 +278,14 @@ def test_malformed_bodies_and_unknown_routes(server):
     r = httpx.post(f"{server.url}/v2/models/cmp_supervised/infer", content=b"{}", headers={
         "Inference-Header-Content-Length": "99"})
     assert r.status_code == 400 and error_of(r) == "Inference-Header-Content-Length 99 does not fit the 2-byte body"
-    fbank = {"inputs": [{"name": "fbank", "datatype": "FP32", "shape": [1, 2, 64], "data": [1e6] * 128}]}
+    fbank = {"inputs": [{"name": "fbank", "datatype": "FP32", "shape": [1, 100, 64], "data": [1e6] * 6400}]}
     r = _infer(server, fbank, model="cmp_supervised_fbank")
     assert r.status_code == 400 and "is not a normalised fbank value" in error_of(r)
+    fbank = {"inputs": [{"name": "fbank", "datatype": "FP32", "shape": [1, 2, 64], "data": [0.5] * 128}]}
+    r = _infer(server, fbank, model="cmp_supervised_fbank")
+    assert r.status_code == 400 and error_of(r) == ("0.01 s of features (2 frames) is too short: the encoder needs at "
+                                                    "least 63 frames (0.62 s) to see one window; give a few seconds "
+                                                    "of voice")
     r = httpx.get(f"{server.url}/v2/models/cmp_supervised/versions/7")
     assert r.status_code == 404 and error_of(r).startswith("Request for unknown model: 'cmp_supervised' version 7")
     r = httpx.get(f"{server.url}/v2/models/cmp_supervised/infer")

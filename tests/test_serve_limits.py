@@ -72,10 +72,10 @@ def test_stalled_senders_never_lock_valid_requests_out(guarded):
 
 
 def test_an_answer_too_large_for_json_is_refused_before_any_model_work(guarded):
-    fbank = np.random.default_rng(0).standard_normal((3, 1, 64)).astype(np.float32)
+    fbank = np.random.default_rng(0).standard_normal((3, 250, 64)).astype(np.float32)
 
     def request(batch: int, binary: bool):
-        doc = {"inputs": [{"name": "fbank", "datatype": "FP32", "shape": [batch, 1, 64],
+        doc = {"inputs": [{"name": "fbank", "datatype": "FP32", "shape": [batch, 250, 64],
                            "data": fbank[:batch].ravel().tolist()}], "parameters": {"binary_data_output": binary}}
         return httpx.post(f"{guarded.url}/v2/models/cmp_supervised_fbank/infer", content=json.dumps(doc), timeout=30)
 

@@ -31,6 +31,15 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def untrained_warning(args: argparse.Namespace) -> str:
+    """The one line said whenever the synthetic (untrained) models answered."""
+    fix = ("the models folder was exported from the synthetic pack; export the release's with "
+           "'cmp-face export --release DIR'" if getattr(args, "models", None) else
+           "pass --release DIR for the real models")
+    return (f"WARNING: these models come from the synthetic asset pack: UNTRAINED weights, the face carries no "
+            f"information about the voice; {fix}.")
+
+
 def check_int(name: str, value: int | None, low: int, high: int) -> None:
     if value is not None and not low <= value <= high:
         raise InputError(f"{name}: expected an integer from {low} to {high}, got {value}")

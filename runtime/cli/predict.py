@@ -5,12 +5,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from runtime.cli.args import EXIT_ERROR, add_execution, add_max_bytes, add_models, add_workers, check_execution
+from runtime.cli.args import (EXIT_ERROR, add_execution, add_max_bytes, add_models, add_workers, check_execution,
+                              untrained_warning)
 from runtime.errors import InputError
 from runtime.plugins import Command
 
-UNTRAINED_WARNING = ("WARNING: these models come from the synthetic asset pack: UNTRAINED weights, "
-                     "the face carries no information about the voice. Pass --release DIR for the real models.")
 
 
 def _progress(message: str) -> None:
@@ -72,7 +71,7 @@ def run_predict(args: argparse.Namespace) -> int:
         result = predictor.predict(jobs[0].source, sample_rate=args.sample_rate)
     written = write_outputs(result, args.output, args.size, args.ply, args.depth)
     if predictor.untrained:
-        _progress(UNTRAINED_WARNING)
+        _progress(untrained_warning(args))
     stages = "  ".join(f"{k} {v:.1f} ms" for k, v in result.timings.items())
     print(f"{args.pipeline} pipeline ({predictor.models.describe()}): {stages}")
     if written.note():
@@ -91,7 +90,7 @@ def _predict_many(args: argparse.Namespace, jobs) -> int:
     options = OutputOptions(args.size, args.ply, args.depth, args.sample_rate)
     outcomes = predict_jobs(spec, jobs, options, args.workers, debug=args.debug)
     if ModelsFolder.read(spec.models).untrained:
-        _progress(UNTRAINED_WARNING)
+        _progress(untrained_warning(args))
     failed = [o for o in outcomes if o.error is not None]
     rerun = sum(o.rerun for o in outcomes)
     if rerun:

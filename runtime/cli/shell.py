@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+import warnings
 from typing import Callable
 
 import runtime.cli.admin as admin
@@ -57,8 +58,29 @@ def _extra_message(command: Command, prog: str, exc: ImportError) -> str:
             f"pip install 'cmp-deploy[{command.extra}]'")
 
 
+def _one_line_warnings(prog: str):
+    """Our warnings (a truncated WAV, short speech, a deprecated spelling) as ``<prog>: warning:``
+    lines, each once, instead of Python's file-and-line format."""
+    shown: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message).replace("\n", " ")
+        if text not in shown:
+            shown.add(text)
+            print(f"{prog}: warning: {text}", file=sys.stderr, flush=True)
+
+    return show
+
+
 def run(command: Command, args: argparse.Namespace, prog: str) -> int:
     """The one error loop: run ``command`` and turn every failure into a one-line message."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warnings(prog)
+        warnings.filterwarnings("default", category=DeprecationWarning, module=r"runtime(\.|$)")
+        return _run(command, args, prog)
+
+
+def _run(command: Command, args: argparse.Namespace, prog: str) -> int:
     debug = getattr(args, "debug", False)
     try:
         status = command.run(args)

@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from runtime.cli.args import add_execution, add_models, add_workers, check_execution
+from runtime.cli.args import add_execution, add_models, add_workers, check_execution, untrained_warning
 from runtime.errors import CmpError, InputError
 from runtime.metrics import DISTANCE_LABELS, DISTANCES, N_VERTICES
 from runtime.plugins import Command
@@ -135,8 +135,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         _progress(f"WARNING: every measurement differs from the mean {result.gender} mesh by more than "
                   f"{UNITS_SUSPECT_PERCENT}%: are the mean meshes in the units of the predicted frontal mesh?")
     if untrained:
-        _progress("WARNING: these models come from the synthetic asset pack: UNTRAINED weights, "
-                  "the face does not depend on the voice. Pass --release DIR for the real models.")
+        _progress(untrained_warning(args))
     written = []
     if args.json:
         written.append(_write_json(args.json, {"input": source, **result.as_json()}))

@@ -299,7 +299,7 @@ def create_app(served: ServedPipeline, workers: CpuWorkers, max_batch: int = 8, 
 
             def answer():
                 outputs = served.stack(rows, req.outputs or served.output_names)
-                out = encode_infer_response(name, req, outputs)
+                out = encode_infer_response(name, req, outputs, parsed.notes)
                 stages.lap("encode")
                 return out
 

@@ -20,7 +20,7 @@ from runtime.dtypes import of_numpy
 from runtime.errors import InputError
 from runtime.features import N_MELS, check_fbank
 from runtime.predictor import Outputs, Predictor
-from runtime.prepare import InputPreparer, Item
+from runtime.prepare import InputPreparer, Item, check_length
 from runtime.result import Prediction
 from runtime.runners import TensorInfo
 from runtime.serve.protocol import (InferRequest, ProtocolError, decompress, json_bytes_bound, number_param,
@@ -96,12 +96,13 @@ class RequestInputs:
         self._check_batch(batch, wanted_input, 2 if audio else 3)
         self._check_json_size(req, batch.shape[0])
         stages.lap("parse")
+        notes: list[str] = []
         if audio:
-            items = self.samples(req.inputs["samples"], sample_rate, vad, stages)
+            items = self.samples(req.inputs["samples"], sample_rate, vad, stages, notes)
         else:
-            items = self.fbank(req.inputs["fbank"], stages)
+            items = self.fbank(req.inputs["fbank"], stages, notes)
         req.inputs = {}  # not needed for the answer: not sent back from the worker process
-        return Parsed(items, req, stages=dict(stages))
+        return Parsed(items, req, notes, dict(stages))
 
     def audio_file(self, data: bytes, vad: bool) -> Parsed:
         """An audio file's bytes (any format the CLI reads) -> one model item, and warnings."""
@@ -109,7 +110,7 @@ class RequestInputs:
         notes: list[str] = []
         samples = self.preparer.samples(data, None, vad, stages, notes,
                                         check=lambda s: self._check_duration(s.shape[0], SAMPLE_RATE))
-        return Parsed([self.preparer.from_samples(samples, stages)], notes=notes, stages=dict(stages))
+        return Parsed([self.preparer.from_samples(samples, stages, notes)], notes=notes, stages=dict(stages))
 
     # ------------------------------------------------------------------ checks and conversions
     def _options(self, params: dict, audio: bool) -> tuple[float | None, bool]:
@@ -154,7 +155,8 @@ class RequestInputs:
         if batch.shape[0] > MAX_REQUEST_BATCH:
             raise InputError(f"input '{name}': batch of {batch.shape[0]} exceeds the limit of {MAX_REQUEST_BATCH}")
 
-    def samples(self, batch: np.ndarray, sample_rate: float | None, vad: bool, stages: Stages) -> list[Item]:
+    def samples(self, batch: np.ndarray, sample_rate: float | None, vad: bool, stages: Stages,
+                notes: list[str] | None = None) -> list[Item]:
         """``[B, S]`` int16-scale samples. Used as given unless ``sample_rate`` or ``vad`` is
         set: then each row takes the CLI's audio path (resampled with soxr, rounded to int16)."""
         self._check_batch(batch, "samples", 2)
@@ -174,12 +176,13 @@ class RequestInputs:
                 # The audio reader takes float arrays as [-1, 1] full scale; ours are int16-scale.
                 source = row if row.dtype == np.int16 else row.astype(np.float64) / 32768.0
                 row = self.preparer.samples(source, sample_rate or SAMPLE_RATE, vad, stages)
-            items.append(self.preparer.from_samples(row, stages))
+            items.append(self.preparer.from_samples(row, stages, notes))
         return items
 
-    def fbank(self, batch: np.ndarray, stages: Stages) -> list[Item]:
+    def fbank(self, batch: np.ndarray, stages: Stages, notes: list[str] | None = None) -> list[Item]:
         self._check_batch(batch, "fbank", 3)
         self._check_duration(batch.shape[1], FRAMES_PER_S, "frames")
+        check_length(batch.shape[1], "fbank", notes)
         items = [("fbank", check_fbank(row, "input 'fbank'")) for row in batch]
         stages.lap("features")
         return items

@@ -195,10 +195,11 @@ def parse_infer_request(body: bytes, header_length: str | None, max_elements: in
                         binary or {"*": default_binary})
 
 
-def encode_infer_response(model: str, request: InferRequest, outputs: dict[str, np.ndarray]
-                          ) -> tuple[bytes, dict[str, str]]:
+def encode_infer_response(model: str, request: InferRequest, outputs: dict[str, np.ndarray],
+                          warnings: list[str] | None = None) -> tuple[bytes, dict[str, str]]:
     """The response body and its extra headers (``Inference-Header-Content-Length`` when any
-    output travels as binary data)."""
+    output travels as binary data). ``warnings`` (e.g. speech too short to say much) go in the
+    response's ``parameters``."""
     entries, blobs = [], []
     for name, array in outputs.items():
         entry = {"name": name, "datatype": datatype_of(array.dtype), "shape": list(array.shape)}
@@ -210,6 +211,8 @@ def encode_infer_response(model: str, request: InferRequest, outputs: dict[str, 
             entry["data"] = array.ravel().tolist()
         entries.append(entry)
     doc = {"model_name": model, "model_version": "1", "outputs": entries}
+    if warnings:
+        doc["parameters"] = {"warnings": list(warnings)}
     if request.id is not None:
         doc["id"] = request.id
     head = json.dumps(doc, separators=(",", ":")).encode()

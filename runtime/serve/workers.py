@@ -12,10 +12,12 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from runtime.errors import InputWarning
 from runtime.serve.pipeline import RequestInputs
 from runtime.serve.protocol import ProtocolError
 
@@ -24,6 +26,7 @@ log = logging.getLogger("cmp_face.serve")
 
 def _init() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # one process per core already
+    warnings.simplefilter("ignore", InputWarning)  # collected in the answer's warnings instead
 
 
 def _call(inputs: RequestInputs, method: str, *args) -> Any:
