@@ -28,10 +28,20 @@ but not what its header says (a WAV whose 'data' chunk is shorter than declared)
 :class:`runtime.errors.InputWarning` (:func:`load_audio_with_warnings` returns the messages
 instead, for callers that record them).
 
-Memory is bounded by ``max_bytes`` whatever a file claims: a file larger than that is refused
-before it is read, and so is a compressed file whose header declares more than ``max_bytes``
-of audio as 16-bit PCM (its WAV size); decoding reads block by block, so memory follows what
-actually decodes, not what a header declares.
+Memory is bounded by ``max_bytes`` whatever a file claims. A file larger than that is refused
+before it is read. The decoded audio is also counted as 16-bit PCM (its WAV size), at the larger
+of the source (frames x channels) and the 16 kHz mono result (frames x 16000 / rate: a low-rate
+file grows when resampled): a header that declares more is refused before decoding, and
+compressed files (libsndfile) are decoded block by block with the count kept while decoding, so
+one whose header hides its length (a FLAC with "total samples 0") is stopped as soon as it
+passes the budget. ``max_seconds`` (optional) limits the duration the same way: checked on the
+header or the array's length, and while decoding, always before any resampling. Each float64
+array held is then at most 4 x ``max_bytes`` (8 bytes per 16-bit sample): a file refused while
+decoding has taken about 4 x ``max_bytes`` (+ an 8 MiB block), an accepted one peaks at about
+5 x (16 kHz) to 7 x (a low rate, while resampling) ``max_bytes`` (tests/test_audio.py loads
+such bombs under an address-space limit). Messages name the
+limit that was passed (``max_bytes`` / ``max_seconds``, or what ``limit_names`` maps them to,
+e.g. ``{"max_bytes": "--max-bytes"}`` for a command line).
 """
 from __future__ import annotations
 
@@ -41,6 +51,8 @@ import os
 import stat
 import struct
 import warnings
+from fractions import Fraction
+from typing import Mapping
 
 import numpy as np
 
@@ -57,6 +69,8 @@ STREAMING_DATA_SIZE = 0xFFFFFFFF  # a streaming writer's 'data' size placeholder
 PCM16_BYTES = 2  # the size limit counts decoded audio as 16-bit PCM (its WAV size)
 _UNKNOWN_FRAMES = 1 << 62
 _SOUNDFILE_BLOCK = 1 << 16  # frames per read: decoding stops at max_bytes whatever the header said
+_SOUNDFILE_BLOCK_VALUES = 1 << 20  # at most this many samples (all channels) per read: 8 MiB of float64
+_FIRST_BUFFER_FRAMES = 1 << 22  # a declared length is trusted this far (32 MiB of float64), then doubled
 
 WAVE_FORMAT_PCM = 0x0001
 WAVE_FORMAT_IEEE_FLOAT = 0x0003
@@ -84,7 +98,8 @@ _FORMAT_NAMES = {
 
 
 def load_audio(source, sample_rate: float | None = None, *,
-               max_bytes: int | None = DEFAULT_MAX_BYTES) -> np.ndarray:
+               max_bytes: int | None = DEFAULT_MAX_BYTES, max_seconds: float | None = None,
+               limit_names: Mapping[str, str] | None = None) -> np.ndarray:
     """Load audio as mono 16 kHz int16 samples (1-D ``numpy.int16`` array).
 
     ``source``: a file path (``str`` / ``os.PathLike``), the bytes of a file, or a numpy
@@ -94,24 +109,35 @@ def load_audio(source, sample_rate: float | None = None, *,
     either byte order.
     For files the header states the rate: ``sample_rate`` may be left out, and if given
     it must agree with the header.
-    ``max_bytes``: refuse files (or bytes) larger than this, and compressed files that
-    declare (or decode to) more than this as 16-bit PCM; ``None``: no limit.
+    ``max_bytes``: refuse files (or bytes) larger than this, and files that declare or decode
+    to more than this as 16-bit PCM (counted at the larger of the source's frames x channels
+    and the 16 kHz mono result); compressed files are stopped while decoding as soon as they
+    pass it; ``None``: no limit. Not applied to arrays (they are already in memory).
+    ``max_seconds``: refuse audio longer than this many seconds (files: on the header, and
+    while decoding; arrays: on their length), before resampling; ``None`` (default): no limit.
+    ``limit_names``: how messages name the limits, e.g. ``{"max_bytes": "--max-bytes"}``
+    (default: the parameter names).
     Problems that still leave usable audio are reported with :class:`InputWarning`.
     """
-    samples, notes = load_audio_with_warnings(source, sample_rate, max_bytes=max_bytes)
+    samples, notes = load_audio_with_warnings(source, sample_rate, max_bytes=max_bytes,
+                                              max_seconds=max_seconds, limit_names=limit_names)
     for note in notes:
         warnings.warn(note, InputWarning, stacklevel=2)
     return samples
 
 
 def load_audio_with_warnings(source, sample_rate: float | None = None, *,
-                             max_bytes: int | None = DEFAULT_MAX_BYTES) -> tuple[np.ndarray, list[str]]:
+                             max_bytes: int | None = DEFAULT_MAX_BYTES, max_seconds: float | None = None,
+                             limit_names: Mapping[str, str] | None = None) -> tuple[np.ndarray, list[str]]:
     """:func:`load_audio` that returns its warnings' messages instead of emitting them."""
     notes: list[str] = []
+    limits = _Limits(max_bytes, max_seconds, limit_names)
     if isinstance(source, np.ndarray):
         if sample_rate is None:
             raise InputError("sample_rate is required when the audio is given as an array")
         rate = _check_rate(sample_rate)
+        if source.ndim in (1, 2):
+            limits.check_array(source.shape[0], rate)
         values = _array_to_scaled(source)
         return _finish(values, rate), notes
 
@@ -119,10 +145,10 @@ def load_audio_with_warnings(source, sample_rate: float | None = None, *,
         data = bytes(source)
         name = "<bytes>"
         if max_bytes is not None and len(data) > max_bytes:
-            raise InputError(_too_large(name, len(data), max_bytes))
+            raise InputError(_too_large(name, len(data), max_bytes, limit_name=limits.name("max_bytes")))
     elif isinstance(source, (str, os.PathLike)):
         name = os.fspath(source)
-        data = read_limited(name, max_bytes, "audio file")
+        data = read_limited(name, max_bytes, "audio file", limit_name=limits.name("max_bytes"))
     else:
         raise InputError(
             f"unsupported audio source of type {type(source).__name__}: "
@@ -131,9 +157,10 @@ def load_audio_with_warnings(source, sample_rate: float | None = None, *,
     if len(data) == 0:
         raise InputError(f"audio file is empty (0 bytes): {name}")
     if data[:4] in (b"RIFF", b"RIFX"):
-        values, rate = _read_wav(data, name, notes)
+        values, rate = _read_wav(data, name, notes, limits)
     else:
-        values, rate = _read_soundfile(data, name, max_bytes)
+        values, rate = _read_soundfile(data, name, limits)
+    del data  # the file's bytes are not needed while resampling
     if sample_rate is not None and _check_rate(sample_rate) != rate:
         raise InputError(
             f"sample_rate={sample_rate} was given but the header of {name} says {rate:g} Hz "
@@ -141,10 +168,11 @@ def load_audio_with_warnings(source, sample_rate: float | None = None, *,
     return _finish(values, rate), notes
 
 
-def read_limited(name: str, max_bytes: int | None, what: str) -> bytes:
+def read_limited(name: str, max_bytes: int | None, what: str, *, limit_name: str = "max_bytes") -> bytes:
     """The bytes of the regular file ``name``, refusing more than ``max_bytes`` (``None``: no
     limit); every problem (missing, not a regular file, unreadable, too large) is an InputError.
-    ``what`` names the file in messages ("audio file", ".npy file")."""
+    ``what`` names the file in messages ("audio file", ".npy file"); ``limit_name`` names the
+    limit ("raise max_bytes to accept it"; a command line may say "--max-bytes")."""
     try:
         st = os.stat(name)
     except FileNotFoundError:
@@ -154,7 +182,7 @@ def read_limited(name: str, max_bytes: int | None, what: str) -> bytes:
     if not stat.S_ISREG(st.st_mode):
         raise InputError(f"not a regular file: {name}")
     if max_bytes is not None and st.st_size > max_bytes:
-        raise InputError(_too_large(name, st.st_size, max_bytes, what))
+        raise InputError(_too_large(name, st.st_size, max_bytes, what, limit_name))
     try:
         with open(name, "rb") as fh:
             # Read one byte more than allowed: files in /proc report size 0, others may grow.
@@ -162,15 +190,101 @@ def read_limited(name: str, max_bytes: int | None, what: str) -> bytes:
     except OSError as exc:  # permissions, I/O errors (e.g. /proc/self/mem)
         raise InputError(f"cannot read {what} {name}: {_reason(exc)}") from None
     if max_bytes is not None and len(data) > max_bytes:
-        raise InputError(_too_large(name, len(data), max_bytes, what))
+        raise InputError(_too_large(name, len(data), max_bytes, what, limit_name))
     return data
 
 
 # ----------------------------------------------------------------------------- helpers
 
-def _too_large(name: str, size: int, limit: int, what: str = "audio file") -> str:
+def _too_large(name: str, size: int, limit: int, what: str = "audio file", limit_name: str = "max_bytes") -> str:
     return (f"{what} is too large: {name} has {size} bytes, the limit is {limit} bytes "
-            "(raise max_bytes to accept it)")
+            f"(raise {limit_name} to accept it)")
+
+
+class _Limits:
+    """``max_bytes`` (decoded audio as 16-bit PCM) and ``max_seconds`` for one load: how many
+    frames a source may have, and the message naming the limit it passes."""
+
+    def __init__(self, max_bytes: int | None, max_seconds: float | None,
+                 limit_names: Mapping[str, str] | None) -> None:
+        if max_seconds is not None and (isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float))
+                                        or not math.isfinite(max_seconds) or max_seconds <= 0):
+            raise InputError(f"max_seconds must be a positive number of seconds or None, got {max_seconds!r}")
+        self.max_bytes = max_bytes
+        self.max_seconds = max_seconds
+        self.names = dict(limit_names or {})
+
+    def name(self, limit: str) -> str:
+        return self.names.get(limit, limit)
+
+    def _bytes_frames(self, channels: int, rate: float) -> int | None:
+        """The most frames whose 16-bit PCM (source: frames x channels; 16 kHz mono result:
+        ceil(frames x 16000 / rate)) fits in max_bytes."""
+        if self.max_bytes is None:
+            return None
+        source = self.max_bytes // (PCM16_BYTES * channels)
+        result = math.floor(Fraction(self.max_bytes // PCM16_BYTES) * Fraction(rate) / SAMPLE_RATE)
+        return min(source, result)
+
+    def _seconds_frames(self, rate: float) -> int | None:
+        if self.max_seconds is None:
+            return None
+        return math.floor(Fraction(self.max_seconds) * Fraction(rate))
+
+    def frames(self, channels: int, rate: float) -> int | None:
+        """The most frames allowed (``None``: no limit)."""
+        found = [f for f in (self._bytes_frames(channels, rate), self._seconds_frames(rate)) if f is not None]
+        return min(found) if found else None
+
+    @staticmethod
+    def pcm16(frames: int, channels: int, rate: float) -> tuple[int, bool]:
+        """(bytes as 16-bit PCM, counted at the 16 kHz result?): the larger of the two counts."""
+        source = frames * channels * PCM16_BYTES
+        result = math.ceil(Fraction(frames) * SAMPLE_RATE / Fraction(rate)) * PCM16_BYTES
+        return (result, True) if result > source else (source, False)
+
+    def _binding(self, channels: int, rate: float) -> str:
+        """The limit that allows fewer frames: the one a source passes first."""
+        b, s = self._bytes_frames(channels, rate), self._seconds_frames(rate)
+        return "max_seconds" if b is None or (s is not None and s < b) else "max_bytes"
+
+    def check_declared(self, name: str, frames: int, channels: int, rate: float) -> None:
+        """Refuse, before decoding, a header (or the data a WAV holds) beyond a limit."""
+        allowed = self.frames(channels, rate)
+        if allowed is None or frames <= allowed:
+            return
+        if self._binding(channels, rate) == "max_seconds":
+            raise InputError(
+                f"audio is too long: {name} declares {frames} frames at {rate:g} Hz ({frames / rate:.3f} s), "
+                f"the limit is {self.max_seconds:g} s (raise {self.name('max_seconds')} to accept it)")
+        size, resampled = self.pcm16(frames, channels, rate)
+        what = (f"{frames} frames at {rate:g} Hz ({size} bytes as 16-bit PCM once resampled to "
+                f"{SAMPLE_RATE // 1000} kHz)" if resampled else
+                f"{frames} frames of {channels} channel(s) ({size} bytes as 16-bit PCM)")
+        raise InputError(f"audio file is too large: {name} declares {what}, the limit is {self.max_bytes} "
+                         f"bytes (raise {self.name('max_bytes')} to accept it)")
+
+    def decoded_too_much(self, name: str, frames: int, channels: int, rate: float, declared: int | None) -> InputError:
+        """The error for a decoder stopped after ``frames`` frames, past a limit."""
+        header = "its header declares no length" if declared is None else f"its header declares {declared} frames"
+        if self._binding(channels, rate) == "max_seconds":
+            return InputError(
+                f"audio is too long: {name} decodes to more than the limit of {self.max_seconds:g} s (decoding "
+                f"stopped after {frames} frames at {rate:g} Hz; {header}; raise {self.name('max_seconds')} "
+                "to accept it)")
+        where = f" once resampled to {SAMPLE_RATE // 1000} kHz" if self.pcm16(frames, channels, rate)[1] else ""
+        return InputError(
+            f"audio file is too large: {name} decodes to more than the limit of {self.max_bytes} bytes as "
+            f"16-bit PCM{where} (decoding stopped after {frames} frames of {channels} channel(s) at {rate:g} Hz; "
+            f"{header}; raise {self.name('max_bytes')} to accept it)")
+
+    def check_array(self, frames: int, rate: float) -> None:
+        """``max_seconds`` on an array's length (``max_bytes`` is for files)."""
+        if self.max_seconds is not None and frames > self._seconds_frames(rate):
+            raise InputError(
+                f"audio is too long: the audio array has {frames} samples at {rate:g} Hz "
+                f"({frames / rate:.3f} s), the limit is {self.max_seconds:g} s "
+                f"(raise {self.name('max_seconds')} to accept it)")
 
 
 def _reason(exc: Exception) -> str:
@@ -237,14 +351,15 @@ def _finish(values: np.ndarray, rate: float) -> np.ndarray:
         mono = soxr.resample(np.ascontiguousarray(mono), rate, SAMPLE_RATE, quality="HQ")
         if mono.size == 0:
             raise InputError(f"audio is too short to resample from {rate:g} Hz to {SAMPLE_RATE} Hz")
-    out = np.rint(mono)
+    # In place: ``mono`` is ours here (a new array, or a view of the reader's own array).
+    out = np.rint(mono, out=mono)
     np.clip(out, -32768.0, 32767.0, out=out)
     return out.astype(np.int16)
 
 
 # ----------------------------------------------------------------------------- WAV reader
 
-def _read_wav(data: bytes, name: str, notes: list[str]) -> tuple[np.ndarray, float]:
+def _read_wav(data: bytes, name: str, notes: list[str], limits: _Limits) -> tuple[np.ndarray, float]:
     """Parse a RIFF/RIFX WAVE file; returns float64 (frames, channels) int16-scale and rate.
     A 'data' chunk shorter than declared is read as far as it goes, with a note in ``notes``."""
     big = data[:4] == b"RIFX"
@@ -311,7 +426,9 @@ def _read_wav(data: bytes, name: str, notes: list[str]) -> tuple[np.ndarray, flo
             f"truncated WAV file: {name} declares {data_declared} bytes of audio data but "
             f"{data_len} are present; using the {n_frames} complete frames "
             f"({n_frames / rate:.3f} s) that are there")
-    raw = data[data_start:data_start + n_frames * block]
+    # Before decoding (8-bit -> float64 is 8 bytes a byte) and before resampling.
+    limits.check_declared(name, n_frames, channels, rate)
+    raw = memoryview(data)[data_start:data_start + n_frames * block]
     values = _decode_pcm(raw, kind, width, e, name)
     return values.reshape(n_frames, channels), rate
 
@@ -411,46 +528,93 @@ class _SeekClamped(io.BytesIO):
             return self.tell()
 
 
-def _read_soundfile(data: bytes, name: str, max_bytes: int | None) -> tuple[np.ndarray, float]:
+def _sequential_reader(sf, fh):
+    """``read(n)`` -> up to ``n`` frames of ``fh`` as float64 ``(frames, channels)``, read in
+    sequence with libsndfile's ``sf_readf_double``. ``SoundFile.read`` seeks to the new position
+    after every read, and libsndfile cannot seek to the end of a FLAC whose header does not
+    state its length ("Internal psf_fseek() failed."): such a file could not be read to the end.
+    Falls back on ``SoundFile.read`` if soundfile's internals are not what we expect."""
+    try:
+        snd, ffi, handle = sf._snd, sf._ffi, fh._file
+        readf, error, error_number = snd.sf_readf_double, snd.sf_error, snd.sf_error_number
+    except AttributeError:
+        return lambda n: fh.read(n, dtype="float64", always_2d=True)
+    channels = fh.channels
+
+    def read(n: int) -> np.ndarray:
+        out = np.empty((n, channels), np.float64)
+        got = readf(handle, ffi.cast("double *", ffi.from_buffer(out)), n)
+        code = error(handle)
+        if code:
+            raise RuntimeError(ffi.string(error_number(code)).decode("utf-8", "replace"))
+        return out[:got]
+
+    return read
+
+
+def _read_soundfile(data: bytes, name: str, limits: _Limits) -> tuple[np.ndarray, float]:
+    """Decode with libsndfile, block by block, into ``(frames, 1)`` int16-scale float64: each
+    block is mixed to mono as it arrives, and the frames are counted against ``limits`` while
+    decoding (a header may hide its length or declare less than there is)."""
     try:
         import soundfile as sf
     except (ImportError, OSError) as exc:  # OSError: libsndfile missing
         raise InputError(
             f"{name} is not a WAV file and reading other formats needs the 'soundfile' "
             f"package ({exc})") from None
+    mono = None
+    n = bad = 0
     try:
         with sf.SoundFile(_SeekClamped(data)) as fh:
             rate = fh.samplerate
             fmt = fh.format
             channels = fh.channels
             _check_rate(rate, f" in the header of {name}")
-            known = fh.frames < _UNKNOWN_FRAMES  # libsndfile's SF_COUNT_MAX: length not stated
-            if max_bytes is not None and known and fh.frames * channels * PCM16_BYTES > max_bytes:
-                raise InputError(
-                    f"audio file is too large: {name} declares {fh.frames} frames of {channels} "
-                    f"channel(s) ({fh.frames * channels * PCM16_BYTES} bytes as 16-bit PCM), the "
-                    f"limit is {max_bytes} bytes (raise max_bytes to accept it)")
-            # soundfile never reads past the declared length; block by block, memory follows
-            # what actually decodes when the header declares more than is there.
-            blocks = []
+            declared = fh.frames if fh.frames < _UNKNOWN_FRAMES else None  # SF_COUNT_MAX: not stated
+            if declared is not None:
+                limits.check_declared(name, declared, channels, rate)
+            allowed = limits.frames(channels, rate)
+            block_frames = max(1, min(_SOUNDFILE_BLOCK, _SOUNDFILE_BLOCK_VALUES // channels))
+            # Grown by doubling (ndarray.resize: realloc, so a large buffer is remapped, not
+            # copied); never beyond the frames allowed plus the one that passes the limit.
+            cap = block_frames if declared is None else max(1, min(declared, _FIRST_BUFFER_FRAMES))
+            if allowed is not None:
+                cap = min(cap, allowed + 1)
+            mono = np.empty(cap, np.float64)
+            read = _sequential_reader(sf, fh)
             while True:
-                block = fh.read(_SOUNDFILE_BLOCK, dtype="float64", always_2d=True)
-                if block.shape[0] == 0:
+                want = block_frames if allowed is None else min(block_frames, allowed + 1 - n)
+                block = read(want)
+                got = block.shape[0]
+                if got == 0:
                     break
-                blocks.append(block)
+                if n + got > mono.shape[0]:
+                    grown = max(n + got, 2 * mono.shape[0])
+                    mono.resize(grown if allowed is None else min(grown, allowed + 1), refcheck=False)
+                bad += int(np.count_nonzero(~np.isfinite(block)))
+                block *= 32768.0
+                # The channel mean row by row, as _finish would take it over the whole array.
+                mono[n:n + got] = block[:, 0] if channels == 1 else block.mean(axis=1)
+                n += got
+                if allowed is not None and n > allowed:
+                    raise limits.decoded_too_much(name, n, channels, rate, declared)
     except InputError:
         raise
+    except MemoryError:
+        raise InputError(
+            f"not enough memory to decode {name} ({n} frames decoded); lower "
+            f"{limits.name('max_bytes')} to refuse such files before they fill the memory") from None
     except Exception as exc:  # libsndfile: "Format not recognised", "unspecified internal error"...
         detail = str(exc).split(":")[-1].strip() or type(exc).__name__
         raise InputError(
             f"not a readable audio file: {name} (neither WAV nor a format libsndfile "
             f"decodes: {detail})") from None
-    if not blocks:
+    if n == 0:
         raise InputError(f"{fmt} file has no audio samples: {name}")
-    values = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
-    bad = ~np.isfinite(values)
-    if bad.any():
+    if bad:
         raise InputError(
-            f"{fmt} file contains NaN or infinite sample values ({int(bad.sum())} of "
-            f"{values.size} samples): {name}")
-    return values * 32768.0, float(rate)
+            f"{fmt} file contains NaN or infinite sample values ({bad} of "
+            f"{n * channels} samples): {name}")
+    if n < mono.shape[0]:
+        mono.resize(n, refcheck=False)
+    return mono[:, None], float(rate)

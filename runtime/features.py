@@ -68,17 +68,19 @@ def check_fbank(features: object, name: str = "fbank") -> np.ndarray:
     return np.ascontiguousarray(features, dtype=np.float32)
 
 
-def load_fbank_file(path: str | os.PathLike, max_bytes: int | None = DEFAULT_MAX_BYTES) -> np.ndarray:
+def load_fbank_file(path: str | os.PathLike, max_bytes: int | None = DEFAULT_MAX_BYTES, *,
+                    limit_name: str = "max_bytes") -> np.ndarray:
     """Read a ``.npy`` fbank written by the release's preprocessing (or ``cmp-face fbank``).
 
     ``max_bytes``: refuse files larger than this (``None``: no limit); the limit is checked,
     and the header's shape, dtype and size against the file, before the data is read.
+    ``limit_name``: how the message names that limit (a command line may say "--max-bytes").
     Every problem is an :class:`InputError`.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
-    data = read_limited(str(path), max_bytes, ".npy file")
+    data = read_limited(str(path), max_bytes, ".npy file", limit_name=limit_name)
     array = _parse_npy(data, path)
     return check_fbank(array, name=str(path))
 

@@ -388,6 +388,247 @@ def test_compressed_file_declaring_fewer_frames_reads_what_it_declares(tmp_path)
     np.testing.assert_array_equal(load_audio(flac_declaring(1000, tone(4000))), tone(4000)[:1000])
 
 
+# --------------------------------------------------------------------------- decoding limits (bombs)
+
+def flac_bytes(x: np.ndarray, rate: int = 16000, total_frames: int | None = 0) -> bytes:
+    """FLAC of ``x`` (int16, 1-D or (frames, channels)); STREAMINFO's total-samples field (36 bits,
+    0 = "unknown") set to ``total_frames`` unless None."""
+    sf = pytest.importorskip("soundfile")
+    buf = io.BytesIO()
+    sf.write(buf, x, rate, format="FLAC", subtype="PCM_16")
+    data = bytearray(buf.getvalue())
+    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0
+    if total_frames is not None:
+        v = int.from_bytes(data[18:26], "big")
+        data[18:26] = ((v >> 36 << 36) | total_frames).to_bytes(8, "big")
+    return bytes(data)
+
+
+def silent_flac_hiding_its_length(path: Path, frames: int, rate: int = 16000) -> Path:
+    """A FLAC of ``frames`` zero samples (a few bytes per 4096) whose header says "length unknown"."""
+    sf = pytest.importorskip("soundfile")
+    block = np.zeros(1 << 20, np.int16)
+    with sf.SoundFile(str(path), "w", rate, 1, format="FLAC", subtype="PCM_16") as fh:
+        for start in range(0, frames, block.size):
+            fh.write(block[:frames - start])
+    data = bytearray(path.read_bytes())
+    v = int.from_bytes(data[18:26], "big")
+    data[18:26] = (v >> 36 << 36).to_bytes(8, "big")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_hidden_length_flac_is_stopped_while_decoding(tmp_path):
+    x = tone(50000)
+    p = write(tmp_path, "hidden.flac", flac_bytes(x))
+    sf = pytest.importorskip("soundfile")
+    with sf.SoundFile(str(p)) as fh:
+        assert fh.frames >= audio._UNKNOWN_FRAMES  # libsndfile: length not stated
+    # 50000 frames are 100000 bytes as 16-bit PCM: a limit of 99999 stops at frame 50000
+    with pytest.raises(InputError, match=msg(
+            f"audio file is too large: {p} decodes to more than the limit of 99999 bytes as 16-bit PCM (decoding "
+            "stopped after 50000 frames of 1 channel(s) at 16000 Hz; its header declares no length; raise max_bytes "
+            "to accept it)")):
+        load_audio(p, max_bytes=99999)
+    # stopped as soon as the limit is passed, long before the end of the stream
+    with pytest.raises(InputError, match=msg(
+            f"audio file is too large: {p} decodes to more than the limit of 80000 bytes as 16-bit PCM (decoding "
+            "stopped after 40001 frames of 1 channel(s) at 16000 Hz; its header declares no length; raise "
+            "--max-bytes to accept it)")):
+        load_audio(p, max_bytes=80000, limit_names={"max_bytes": "--max-bytes"})
+    with pytest.raises(InputError, match=msg(
+            f"audio is too long: {p} decodes to more than the limit of 3 s (decoding stopped after 48001 frames at "
+            "16000 Hz; its header declares no length; raise max_seconds to accept it)")):
+        load_audio(p, max_seconds=3)
+    # within both limits: every frame, decoded as the honest file is (bit-exact, past a block boundary)
+    np.testing.assert_array_equal(load_audio(p, max_bytes=100000, max_seconds=50000 / 16000), x)
+
+
+def test_the_budget_counts_the_16k_result_of_a_low_rate_file(tmp_path):
+    """A low-rate file grows when resampled: 4000 frames at 8 kHz are 8000 frames (16000 bytes) at 16 kHz."""
+    x = tone(4000)
+    honest = write(tmp_path, "8k.flac", flac_bytes(x, rate=8000, total_frames=None))
+    with pytest.raises(InputError, match=msg(
+            f"audio file is too large: {honest} declares 4000 frames at 8000 Hz (16000 bytes as 16-bit PCM once "
+            "resampled to 16 kHz), the limit is 15999 bytes (raise max_bytes to accept it)")):
+        load_audio(honest, max_bytes=15999)
+    assert load_audio(honest, max_bytes=16000).shape == (8000,)
+    hidden = write(tmp_path, "8k_hidden.flac", flac_bytes(x, rate=8000))
+    with pytest.raises(InputError, match=msg(
+            f"audio file is too large: {hidden} decodes to more than the limit of 15999 bytes as 16-bit PCM once "
+            "resampled to 16 kHz (decoding stopped after 4000 frames of 1 channel(s) at 8000 Hz; its header "
+            "declares no length; raise max_bytes to accept it)")):
+        load_audio(hidden, max_bytes=15999)
+    # an 8-bit 4 kHz WAV: 1000 bytes of file, 4000 samples (8000 bytes) at 16 kHz
+    wav = write(tmp_path, "4k8.wav", wav_bytes(bytes(range(100, 200)) * 10, rate=4000, bits=8))
+    with pytest.raises(InputError, match=msg(
+            f"audio file is too large: {wav} declares 1000 frames at 4000 Hz (8000 bytes as 16-bit PCM once "
+            "resampled to 16 kHz), the limit is 7999 bytes (raise max_bytes to accept it)")):
+        load_audio(wav, max_bytes=7999)
+    assert load_audio(wav, max_bytes=8000).shape == (4000,)
+    # stereo at 16 kHz: the source (frames x channels) is the larger count
+    st = write(tmp_path, "st.flac", flac_bytes(np.stack([x, x], 1), total_frames=None))
+    with pytest.raises(InputError, match=msg(
+            f"audio file is too large: {st} declares 4000 frames of 2 channel(s) (16000 bytes as 16-bit PCM), "
+            "the limit is 15999 bytes (raise max_bytes to accept it)")):
+        load_audio(st, max_bytes=15999)
+    np.testing.assert_array_equal(load_audio(st, max_bytes=16000), x)
+
+
+def test_max_seconds_is_checked_before_decoding_and_resampling(tmp_path):
+    x = tone(48000)
+    wav = write(tmp_path, "3s.wav", wav_bytes(pcm16(x)))
+    np.testing.assert_array_equal(load_audio(wav, max_seconds=3), x)  # exactly 3 s: accepted
+    with pytest.raises(InputError, match=msg(
+            f"audio is too long: {wav} declares 48000 frames at 16000 Hz (3.000 s), the limit is 2.5 s "
+            "(raise max_seconds to accept it)")):
+        load_audio(wav, max_seconds=2.5)
+    with pytest.raises(InputError, match=msg(
+            f"audio is too long: {wav} declares 48000 frames at 16000 Hz (3.000 s), the limit is 2.5 s "
+            "(raise --max-seconds to accept it)")):
+        load_audio(wav, max_seconds=2.5, limit_names={"max_seconds": "--max-seconds"})
+    declared = write(tmp_path, "3s.flac", flac_bytes(x, total_frames=None))
+    with pytest.raises(InputError, match=msg(
+            f"audio is too long: {declared} declares 48000 frames at 16000 Hz (3.000 s), the limit is 2 s "
+            "(raise max_seconds to accept it)")):
+        load_audio(declared, max_seconds=2)
+    # the limit that allows fewer frames is the one named
+    with pytest.raises(InputError, match=msg(
+            f"audio file is too large: {declared} declares 48000 frames of 1 channel(s) (96000 bytes as 16-bit PCM), "
+            "the limit is 80000 bytes (raise max_bytes to accept it)")):
+        load_audio(declared, max_seconds=2.6, max_bytes=80000)
+    with pytest.raises(InputError, match=msg(
+            f"audio is too long: {declared} declares 48000 frames at 16000 Hz (3.000 s), the limit is 2 s "
+            "(raise max_seconds to accept it)")):
+        load_audio(declared, max_seconds=2, max_bytes=90000)
+    # arrays: their length, before any conversion or resampling
+    with pytest.raises(InputError, match=msg(
+            "audio is too long: the audio array has 48000 samples at 8000 Hz (6.000 s), the limit is 5 s "
+            "(raise max_seconds to accept it)")):
+        load_audio(np.zeros((48000, 2), np.uint8), 8000, max_seconds=5)
+    assert load_audio(np.zeros(40000, np.uint8), 8000, max_seconds=5).shape == (80000,)
+    for bad in (0, -1, float("nan"), float("inf"), True, "60"):
+        with pytest.raises(InputError, match=msg(f"max_seconds must be a positive number of seconds or None, got {bad!r}")):
+            load_audio(x, 16000, max_seconds=bad)
+
+
+def test_file_size_message_names_the_limit_as_asked(tmp_path):
+    data = wav_bytes(pcm16(tone(1000)))
+    p = write(tmp_path, "big.wav", data)
+    with pytest.raises(InputError, match=msg(
+            f"audio file is too large: {p} has {len(data)} bytes, the limit is 1000 bytes (raise --max-bytes to accept it)")):
+        load_audio(p, max_bytes=1000, limit_names={"max_bytes": "--max-bytes"})
+    with pytest.raises(InputError, match=msg(
+            f"audio file is too large: <bytes> has {len(data)} bytes, the limit is 1000 bytes (raise --max-bytes to accept it)")):
+        load_audio(data, max_bytes=1000, limit_names={"max_bytes": "--max-bytes"})
+    with pytest.raises(InputError, match=msg(
+            f".npy file is too large: {p} has {len(data)} bytes, the limit is 10 bytes (raise --max-bytes to accept it)")):
+        audio.read_limited(str(p), 10, ".npy file", limit_name="--max-bytes")
+    from runtime.features import load_fbank_file
+
+    with pytest.raises(InputError, match=msg(
+            f".npy file is too large: {p} has {len(data)} bytes, the limit is 10 bytes (raise --max-bytes to accept it)")):
+        load_fbank_file(p, max_bytes=10, limit_name="--max-bytes")
+
+
+@pytest.mark.parametrize("rate,channels", [(16000, 2), (22050, 3), (44100, 1)])
+def test_block_decoding_equals_decoding_the_whole_file(tmp_path, rate, channels):
+    """Each block is mixed to mono as it arrives: the same numbers as mixing the whole file."""
+    sf = pytest.importorskip("soundfile")
+    import soxr
+
+    rng = np.random.default_rng(rate)
+    x = rng.integers(-32768, 32768, (150000, channels)).astype(np.int16)  # > 2 blocks of 65536
+    p = write(tmp_path, "x.flac", flac_bytes(x, rate=rate, total_frames=None))
+    whole = sf.read(str(p), dtype="float64", always_2d=True)[0] * 32768.0
+    mono = whole.mean(axis=1)
+    if rate != 16000:
+        mono = soxr.resample(mono, rate, 16000, quality="HQ")
+    expected = np.clip(np.rint(mono), -32768, 32767).astype(np.int16)
+    np.testing.assert_array_equal(load_audio(p), expected)
+    hidden = write(tmp_path, "h.flac", flac_bytes(x, rate=rate))
+    np.testing.assert_array_equal(load_audio(hidden), expected)
+
+
+_BOUNDED_CHILD = r"""
+import json, resource, sys, warnings
+import numpy, soundfile, soxr
+from runtime.audio import load_audio
+from runtime.errors import CmpError
+
+def vm_size():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+
+path, headroom, calls = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+resource.setrlimit(resource.RLIMIT_AS, (vm_size() + headroom, resource.getrlimit(resource.RLIMIT_AS)[1]))
+out = []
+for kwargs in calls:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            x = load_audio(path, **kwargs)
+        out.append(["ok", int(x.size)])
+    except CmpError as exc:
+        out.append([type(exc).__name__, str(exc)])
+    except MemoryError:
+        out.append(["MemoryError", ""])
+print(json.dumps(out))
+"""
+
+BOMB_HEADROOM = 192 << 20  # address space above what the imports take
+
+
+def _load_with_bounded_memory(path: Path, *calls: dict) -> list:
+    """load_audio(path, **kwargs) for each of ``calls`` in a child process whose address space may
+    grow by BOMB_HEADROOM only; its results as [error class name, message] or ["ok", samples]."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs Linux /proc to size the address-space limit")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", _BOUNDED_CHILD, str(path), str(BOMB_HEADROOM), json.dumps(calls)],
+                          capture_output=True, text=True, timeout=300, env=env,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_flac_bomb_stops_at_max_bytes_in_bounded_memory(tmp_path):
+    """A 200 KB FLAC of 64 Mi silent frames whose header hides its length decodes to 128 MiB of
+    16-bit PCM (512 MiB as float64): with max_bytes=8 MiB it is refused after 4 Mi + 1 frames, in
+    a process that may not grow by more than 192 MiB; without a limit it runs out of memory there."""
+    frames = 64 << 20
+    p = silent_flac_hiding_its_length(tmp_path / "bomb.flac", frames)
+    assert p.stat().st_size < 400_000
+    limited, unlimited = _load_with_bounded_memory(p, {"max_bytes": 8 << 20}, {"max_bytes": None})
+    assert limited == ["InputError", (
+        f"audio file is too large: {p} decodes to more than the limit of {8 << 20} bytes as 16-bit PCM (decoding "
+        f"stopped after {(4 << 20) + 1} frames of 1 channel(s) at 16000 Hz; its header declares no length; "
+        "raise max_bytes to accept it)")]
+    assert unlimited[0] == "InputError" and unlimited[1].startswith(f"not enough memory to decode {p} ("), unlimited
+
+
+def test_low_rate_wav_bomb_is_refused_before_resampling(tmp_path):
+    """An 8-bit 4 kHz WAV of 16 MiB is 70 minutes: 128 MiB of float64, 512 MiB once resampled to
+    16 kHz. Refused on its header by max_seconds, or by max_bytes counting its 16 kHz result,
+    in a process that may not grow by more than 192 MiB (which the unlimited load overruns)."""
+    n = 16 << 20
+    p = write(tmp_path, "long.wav", wav_bytes(b"\x80" * n, rate=4000, bits=8))
+    seconds, size, unlimited = _load_with_bounded_memory(
+        p, {"max_seconds": 60, "max_bytes": None}, {"max_bytes": n + 100}, {"max_bytes": None})
+    assert seconds == ["InputError", f"audio is too long: {p} declares {n} frames at 4000 Hz ({n / 4000:.3f} s), "
+                                     "the limit is 60 s (raise max_seconds to accept it)"]
+    assert size == ["InputError", f"audio file is too large: {p} declares {n} frames at 4000 Hz ({8 * n} bytes as "
+                                  f"16-bit PCM once resampled to 16 kHz), the limit is {n + 100} bytes (raise "
+                                  "max_bytes to accept it)"]
+    assert unlimited == ["MemoryError", ""]
+
+
 # --------------------------------------------------------------------------- resampler quality
 
 def _rms_db(x: np.ndarray, amplitude: float) -> float:

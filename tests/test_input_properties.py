@@ -1,6 +1,6 @@
-"""Property-based tests (hypothesis) of the input readers and Predictor.predict: whatever
-bytes or arrays they are given, callers only ever see our error classes, and a prediction
-that is returned is finite. Bounded for CI (few examples, no deadline); the long runs are
+"""Property-based tests (hypothesis) of the input readers (audio, fbank .npy, the mesh readers)
+and Predictor.predict: whatever bytes or arrays they are given, callers only ever see our error
+classes, and a prediction (or a mesh) that is returned is finite. Bounded for CI (few examples, no deadline); the long runs are
 the atheris harnesses in tests/fuzz/."""
 from __future__ import annotations
 
@@ -105,6 +105,87 @@ def test_fbank_loader_raises_only_our_errors(data):
         except CmpError:
             return
     assert out.dtype == np.float32 and out.ndim == 2 and out.shape[1] == 64 and np.isfinite(out).all()
+
+
+# --------------------------------------------------------------------------- mesh readers
+
+def _mesh_seeds() -> dict[str, list[bytes]]:
+    rng = np.random.default_rng(2)
+    v = np.round(rng.normal(0, 50, (5, 3)), 3)
+    rows = "".join(f"v {a:.9g} {b:.9g} {c:.9g}\n" for a, b, c in v).encode()
+
+    def npy(a: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        np.save(buf, a)
+        return buf.getvalue()
+
+    def npz(compressed: bool, **arrays) -> bytes:
+        buf = io.BytesIO()
+        (np.savez_compressed if compressed else np.savez)(buf, **arrays)
+        return buf.getvalue()
+
+    return {
+        ".obj": [rows + b"f 1 2 3\nf 3 4 5\n", rows.replace(b"\n", b" 0.5 0.5 0.5\r\n") + b"f 1/1/1 2//2 3/3\n",
+                 b"# c\n" + rows + b"vt 0 0\nf 1 2 3 4\n"],
+        ".xyz": [b"# c\n" + rows.replace(b"v ", b""), rows.replace(b"v ", b"\t") + b"\n\n"],
+        ".npy": [npy(v), npy(v.astype(">f4")), npy(np.asfortranarray(v.astype(np.int16)))],
+        ".npz": [npz(False, vertices=v, vertices_frontal=v + 1), npz(True, vertices=v)],
+    }
+
+
+MESH_SEEDS = _mesh_seeds()
+_OBJ_TOKENS = ["v", "f", "vt", "#", "1", "-2.5", "1e3", "nan", "1/2/3", "2//3", "/1", "0", "x", "9" * 25, "+4", "1_0"]
+
+
+@st.composite
+def obj_text(draw) -> bytes:
+    """OBJ-like lines: keywords, numbers, corners, junk, with assorted spaces and line breaks."""
+    lines = []
+    for _ in range(draw(st.integers(0, 6))):
+        words = draw(st.lists(st.sampled_from(_OBJ_TOKENS), max_size=7))
+        lines.append(draw(st.sampled_from([" ", "\t", "  ", "\x1f"])).join(words)
+                     + draw(st.sampled_from(["\n", "\r\n", "\r", "\x0c", "\u2028", ""])))
+    return "".join(lines).encode("utf-8")
+
+
+def _mesh_inputs(suffix: str):
+    extra = [obj_text()] if suffix in (".obj", ".xyz") else []
+    return st.one_of(st.binary(max_size=300), mutated(MESH_SEEDS[suffix]), *extra)
+
+
+def _check_mesh_reader(suffix: str, data: bytes) -> None:
+    from runtime.mesh_read import npy_shape, read_mesh, read_obj
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / f"m{suffix}"
+        p.write_bytes(data)
+        if suffix == ".npy":
+            try:
+                shape = npy_shape(p)
+                assert type(shape) is tuple and all(type(n) is int and n >= 0 for n in shape)
+            except CmpError:
+                pass
+        try:
+            if suffix == ".obj":
+                v, t = read_obj(p)
+            else:
+                v, t = read_mesh(p), None
+        except CmpError as exc:
+            assert str(exc).startswith(str(p))
+            return
+    assert v.dtype == np.float64 and v.ndim == 2 and v.shape[1] == 3 and np.isfinite(v).all()
+    if t is not None:
+        assert t.dtype == np.int32 and t.shape[1:] == (3,) and (t.size == 0 or (t.min() >= 0 and t.max() < len(v)))
+
+
+@pytest.mark.parametrize("suffix", [".obj", ".xyz", ".npy", ".npz"])
+def test_mesh_readers_raise_only_our_errors(suffix):
+    @FAST
+    @given(_mesh_inputs(suffix))
+    def check(data):
+        _check_mesh_reader(suffix, data)
+
+    check()
 
 
 # --------------------------------------------------------------------------- Predictor.predict

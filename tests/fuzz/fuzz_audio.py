@@ -20,7 +20,8 @@ def one_input(data: bytes) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # truncated-file warnings are expected
         try:
-            load_audio(data, max_bytes=LIMIT)
+            # half the inputs also under a duration limit (2 s: checked on headers and while decoding)
+            load_audio(data, max_bytes=LIMIT, max_seconds=2.0 if len(data) % 2 else None)
         except CmpError:
             pass
 

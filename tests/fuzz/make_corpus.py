@@ -1,5 +1,6 @@
 """Writes small seed inputs for the harnesses: python tests/fuzz/make_corpus.py OUT_DIR
-(creates OUT_DIR/audio and OUT_DIR/fbank)."""
+(creates OUT_DIR/audio, OUT_DIR/fbank, OUT_DIR/mesh_text and OUT_DIR/mesh_arrays; a mesh seed's
+first byte picks the reader, as in fuzz_mesh_text.py and fuzz_mesh_arrays.py)."""
 from __future__ import annotations
 
 import io
@@ -39,6 +40,11 @@ def main(out: Path) -> None:
             buf = io.BytesIO()
             sf.write(buf, x, 16000, format=fmt, subtype=sub)
             seeds[f"a.{fmt.lower()}"] = buf.getvalue()
+        # a FLAC whose STREAMINFO hides its length (total samples 0): decoded with a running count
+        hidden = bytearray(seeds["a.flac"])
+        v = int.from_bytes(hidden[18:26], "big")
+        hidden[18:26] = (v >> 36 << 36).to_bytes(8, "big")
+        seeds["hidden_length.flac"] = bytes(hidden)
     except Exception as exc:  # soundfile missing: WAV seeds only
         print(f"no soundfile seeds: {exc}")
     for name, data in seeds.items():
@@ -55,7 +61,52 @@ def main(out: Path) -> None:
     buf = io.BytesIO()
     np.lib.format.write_array(buf, np.zeros((1, 64), np.float32), version=(2, 0))
     (fbank / "v2.npy").write_bytes(buf.getvalue())
-    print(f"seeds: {len(list(audio.iterdir()))} audio, {len(list(fbank.iterdir()))} fbank in {out}")
+    mesh_seeds(out, rng)
+    counts = ", ".join(f"{len(list((out / d).iterdir()))} {d}" for d in ("audio", "fbank", "mesh_text", "mesh_arrays"))
+    print(f"seeds: {counts} in {out}")
+
+
+OBJ, XYZ, NPY, NPZ = b"\x00", b"\x01", b"\x00", b"\x01"  # the first byte: which reader
+
+
+def mesh_seeds(out: Path, rng: np.random.Generator) -> None:
+    v = np.round(rng.normal(0, 50, (6, 3)), 3)
+    rows = "".join(f"v {a:.9g} {b:.9g} {c:.9g}\n" for a, b, c in v)
+    text = {
+        "plain.obj": OBJ + (rows + "f 1 2 3\nf 4 5 6\n").encode(),
+        "colours.obj": OBJ + "".join(f"v {a:.9g} {b:.9g} {c:.9g} 0.5 0.25 1\n" for a, b, c in v).encode() + b"f 1 2 3\n",
+        "corners.obj": OBJ + b"# c\r\n" + rows.encode() + b"vt 0 0\nvn 0 0 1\nf 1/1/1 2//1 3/1\nf 1 2 3 4\n",
+        "bad_index.obj": OBJ + rows.encode() + b"f 1 2 1000000000000000000000000000000\n",
+        "points.xyz": XYZ + b"# header\n" + "".join(f"{a:.9g} {b:.9g} {c:.9g}\n" for a, b, c in v).encode(),
+        "blank.xyz": XYZ + b"\n 1 2 3\n\t\n4 5 6\r\n",
+    }
+    folder = out / "mesh_text"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in text.items():
+        (folder / name).write_bytes(data)
+
+    def npy(a: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        np.save(buf, a)
+        return buf.getvalue()
+
+    def npz(compressed: bool, **arrays) -> bytes:
+        buf = io.BytesIO()
+        (np.savez_compressed if compressed else np.savez)(buf, **arrays)
+        return buf.getvalue()
+
+    arrays = {
+        "f64.npy": NPY + npy(v),
+        "f32_fortran.npy": NPY + npy(np.asfortranarray(v.astype(np.float32))),
+        "big_endian.npy": NPY + npy(v.astype(">f8")),
+        "int.npy": NPY + npy(v.astype(np.int16)),
+        "result.npz": NPZ + npz(False, vertices=v + 1, vertices_frontal=v, triangles=np.array([[0, 1, 2]], np.int32)),
+        "compressed.npz": NPZ + npz(True, vertices=v),
+    }
+    folder = out / "mesh_arrays"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in arrays.items():
+        (folder / name).write_bytes(data)
 
 
 if __name__ == "__main__":

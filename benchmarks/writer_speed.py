@@ -1,0 +1,102 @@
+"""Mesh writer speed: runtime.mesh_io.write_obj (numpy formatting) against the former writer
+(Python % formatting of every number, kept here as the reference) in one run, same mesh, timed
+round-robin; both files are checked byte for byte first. Also times write_ply.
+
+The mesh is the release's size (53215 vertices, 105840 triangles) with random float32 vertices
+(as benchmarks/render_speed.py's writer section), written without and with float colours.
+
+    python benchmarks/writer_speed.py [--quick] [--reps 20]
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from runtime.atomic import replacing  # noqa: E402
+from runtime.mesh_io import _colors_unit, _triangles, _vertices, write_obj, write_ply  # noqa: E402
+
+N_VERTICES, N_TRIANGLES = 53215, 105840
+
+
+def write_obj_reference(path: Path, vertices, triangles, colors=None) -> Path:
+    """write_obj as it was: one % format string per line, applied to every number."""
+    v = _vertices(vertices)
+    t = _triangles(triangles, v.shape[0])
+    if colors is None:
+        vals = v.astype(np.float64)
+        line = "v %.9g %.9g %.9g\n"
+    else:
+        c = _colors_unit(colors, v.shape[0])
+        vals = np.hstack([v.astype(np.float64), c])
+        line = "v %.9g %.9g %.9g %.6g %.6g %.6g\n"
+    body = (line * v.shape[0]) % tuple(vals.ravel().tolist())
+    faces = ("f %d %d %d\n" * t.shape[0]) % tuple((t + 1).ravel().tolist())
+    with replacing(path) as tmp, open(tmp, "w", encoding="ascii", newline="\n") as f:
+        f.write(body)
+        f.write(faces)
+    return path
+
+
+def timed_round_robin(fns, reps: int, warmup: int = 1) -> list[np.ndarray]:
+    """Milliseconds of each function, ``reps`` rounds, one call of each per round (background
+    load affects all alike); the garbage collector paused while timing."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    out = [[] for _ in fns]
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(reps):
+            for i, fn in enumerate(fns):
+                t0 = time.perf_counter()
+                fn()
+                out[i].append((time.perf_counter() - t0) * 1e3)
+    finally:
+        gc.enable()
+    return [np.array(o) for o in out]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="few repetitions")
+    ap.add_argument("--reps", type=int, default=None)
+    args = ap.parse_args(argv)
+    reps = args.reps or (3 if args.quick else 20)
+    rng = np.random.default_rng(2)
+    v = (rng.standard_normal((N_VERTICES, 3)) * 1e5).astype(np.float32)
+    t = rng.integers(0, N_VERTICES, (N_TRIANGLES, 3)).astype(np.int32)
+    colors = rng.random((N_VERTICES, 3)).astype(np.float32)
+    print(f"[mesh writers] {N_VERTICES} vertices, {N_TRIANGLES} triangles, {reps} rounds", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        old, new, ply = Path(tmp) / "old.obj", Path(tmp) / "new.obj", Path(tmp) / "m.ply"
+        for label, c in (("write_obj", None), ("write_obj + colours", colors)):
+            write_obj_reference(old, v, t, c)
+            write_obj(new, v, t, c)
+            if old.read_bytes() != new.read_bytes():
+                print(f"  {label}: FILES DIFFER", flush=True)
+                return 1
+            before, after = timed_round_robin([lambda: write_obj_reference(old, v, t, c),
+                                               lambda: write_obj(new, v, t, c)], reps)
+            print(f"  {label:20s} former {np.median(before):7.1f} ms   now {np.median(after):6.1f} ms "
+                  f"(p90 {np.percentile(after, 90):5.1f})   x{np.median(before) / np.median(after):.1f} faster, "
+                  f"byte-identical {new.stat().st_size / 1e6:.1f} MB", flush=True)
+        for label, c in (("write_ply", None), ("write_ply + colours", colors)):
+            (ms,) = timed_round_robin([lambda: write_ply(ply, v, t, c)], reps)
+            print(f"  {label:20s} median {np.median(ms):6.1f} ms   p90 {np.percentile(ms, 90):5.1f} ms "
+                  f"({ply.stat().st_size / 1e6:.1f} MB)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
