@@ -23,20 +23,22 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from runtime.atomic import replacing  # noqa: E402
-from runtime.mesh_io import _colors_unit, _triangles, _vertices, write_obj, write_ply  # noqa: E402
+from runtime.mesh_io import write_obj, write_ply  # noqa: E402
 
 N_VERTICES, N_TRIANGLES = 53215, 105840
 
 
 def write_obj_reference(path: Path, vertices, triangles, colors=None) -> Path:
-    """write_obj as it was: one % format string per line, applied to every number."""
-    v = _vertices(vertices)
-    t = _triangles(triangles, v.shape[0])
+    """write_obj as it was: one % format string per line, applied to every number (the inputs here
+    are the benchmark's own, already valid: checked only for finiteness)."""
+    v = np.asarray(vertices)
+    t = np.asarray(triangles, dtype=np.int64)
+    assert np.isfinite(v).all() and t.min() >= 0 and t.max() < v.shape[0]
     if colors is None:
         vals = v.astype(np.float64)
         line = "v %.9g %.9g %.9g\n"
     else:
-        c = _colors_unit(colors, v.shape[0])
+        c = np.clip(np.asarray(colors, np.float64), 0.0, 1.0)
         vals = np.hstack([v.astype(np.float64), c])
         line = "v %.9g %.9g %.9g %.6g %.6g %.6g\n"
     body = (line * v.shape[0]) % tuple(vals.ravel().tolist())
