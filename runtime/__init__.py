@@ -1,8 +1,9 @@
 """cmp-deploy runtime: voice -> 3D face mesh with ONNX Runtime. Never imports torch."""
-from runtime.errors import CheckpointError, CmpError, EngineError, InputError, InputWarning, ModelError, NoSpeechError
+from runtime.errors import (CheckpointError, CmpError, EngineError, InputError, InputWarning, LimitError, ModelError,
+                            NoSpeechError)
 from runtime.predictor import Predictor
 from runtime.result import Prediction
 from runtime.version import __version__
 
-__all__ = ["Predictor", "Prediction", "CmpError", "InputError", "NoSpeechError", "CheckpointError",
+__all__ = ["Predictor", "Prediction", "CmpError", "InputError", "LimitError", "NoSpeechError", "CheckpointError",
            "ModelError", "EngineError", "InputWarning", "__version__"]

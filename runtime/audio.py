@@ -56,7 +56,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .errors import InputError, InputWarning
+from .errors import InputError, InputWarning, LimitError
 
 SAMPLE_RATE = 16000  # what the release works at: every input is resampled to it
 MIN_RATE = 4000  # below / above these the header (or the caller) is wrong
@@ -99,7 +99,7 @@ _FORMAT_NAMES = {
 
 def load_audio(source, sample_rate: float | None = None, *,
                max_bytes: int | None = DEFAULT_MAX_BYTES, max_seconds: float | None = None,
-               limit_names: Mapping[str, str] | None = None) -> np.ndarray:
+               limit_names: Mapping[str, str] | None = None, name: str = "<bytes>") -> np.ndarray:
     """Load audio as mono 16 kHz int16 samples (1-D ``numpy.int16`` array).
 
     ``source``: a file path (``str`` / ``os.PathLike``), the bytes of a file, or a numpy
@@ -116,11 +116,12 @@ def load_audio(source, sample_rate: float | None = None, *,
     ``max_seconds``: refuse audio longer than this many seconds (files: on the header, and
     while decoding; arrays: on their length), before resampling; ``None`` (default): no limit.
     ``limit_names``: how messages name the limits, e.g. ``{"max_bytes": "--max-bytes"}``
-    (default: the parameter names).
-    Problems that still leave usable audio are reported with :class:`InputWarning`.
+    (default: the parameter names). ``name``: what messages call a source given as bytes.
+    Limits passed raise :class:`LimitError` (an :class:`InputError`); problems that still
+    leave usable audio are reported with :class:`InputWarning`.
     """
     samples, notes = load_audio_with_warnings(source, sample_rate, max_bytes=max_bytes,
-                                              max_seconds=max_seconds, limit_names=limit_names)
+                                              max_seconds=max_seconds, limit_names=limit_names, name=name)
     for note in notes:
         warnings.warn(note, InputWarning, stacklevel=2)
     return samples
@@ -128,8 +129,10 @@ def load_audio(source, sample_rate: float | None = None, *,
 
 def load_audio_with_warnings(source, sample_rate: float | None = None, *,
                              max_bytes: int | None = DEFAULT_MAX_BYTES, max_seconds: float | None = None,
-                             limit_names: Mapping[str, str] | None = None) -> tuple[np.ndarray, list[str]]:
-    """:func:`load_audio` that returns its warnings' messages instead of emitting them."""
+                             limit_names: Mapping[str, str] | None = None,
+                             name: str = "<bytes>") -> tuple[np.ndarray, list[str]]:
+    """:func:`load_audio` that returns its warnings' messages instead of emitting them. ``name``:
+    what messages call a source given as bytes (a server: "the request body")."""
     notes: list[str] = []
     limits = _Limits(max_bytes, max_seconds, limit_names)
     if isinstance(source, np.ndarray):
@@ -143,9 +146,8 @@ def load_audio_with_warnings(source, sample_rate: float | None = None, *,
 
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-        name = "<bytes>"
         if max_bytes is not None and len(data) > max_bytes:
-            raise InputError(_too_large(name, len(data), max_bytes, limit_name=limits.name("max_bytes")))
+            raise LimitError(_too_large(name, len(data), max_bytes, limit_name=limits.name("max_bytes")))
     elif isinstance(source, (str, os.PathLike)):
         name = os.fspath(source)
         data = read_limited(name, max_bytes, "audio file", limit_name=limits.name("max_bytes"))
@@ -182,7 +184,7 @@ def read_limited(name: str, max_bytes: int | None, what: str, *, limit_name: str
     if not stat.S_ISREG(st.st_mode):
         raise InputError(f"not a regular file: {name}")
     if max_bytes is not None and st.st_size > max_bytes:
-        raise InputError(_too_large(name, st.st_size, max_bytes, what, limit_name))
+        raise LimitError(_too_large(name, st.st_size, max_bytes, what, limit_name))
     try:
         with open(name, "rb") as fh:
             # Read one byte more than allowed: files in /proc report size 0, others may grow.
@@ -190,7 +192,7 @@ def read_limited(name: str, max_bytes: int | None, what: str, *, limit_name: str
     except OSError as exc:  # permissions, I/O errors (e.g. /proc/self/mem)
         raise InputError(f"cannot read {what} {name}: {_reason(exc)}") from None
     if max_bytes is not None and len(data) > max_bytes:
-        raise InputError(_too_large(name, len(data), max_bytes, what, limit_name))
+        raise LimitError(_too_large(name, len(data), max_bytes, what, limit_name))
     return data
 
 
@@ -254,26 +256,26 @@ class _Limits:
         if allowed is None or frames <= allowed:
             return
         if self._binding(channels, rate) == "max_seconds":
-            raise InputError(
+            raise LimitError(
                 f"audio is too long: {name} declares {frames} frames at {rate:g} Hz ({frames / rate:.3f} s), "
                 f"the limit is {self.max_seconds:g} s (raise {self.name('max_seconds')} to accept it)")
         size, resampled = self.pcm16(frames, channels, rate)
         what = (f"{frames} frames at {rate:g} Hz ({size} bytes as 16-bit PCM once resampled to "
                 f"{SAMPLE_RATE // 1000} kHz)" if resampled else
                 f"{frames} frames of {channels} channel(s) ({size} bytes as 16-bit PCM)")
-        raise InputError(f"audio file is too large: {name} declares {what}, the limit is {self.max_bytes} "
+        raise LimitError(f"audio file is too large: {name} declares {what}, the limit is {self.max_bytes} "
                          f"bytes (raise {self.name('max_bytes')} to accept it)")
 
-    def decoded_too_much(self, name: str, frames: int, channels: int, rate: float, declared: int | None) -> InputError:
+    def decoded_too_much(self, name: str, frames: int, channels: int, rate: float, declared: int | None) -> LimitError:
         """The error for a decoder stopped after ``frames`` frames, past a limit."""
         header = "its header declares no length" if declared is None else f"its header declares {declared} frames"
         if self._binding(channels, rate) == "max_seconds":
-            return InputError(
+            return LimitError(
                 f"audio is too long: {name} decodes to more than the limit of {self.max_seconds:g} s (decoding "
                 f"stopped after {frames} frames at {rate:g} Hz; {header}; raise {self.name('max_seconds')} "
                 "to accept it)")
         where = f" once resampled to {SAMPLE_RATE // 1000} kHz" if self.pcm16(frames, channels, rate)[1] else ""
-        return InputError(
+        return LimitError(
             f"audio file is too large: {name} decodes to more than the limit of {self.max_bytes} bytes as "
             f"16-bit PCM{where} (decoding stopped after {frames} frames of {channels} channel(s) at {rate:g} Hz; "
             f"{header}; raise {self.name('max_bytes')} to accept it)")
@@ -281,7 +283,7 @@ class _Limits:
     def check_array(self, frames: int, rate: float) -> None:
         """``max_seconds`` on an array's length (``max_bytes`` is for files)."""
         if self.max_seconds is not None and frames > self._seconds_frames(rate):
-            raise InputError(
+            raise LimitError(
                 f"audio is too long: the audio array has {frames} samples at {rate:g} Hz "
                 f"({frames / rate:.3f} s), the limit is {self.max_seconds:g} s "
                 f"(raise {self.name('max_seconds')} to accept it)")

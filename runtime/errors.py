@@ -9,6 +9,10 @@ class InputError(CmpError, ValueError):
     """The audio, features or arrays handed to us are unusable."""
 
 
+class LimitError(InputError):
+    """The input is larger (or longer) than a limit allows (a server answers 413)."""
+
+
 class NoSpeechError(InputError):
     """Voice activity detection found no speech in the recording."""
 

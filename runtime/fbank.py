@@ -326,8 +326,9 @@ def compute_fbank(samples_int16, vad: bool = True) -> np.ndarray:
 
 
 def fbank_from_source(source, sample_rate=None, vad: bool = True,
-                      max_bytes: int | None = DEFAULT_MAX_BYTES) -> np.ndarray:
+                      max_bytes: int | None = DEFAULT_MAX_BYTES, limit_names: dict[str, str] | None = None) -> np.ndarray:
     """:func:`runtime.audio.load_audio` (file path or array) then :func:`compute_fbank`.
-    ``max_bytes`` bounds files as in :func:`runtime.audio.load_audio`."""
-    samples = load_audio(source, sample_rate, max_bytes=max_bytes)
+    ``max_bytes`` bounds files as in :func:`runtime.audio.load_audio`; ``limit_names`` names it in
+    messages."""
+    samples = load_audio(source, sample_rate, max_bytes=max_bytes, limit_names=limit_names)
     return compute_fbank(samples, vad=vad)

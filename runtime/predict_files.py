@@ -53,13 +53,17 @@ class PredictorSpec:
     max_bytes: int | None = None
     backend: str = "auto"
     precision: str = "fp32"
+    limit_names: tuple[tuple[str, str], ...] = ()  # how messages name the limits: (("max_bytes", "--max-bytes"),)
 
     def open(self) -> Predictor:
-        return Predictor(self.models, self.pipeline, self.device, self.threads, vad=self.vad, frontend=self.frontend,
-                         max_bytes=self.max_bytes, backend=self.backend, precision=self.precision)
+        predictor = Predictor(self.models, self.pipeline, self.device, self.threads, vad=self.vad,
+                              frontend=self.frontend, max_bytes=self.max_bytes, backend=self.backend,
+                              precision=self.precision)
+        predictor.limit_names.update(self.limit_names)
+        return predictor
 
     def preparer(self) -> InputPreparer:
-        return InputPreparer(self.frontend, self.vad, self.max_bytes)
+        return InputPreparer(self.frontend, self.vad, self.max_bytes, dict(self.limit_names))
 
 
 @dataclass(frozen=True)

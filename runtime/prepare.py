@@ -7,8 +7,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from types import EllipsisType
-from typing import Callable, Union
+from typing import Union
 
 import numpy as np
 
@@ -67,13 +66,16 @@ class InputPreparer:
     removes silence as the release does; ``max_bytes`` is the largest file accepted (None: no limit).
     """
 
-    def __init__(self, frontend: str = "numpy", vad: bool = True, max_bytes: int | None = DEFAULT_MAX_BYTES) -> None:
+    def __init__(self, frontend: str = "numpy", vad: bool = True, max_bytes: int | None = DEFAULT_MAX_BYTES,
+                 limit_names: dict[str, str] | None = None) -> None:
         if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)
                                       or max_bytes < 1):
             raise InputError(f"max_bytes must be a positive integer or None, got {max_bytes!r}")
         self.frontend = check_frontend(frontend)
         self.vad = vad
         self.max_bytes = max_bytes
+        # How messages name the limits: the library's keywords, or a command line's options.
+        self.limit_names = dict(limit_names or {})
 
     def prepare(self, source: Source, sample_rate: int | None = None, vad: bool | None = None,
                 clock: Stages | None = None, notes: list[str] | None = None) -> Item:
@@ -90,7 +92,8 @@ class InputPreparer:
             if isinstance(source, np.ndarray):
                 fbank = check_fbank(source)
             else:
-                fbank = load_fbank_file(source, max_bytes=self.max_bytes)
+                fbank = load_fbank_file(source, max_bytes=self.max_bytes,
+                                        limit_name=self.limit_names.get("max_bytes", "max_bytes"))
             check_length(fbank.shape[0], "fbank", notes)
             clock.lap("features")
             return "fbank", fbank
@@ -107,25 +110,22 @@ class InputPreparer:
 
     def samples(self, source: Source, sample_rate: float | None = None, vad: bool | None = None,
                 clock: Stages | None = None, notes: list[str] | None = None, *,
-                max_bytes: int | None | EllipsisType = ...,
-                check: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
+                max_seconds: float | None = None, name: str = "<bytes>") -> np.ndarray:
         """Audio -> 16 kHz int16 samples, after voice activity detection unless switched off: the
         one path from audio to samples. The reader's warnings are emitted and appended to ``notes``.
-        ``max_bytes`` overrides the Predictor's limit (the server's body limit); ``check`` sees the
-        samples before VAD (the server's duration limit)."""
+        ``max_seconds`` bounds the duration while decoding (a server's limit); ``name`` is what
+        messages call a source given as bytes."""
         from runtime.audio import load_audio_with_warnings
         from runtime.vad import remove_silence
 
         clock = clock if clock is not None else Stages()
-        limit = self.max_bytes if max_bytes is ... else max_bytes
-        samples, found = load_audio_with_warnings(source, sample_rate, max_bytes=limit)
+        samples, found = load_audio_with_warnings(source, sample_rate, max_bytes=self.max_bytes,
+                                                  max_seconds=max_seconds, limit_names=self.limit_names, name=name)
         for note in found:
             warnings.warn(note, InputWarning, stacklevel=3)
         if notes is not None:
             notes.extend(found)
         clock.lap("audio")
-        if check is not None:
-            check(samples)
         if self.vad if vad is None else vad:
             samples = remove_silence(samples)
             clock.lap("vad")

@@ -606,7 +606,7 @@ def test_flac_bomb_stops_at_max_bytes_in_bounded_memory(tmp_path):
     p = silent_flac_hiding_its_length(tmp_path / "bomb.flac", frames)
     assert p.stat().st_size < 400_000
     limited, unlimited = _load_with_bounded_memory(p, {"max_bytes": 8 << 20}, {"max_bytes": None})
-    assert limited == ["InputError", (
+    assert limited == ["LimitError", (
         f"audio file is too large: {p} decodes to more than the limit of {8 << 20} bytes as 16-bit PCM (decoding "
         f"stopped after {(4 << 20) + 1} frames of 1 channel(s) at 16000 Hz; its header declares no length; "
         "raise max_bytes to accept it)")]
@@ -621,9 +621,9 @@ def test_low_rate_wav_bomb_is_refused_before_resampling(tmp_path):
     p = write(tmp_path, "long.wav", wav_bytes(b"\x80" * n, rate=4000, bits=8))
     seconds, size, unlimited = _load_with_bounded_memory(
         p, {"max_seconds": 60, "max_bytes": None}, {"max_bytes": n + 100}, {"max_bytes": None})
-    assert seconds == ["InputError", f"audio is too long: {p} declares {n} frames at 4000 Hz ({n / 4000:.3f} s), "
+    assert seconds == ["LimitError", f"audio is too long: {p} declares {n} frames at 4000 Hz ({n / 4000:.3f} s), "
                                      "the limit is 60 s (raise max_seconds to accept it)"]
-    assert size == ["InputError", f"audio file is too large: {p} declares {n} frames at 4000 Hz ({8 * n} bytes as "
+    assert size == ["LimitError", f"audio file is too large: {p} declares {n} frames at 4000 Hz ({8 * n} bytes as "
                                   f"16-bit PCM once resampled to 16 kHz), the limit is {n + 100} bytes (raise "
                                   "max_bytes to accept it)"]
     assert unlimited == ["MemoryError", ""]

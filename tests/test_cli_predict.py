@@ -194,7 +194,7 @@ def test_max_bytes_bounds_npy_and_audio_inputs(capsys, models_dir, tmp_path):
                        "--max-bytes", "1000")
     assert code == 2
     assert err.strip() == (f"cmp-face: error: .npy file is too large: {feats} has {size} bytes, the limit is "
-                           "1000 bytes (raise max_bytes to accept it)")
+                           "1000 bytes (raise --max-bytes to accept it)")
     assert not (tmp_path / "o").exists()
     from runtime.demo_signal import demo_voice
     import wave
@@ -206,7 +206,7 @@ def test_max_bytes_bounds_npy_and_audio_inputs(capsys, models_dir, tmp_path):
     code, _, err = run(capsys, "fbank", str(wav), "-o", str(tmp_path / "x.npy"), "--max-bytes", "4096")
     assert code == 2
     assert err.strip() == (f"cmp-face: error: audio file is too large: {wav} has {wav.stat().st_size} bytes, "
-                           "the limit is 4096 bytes (raise max_bytes to accept it)")
+                           "the limit is 4096 bytes (raise --max-bytes to accept it)")
 
 
 def test_predict_from_the_microphone_equals_the_same_samples_from_a_file(capsys, models_dir, tmp_path, monkeypatch):

@@ -204,7 +204,7 @@ def test_bad_audio_answers_the_cli_message(server):
 
     garbage = b"RIFF\x10\x00\x00\x00WAVEjunk"
     with pytest.raises(InputError) as expected:
-        load_audio(garbage)
+        load_audio(garbage, name="the request's audio")
     r = httpx.post(f"{server.url}/predict", content=garbage)
     assert r.status_code == 400 and error_of(r) == str(expected.value)
     silence = np.zeros(16000, np.int16)
@@ -306,7 +306,8 @@ def test_size_and_duration_limits(server):
     n = int(13 * 16000)
     r = httpx.post(f"{server.url}/predict", content=wav_bytes(np.zeros(n, np.int16)))
     assert r.status_code == 413
-    assert error_of(r) == f"audio of 13.0 s ({n} samples) is longer than this server's limit of 12 s"
+    assert error_of(r) == (f"audio is too long: the request's audio declares {n} frames at 16000 Hz (13.000 s), "
+                           "the limit is 12 s (raise the server's --max-audio-s to accept it)")
     doc = {"inputs": [{"name": "samples", "datatype": "INT16", "shape": [1, 8000 * 13],
                        "parameters": {"binary_data_size": 2 * 8000 * 13}}], "parameters": {"sample_rate": 8000}}
     r = _infer(server, doc, binary=b"\0" * (2 * 8000 * 13))

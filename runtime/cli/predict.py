@@ -12,6 +12,9 @@ from runtime.plugins import Command
 
 
 
+LIMIT_NAMES = (("max_bytes", "--max-bytes"),)  # a limit's name in messages: the option that sets it
+
+
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -47,7 +50,7 @@ def predictor_spec(args: argparse.Namespace):
     models = resolve_models(args.models, args.release, args.pipeline, args.epoch, _progress)
     return PredictorSpec(models, args.pipeline, args.device, args.threads, vad=not args.no_vad,
                          frontend=args.frontend, max_bytes=args.max_bytes or DEFAULT_MAX_BYTES,
-                         backend=args.backend, precision=args.precision)
+                         backend=args.backend, precision=args.precision, limit_names=LIMIT_NAMES)
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -138,7 +141,7 @@ def run_fbank(args: argparse.Namespace) -> int:
         raise InputError(f"{args.output}: the output must be a .npy file name")
     check_execution(args)
     fbank = fbank_from_source(args.input, sample_rate=args.sample_rate, vad=not args.no_vad,
-                              max_bytes=args.max_bytes or DEFAULT_MAX_BYTES)
+                              max_bytes=args.max_bytes or DEFAULT_MAX_BYTES, limit_names=dict(LIMIT_NAMES))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with replacing(args.output) as tmp:
         np.save(tmp, fbank)

@@ -36,7 +36,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from runtime.errors import CmpError, InputError
+from runtime.errors import CmpError, InputError, LimitError
 from runtime.serve.batcher import Batcher, DeadlineExceeded
 from runtime.serve.metrics import Metrics
 from runtime.serve.pipeline import Parsed, ServedPipeline
@@ -338,8 +338,9 @@ def create_app(served: ServedPipeline, workers: CpuWorkers, max_batch: int = 8, 
         return error_response(exc.status, exc.message, exc.headers)
 
     async def on_our_error(request: Request, exc: CmpError) -> Response:
-        # Input problems are the client's (400); a model problem is ours (500).
-        return error_response(400 if isinstance(exc, InputError) else 500, str(exc))
+        # Input problems are the client's (400, 413 past a limit); a model problem is ours (500).
+        status = 413 if isinstance(exc, LimitError) else 400 if isinstance(exc, InputError) else 500
+        return error_response(status, str(exc))
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

@@ -70,7 +70,9 @@ class RequestInputs:
     def __init__(self, limits: Limits, frontend: str, output_names: list[str], output_shapes: dict[str, list[int]],
                  model_names: tuple[str, str]) -> None:
         self.limits = limits
-        self.preparer = InputPreparer(frontend, vad=True, max_bytes=limits.max_body_bytes)
+        self.preparer = InputPreparer(frontend, vad=True, max_bytes=limits.max_body_bytes,
+                                      limit_names={"max_bytes": "the server's --max-body-bytes",
+                                                   "max_seconds": "the server's --max-audio-s"})
         self.output_names = output_names
         self.output_shapes = output_shapes   # per output, -1 for the batch
         self.audio_model, self.fbank_model = model_names
@@ -108,8 +110,8 @@ class RequestInputs:
         """An audio file's bytes (any format the CLI reads) -> one model item, and warnings."""
         stages = Stages()
         notes: list[str] = []
-        samples = self.preparer.samples(data, None, vad, stages, notes,
-                                        check=lambda s: self._check_duration(s.shape[0], SAMPLE_RATE))
+        samples = self.preparer.samples(data, None, vad, stages, notes, max_seconds=self.limits.max_audio_s,
+                                        name="the request's audio")
         return Parsed([self.preparer.from_samples(samples, stages, notes)], notes=notes, stages=dict(stages))
 
     # ------------------------------------------------------------------ checks and conversions
