@@ -232,3 +232,19 @@ def test_predict_from_the_microphone_equals_the_same_samples_from_a_file(capsys,
     code, _, err = run(capsys, "predict", "--mic", "0.1", "-o", str(tmp_path / "x"), "--models", str(tmp_path / "no"))
     assert code == 2 and err.strip() == "cmp-face: error: recording length: expected 0.5 to 60 seconds, got 0.1"
     assert len(sd.calls) == 3  # checked before any work: the device was not asked again
+
+
+def test_max_bytes_stops_a_hidden_length_flac_while_decoding(capsys, models_dir, tmp_path):
+    """A FLAC of 8 Mi silent frames (16 MiB as 16-bit PCM) whose header hides its length: with
+    --max-bytes 1000000 decoding stops at frame 500001, and the message names the option."""
+    from tests.test_audio import silent_flac_hiding_its_length
+
+    p = silent_flac_hiding_its_length(tmp_path / "bomb.flac", 8 << 20)
+    code, _, err = run(capsys, "predict", str(p), "-o", str(tmp_path / "o"), "--models", str(models_dir),
+                       "--max-bytes", "1000000")
+    assert code == 2
+    assert err.strip() == (
+        f"cmp-face: error: audio file is too large: {p} decodes to more than the limit of 1000000 bytes as 16-bit "
+        "PCM (decoding stopped after 500001 frames of 1 channel(s) at 16000 Hz; its header declares no length; "
+        "raise --max-bytes to accept it)")
+    assert not (tmp_path / "o").exists()

@@ -168,3 +168,48 @@ def test_many_concurrent_valid_requests_all_succeed_while_slow_clients_wait(guar
         for sock in stallers:
             sock.close()
     assert codes == [200] * 12  # 4 at once: within the 4 admission slots, whatever the stallers do
+
+
+def _peak_rss_mb(pid: int) -> dict[int, float]:
+    """VmHWM (the peak resident set since start) of a process and its children, in MB."""
+    psutil = pytest.importorskip("psutil")
+    peaks = {}
+    for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+        try:
+            with open(f"/proc/{p.pid}/status") as fh:
+                peaks[p.pid] = next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmHWM:"))
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return peaks
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads VmHWM from /proc")
+def test_hidden_length_flac_bombs_are_413_in_bounded_memory(guarded, tmp_path):
+    """Two FLACs of 32 Mi silent frames (35 minutes, 64 MiB as 16-bit PCM, ~100 KB each) whose
+    header hides the length, sent at once at the default limits (32 MiB body, 60 s): each is
+    stopped while decoding at 60 s, and no server process (workers included) grows by 500 MB."""
+    from tests.test_audio import silent_flac_hiding_its_length
+
+    bomb = silent_flac_hiding_its_length(tmp_path / "bomb.flac", 32 << 20).read_bytes()
+    assert len(bomb) < 300_000
+    before = _peak_rss_mb(guarded.proc.pid)
+    assert len(before) >= 3  # the server and its two CPU workers
+    answers: list = []
+
+    def send():
+        answers.append(httpx.post(f"{guarded.url}/predict", content=bomb, timeout=60))
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    assert [(r.status_code, error_of(r)) for r in answers] == [(413, (
+        "audio is too long: the request's audio decodes to more than the limit of 60 s (decoding stopped after "
+        "960001 frames at 16000 Hz; its header declares no length; raise the server's --max-audio-s to accept "
+        "it)"))] * 2
+    after = _peak_rss_mb(guarded.proc.pid)
+    growth = {pid: after[pid] - before[pid] for pid in before if pid in after}
+    print("peak RSS growth (MB):", growth)
+    assert growth and max(growth.values()) < 500, growth
+    assert httpx.post(f"{guarded.url}/predict", content=wav_bytes(speech(2.0)), timeout=30).status_code == 200
