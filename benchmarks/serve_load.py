@@ -9,7 +9,13 @@ starts the real server on loopback (``python -m runtime.serve``) and drives it w
   clients do), each rate for ``--seconds``; latency p50/p90/p99, errors, answered rate;
 - a **closed-loop** load: a fixed number of clients, each sending its next request when the
   previous one is answered; throughput and latency;
-- ``/predict`` with audio-file bodies (decode, VAD and log-mel, which do not batch), closed loop.
+- ``/predict`` with audio-file bodies (decode, VAD and log-mel, which do not batch), closed loop;
+- the open loop again **under attack** (first configuration only, ``--no-attack`` skips it): beside
+  the valid load, ``--stallers`` connections stalled in their headers or bodies and hostile
+  requests at ``--hostile-share`` of the rate (benchmarks/hostile.py: FLAC bombs, garbage, absurd
+  shapes, 1 GB declared bodies, resets mid-body). The verdict: at rates the server held without
+  attack every valid request is answered 200; above, valid requests only ever get 503 with
+  Retry-After.
 Infer bodies are equal-length ``samples`` (INT16, binary tensor extension, binary outputs), cut
 from real speech. "Held" means p99 under 100 ms, no error, and at least 95 % of the offered rate
 answered. Batch sizes come from the server's own ``/metrics``. The load generator runs on the
@@ -49,6 +55,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--max-batch", type=int, nargs="+", default=[8, 1], help="server configurations to compare")
     ap.add_argument("--max-delay-ms", type=float, default=2.0)
     ap.add_argument("--audio-seconds", type=float, default=6.0, help="length of each request's samples")
+    ap.add_argument("--no-attack", dest="attack", action="store_false", help="skip the run under attack")
+    ap.add_argument("--hostile-share", type=float, default=0.25,
+                    help="hostile requests per valid request offered, under attack")
+    ap.add_argument("--stallers", type=int, default=100, help="connections kept stalled, under attack")
     ap.add_argument("--out", type=Path, help="output folder (default benchmarks/results/<machine>/serve)")
     args = ap.parse_args(argv)
     args.seconds = args.seconds or (1.5 if args.quick else 10.0)
@@ -136,6 +146,8 @@ async def _one(client, path: str, body: bytes, headers: dict, latencies: list, c
         r = await client.post(path, content=body, headers=headers)
         await r.aread()
         code = r.status_code
+        if code == 503 and "retry-after" not in r.headers:
+            code = "503 without Retry-After"
     except Exception:  # noqa: BLE001 - a lost request is a result here
         code = 0
     latencies.append(time.perf_counter() - started)
@@ -157,6 +169,28 @@ async def open_loop(url: str, path: str, body: bytes, headers: dict, rate: float
         await asyncio.gather(*tasks)
         elapsed = max(time.perf_counter() - start, seconds)
     return {"offered_per_s": rate, **_summary(latencies, codes, elapsed)}
+
+
+async def attacked_open_loop(url: str, port: int, path: str, body: bytes, headers: dict, rate: float,
+                             seconds: float, hostile_share: float, stallers: int) -> dict:
+    """:func:`open_loop` with an :class:`benchmarks.hostile.Attack` beside it (started first, so
+    that the stalled connections are in place)."""
+    from benchmarks.hostile import Attack
+
+    attack = Attack(port, path, max(hostile_share * rate, 0.5), stallers)
+    attacking = asyncio.create_task(attack.run(seconds))
+    await asyncio.sleep(0.5)
+    row = await open_loop(url, path, body, headers, rate, seconds)
+    return {**row, "attack": await attacking}
+
+
+def attack_verdict(row: dict, held_without_attack: float | None) -> str:
+    """'ok', or what the server did that it must not: below the held rate every valid request is
+    answered 200; above it the only failure allowed is 503 with Retry-After."""
+    if held_without_attack is not None and row["offered_per_s"] <= held_without_attack:
+        return "ok" if not row["errors"] else f"valid requests failed below the held rate: {row['errors']}"
+    bad = {code: n for code, n in row["errors"].items() if code != "503"}
+    return "ok" if not bad else f"valid requests got {bad}"
 
 
 async def closed_loop(url: str, path: str, body: bytes, headers: dict, clients: int, seconds: float) -> dict:
@@ -181,7 +215,7 @@ def held(row: dict) -> bool:
             and row["answered_per_s"] >= 0.95 * row["offered_per_s"])
 
 
-def run_config(args, models: Path, max_batch: int, samples: np.ndarray) -> dict:
+def run_config(args, models: Path, max_batch: int, samples: np.ndarray, attack: bool = False) -> dict:
     server = Server(models, args.pipeline, max_batch, args.max_delay_ms)
     path = f"/v2/models/cmp_{args.pipeline}/infer"
     body, headers = infer_body(samples)
@@ -210,6 +244,16 @@ def run_config(args, models: Path, max_batch: int, samples: np.ndarray) -> dict:
                   file=sys.stderr)
         rates = [r["offered_per_s"] for r in result["open_loop"] if r["held"]]
         result["highest_rate_held"] = max(rates) if rates else None
+        if attack:
+            result["under_attack"] = []
+            for rate in args.rates:
+                row = asyncio.run(attacked_open_loop(server.url, server.port, path, body, headers, rate, args.seconds,
+                                                     args.hostile_share, args.stallers))
+                row["verdict"] = attack_verdict(row, result["highest_rate_held"])
+                result["under_attack"].append(row)
+                print(f"  max-batch {max_batch} under attack {rate:g}/s: p50 {row['p50_ms']:.1f} p99 "
+                      f"{row['p99_ms']:.1f} ms, answered {row['answered_per_s']:.1f}/s, errors {row['errors']}, "
+                      f"hostile {row['attack']['hostile_answers']}: {row['verdict']}", file=sys.stderr)
         return result
     finally:
         server.stop()
@@ -239,6 +283,22 @@ def markdown(doc: dict) -> str:
             lines.append(f"| {r['clients']} | {r['answered_per_s']:.1f} | {r['p50_ms']:.1f} / {r['p99_ms']:.1f} "
                          f"| {p['answered_per_s']:.1f} | {p['p50_ms']:.1f} / {p['p99_ms']:.1f} |")
         lines.append("")
+        if cfg.get("under_attack"):
+            a0 = cfg["under_attack"][0]["attack"]
+            lines += [f"### --max-batch {cfg['max_batch']} under attack: {a0['stallers']} stalled connections "
+                      "(reopened when closed) and hostile requests at "
+                      f"{doc['hostile_share']:g} x the valid rate", "",
+                      "| valid offered /s | answered /s | p50 ms | p99 ms | valid errors | hostile /s "
+                      "| stalled conns opened | hostile answers | verdict |",
+                      "|---:|---:|---:|---:|---|---:|---:|---|---|"]
+            for r in cfg["under_attack"]:
+                a = r["attack"]
+                answers = "; ".join(f"{k}: " + ", ".join(f"{c} x{n}" for c, n in sorted(v.items()))
+                                    for k, v in a["hostile_answers"].items() if v)
+                lines.append(f"| {r['offered_per_s']:g} | {r['answered_per_s']:.1f} | {r['p50_ms']:.1f} "
+                             f"| {r['p99_ms']:.1f} | {r['errors'] or '-'} | {a['hostile_per_s']:g} "
+                             f"| {a['stalled_connections_opened']} | {answers} | {r['verdict']} |")
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -253,6 +313,9 @@ def plot(doc: dict, path: Path) -> None:
         x = [r["offered_per_s"] for r in cfg["open_loop"]]
         for key, style in (("p99_ms", "-o"), ("p50_ms", "--.")):
             ax.plot(x, [r[key] for r in cfg["open_loop"]], style, label=f"max-batch {cfg['max_batch']} {key[:3]}")
+        if cfg.get("under_attack"):
+            ax.plot([r["offered_per_s"] for r in cfg["under_attack"]], [r["p99_ms"] for r in cfg["under_attack"]],
+                    ":x", label=f"max-batch {cfg['max_batch']} p99 under attack")
     ax.axhline(HELD_P99_MS, color="grey", lw=0.8)
     ax.set_xlabel("offered load (requests/s, open loop)")
     ax.set_ylabel("latency (ms)")
@@ -279,10 +342,17 @@ def main(argv=None) -> int:
     samples = speech(args.audio_seconds)
     doc = {"quick": args.quick, "machine": machine, "cores": cores, "pipeline": args.pipeline,
            "audio_seconds": args.audio_seconds, "max_delay_ms": args.max_delay_ms, "seconds": args.seconds,
-           "configs": [run_config(args, args.models, b, samples) for b in args.max_batch]}
+           "hostile_share": args.hostile_share,
+           "configs": [run_config(args, args.models, b, samples, attack=args.attack and i == 0)
+                       for i, b in enumerate(args.max_batch)]}
     write_results(out, "serve_load", doc, markdown(doc), plot)
     held_rates = {c["max_batch"]: c["highest_rate_held"] for c in doc["configs"]}
     print(f"wrote {out}/serve_load.{{json,md,png}}; highest rate held per --max-batch: {held_rates}")
+    failed = [f"{r['offered_per_s']:g}/s: {r['verdict']}" for c in doc["configs"] for r in c.get("under_attack", [])
+              if r["verdict"] != "ok"]
+    if failed:
+        print("under attack the server failed valid requests: " + "; ".join(failed), file=sys.stderr)
+        return 1
     return 0
 
 

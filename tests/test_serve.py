@@ -504,3 +504,26 @@ def test_load_report_held_rule():
     assert not held({"offered_per_s": 10.0, **_summary(latencies, [200] * 99 + [503], 10.0)})
     assert not held({"offered_per_s": 11.0, **_summary(latencies, [200] * 100, 10.0)})  # 10/s answered of 11
     assert not held({"offered_per_s": 10.0, **_summary([0.01] * 90 + [0.2] * 10, [200] * 100, 10.0)})
+
+
+def test_load_report_attack_verdict():
+    """Under attack: at rates held without attack every valid request must be 200; above them
+    only 503 (with Retry-After: a 503 without it is recorded under its own name) is allowed."""
+    from benchmarks.serve_load import attack_verdict
+
+    assert attack_verdict({"offered_per_s": 8.0, "errors": {}}, 8.0) == "ok"
+    assert attack_verdict({"offered_per_s": 8.0, "errors": {"503": 2}}, 8.0) == \
+        "valid requests failed below the held rate: {'503': 2}"
+    assert attack_verdict({"offered_per_s": 16.0, "errors": {"503": 40}}, 8.0) == "ok"
+    assert attack_verdict({"offered_per_s": 16.0, "errors": {"503": 4, "503 without Retry-After": 1, "504": 1}},
+                          8.0) == "valid requests got {'503 without Retry-After': 1, '504': 1}"
+    assert attack_verdict({"offered_per_s": 2.0, "errors": {"0": 1}}, None) == "valid requests got {'0': 1}"
+
+
+def test_hostile_flac_bomb_hides_its_length_and_decodes_to_its_frames():
+    from benchmarks.hostile import silent_flac_hiding_its_length
+    from runtime.audio import load_audio
+
+    data = silent_flac_hiding_its_length(50000)
+    assert int.from_bytes(data[18:26], "big") & ((1 << 36) - 1) == 0  # total samples: unknown
+    assert load_audio(data).shape == (50000,)
