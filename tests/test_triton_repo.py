@@ -359,3 +359,17 @@ def test_a_rerun_replaces_only_its_own_model_folders_and_copies_unless_asked_to_
                                                       "someone_elses_model", "voice2mesh_supervised"]
     tr.write_repository(models_dir, repo, ["supervised"], fused=True, link=True)
     assert copy.stat().st_ino == (models_dir / "voice2mesh_supervised.onnx").stat().st_ino
+
+
+def test_int8_repository_serves_the_files_the_manifest_names(models_dir, tmp_path):
+    """After a calibrate that kept the decoder FP32, triton-repo --precision int8 serves the INT8
+    encoder, the FP32 decoder the manifest names and the FP32 frontend."""
+    from tests.helpers.folders import int8_keeping_the_decoder_fp32
+
+    m = int8_keeping_the_decoder_fp32(models_dir, tmp_path)
+    written = tr.write_repository(m, tmp_path / "r", precision="int8", pipelines=["supervised"])
+    assert sorted(p.name for p in written) == ["cmp_supervised", "decoder_supervised", "encoder", "frontend"]
+    repo = tmp_path / "r"
+    for model, source in (("encoder", "encoder_int8.onnx"), ("decoder_supervised", "decoder_supervised.onnx"),
+                          ("frontend", "frontend.onnx")):
+        assert (repo / model / "1" / "model.onnx").read_bytes() == (m / source).read_bytes(), model

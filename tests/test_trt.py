@@ -601,3 +601,22 @@ def test_an_onnx_file_changed_in_size_with_its_old_mtime_restored_is_caught(mode
     os.utime(onnx_file, ns=(st.st_atime_ns, st.st_mtime_ns))
     with pytest.raises(EngineError, match=r"encoder\.onnx changed since the engine was built from it"):
         check_engine(engine, H200, TRT10)
+
+
+def test_int8_dry_run_follows_the_manifest_where_calibration_kept_a_graph_fp32(models_dir, tmp_path, capsys):
+    """calibrate kept the decoder FP32 (no INT8 layer met the bar) and the frontend is FP32 by
+    design: the INT8 engines are built from the files models.json names for them."""
+    from tests.helpers.folders import int8_keeping_the_decoder_fp32
+
+    m = int8_keeping_the_decoder_fp32(models_dir, tmp_path)
+    assert to_trt.main(["--models", str(m), "--precision", "int8", "--dry-run", "--pipeline", "supervised"]) == 0
+    assert f"wrote {m}/trtexec.sh (3 trtexec commands)" in capsys.readouterr().out
+    commands = [line.split()[1:3] for line in (m / "trtexec.sh").read_text().splitlines()
+                if line.startswith("trtexec ")]
+    assert commands == [["--onnx=encoder_int8.onnx", "--saveEngine=encoder_int8_${TARGET}.engine"],
+                        ["--onnx=decoder_supervised.onnx", "--saveEngine=decoder_supervised_int8_${TARGET}.engine"],
+                        ["--onnx=voice2mesh_supervised_int8.onnx",
+                         "--saveEngine=voice2mesh_supervised_int8_${TARGET}.engine"]]
+    assert to_trt.main(["--models", str(m), "--precision", "int8", "--dry-run", "--graphs", "frontend"]) == 0
+    assert [line.split()[1] for line in (m / "trtexec.sh").read_text().splitlines()
+            if line.startswith("trtexec ")] == ["--onnx=frontend.onnx"]
