@@ -580,7 +580,7 @@ def main(argv=None) -> int:
         return f"time budget of {args.budget:g} s spent"
 
     steps = 1 + len(configs) + len(args.pipelines) * len(args.batches) * (len(configs) + 1)
-    bar = tqdm(total=steps, desc="gpu check", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=steps, desc="gpu check", unit="step", dynamic_ncols=True, disable=None)
     refs: dict[str, Reference] = {}
     base: ReleaseOnDevice | None = None
     try:

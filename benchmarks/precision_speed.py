@@ -122,7 +122,7 @@ def measure(configs: dict, rounds: int, calls: int) -> tuple[dict[str, list[floa
     stages: dict[str, list[dict]] = {}
     names = list(configs)
     rng = random.Random(0)
-    for _ in tqdm(range(rounds), desc="rounds", unit="round"):
+    for _ in tqdm(range(rounds), desc="rounds", unit="round", disable=None):
         rng.shuffle(names)
         for name in names:
             fn = configs[name][2]

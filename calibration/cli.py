@@ -61,6 +61,8 @@ def add_accuracy_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--audio", type=Path, metavar="DIR", help="held-out speech recordings")
     source.add_argument("--fbanks", type=Path, metavar="DIR", help="held-out (T, 64) .npy fbanks")
     parser.add_argument("-o", "--output", type=Path, metavar="DIR", help="default: MODELS/accuracy")
+    parser.add_argument("--report-only", action="store_true",
+                        help="exit 0 even when a served model misses its bar (the report says FAIL)")
 
 
 def run_accuracy(args: argparse.Namespace) -> int:
@@ -70,7 +72,15 @@ def run_accuracy(args: argparse.Namespace) -> int:
     report = evaluate(args.models, inputs.load(args.audio, args.fbanks, progress=print))
     files = write(report, args.output or args.models / "accuracy")
     print("wrote " + ", ".join(str(f) for f in files))
-    return 0
+    if not report["failures"]:
+        print("PASS: every model served meets its bar")
+        return 0
+    for line in report["failures"]:
+        print(f"FAIL: {line}", file=sys.stderr)
+    if report["untrained"]:
+        print("(the synthetic pack's weights are untrained: their decoders amplify tiny embedding changes)",
+              file=sys.stderr)
+    return 0 if args.report_only else 1
 
 
 CALIBRATE = Command(

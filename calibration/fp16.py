@@ -406,6 +406,7 @@ def write_fp16(models: Path, inputs: InputSet, data_max: float = DATA_MAX,
     progress(f"FP16 for {models}: value ranges from {inputs.source}")
     graphs: dict[str, dict] = {}
     written: list[str] = []
+    superseded: list[str] = []  # fused files of an earlier run that now fail their bar
 
     encoder = onnx.load(str(models / "encoder.onnx"))
     feeds = [u.encoder_feed() for u in inputs.utterances]
@@ -438,17 +439,17 @@ def write_fp16(models: Path, inputs: InputSet, data_max: float = DATA_MAX,
                  f"{graphs[graph]['nodes']['fp32']} FP32; {result.verdict}")
 
     if (models / "frontend.onnx").is_file():
-        graphs.update(_voice_graphs(models, pipelines, inputs, results, written, progress))
+        graphs.update(_voice_graphs(models, pipelines, inputs, results, written, superseded, progress))
     entry = {"tool": f"calibration.fp16 (own pass; onnx {onnx.__version__})", "ranges_from": inputs.source,
              "verified": "bars measured with FP16 storage emulated in FP32 (calibration.fp16.emulate)",
              "data_max": data_max, "graphs": graphs}
-    ModelsFolder.read(models).set_precision("fp16", entry, written)
+    ModelsFolder.read(models).set_precision("fp16", entry, written, drop=tuple(superseded))
     progress(f"FP16: wrote {', '.join(written)}")
     return entry
 
 
 def _voice_graphs(models: Path, pipelines: list[str], inputs: InputSet, results: Mapping[str, Fp16Result],
-                  written: list[str], progress: Callable[[str], None]) -> dict:
+                  written: list[str], superseded: list[str], progress: Callable[[str], None]) -> dict:
     """The frontend stays FP32 (its ranges recorded); ``voice2mesh_<p>_fp16`` fuses it with the
     FP16 encoder and decoder."""
     voices = voice_inputs(inputs)
@@ -460,7 +461,8 @@ def _voice_graphs(models: Path, pipelines: list[str], inputs: InputSet, results:
                                   "normalisation are listed hazards", "ranges_from": voices.source,
                         "ranges": _ranges_entry(ranges)}}
     parts = {name: r.model for name, r in results.items()}
-    out.update(fused_graphs(models, pipelines, voices, parts, SUFFIX, written, progress))
+    out.update(fused_graphs(models, pipelines, voices, parts, SUFFIX, written, progress, bars=BARS["fp16"],
+                            superseded=superseded))
     return out
 
 
@@ -472,10 +474,13 @@ def voice_inputs(inputs: InputSet) -> InputSet:
 def fused_graphs(models: Path, pipelines: list[str], voices: InputSet, parts: Mapping[str, onnx.ModelProto],
                  suffix: str, written: list[str], progress: Callable[[str], None],
                  files: Mapping[str, str] | None = None,
-                 describe: Callable[[onnx.ModelProto], dict] | None = None) -> dict:
+                 describe: Callable[[onnx.ModelProto], dict] | None = None, *,
+                 bars: Mapping[str, float], superseded: list[str]) -> dict:
     """``voice2mesh_<p><suffix>.onnx``: the FP32 frontend fused with ``parts["encoder"]`` and
-    ``parts["decoder_<p>"]``, compared end to end with the FP32 ``voice2mesh_<p>`` (reported:
-    the bars hold per model; a decoder that amplifies a tiny embedding change shows here)."""
+    ``parts["decoder_<p>"]``, judged end to end against the FP32 ``voice2mesh_<p>`` by ``bars``
+    (embedding cosine, params error). A fused graph that fails is not written and the FP32 one
+    serves (a decoder that amplifies a tiny embedding change fails here though it met its own
+    bar); an earlier file of that name joins ``superseded``."""
     from runtime.frontend_graph import fuse_voice2mesh
 
     frontend = onnx.load(str(models / "frontend.onnx"))
@@ -497,15 +502,28 @@ def fused_graphs(models: Path, pipelines: list[str], voices: InputSet, parts: Ma
         stack = lambda rows: {n: np.concatenate([r[n] for r in rows]) for n in names}  # noqa: E731
         got, want = stack(got_all), stack(want_all)
         errors = decoder_errors(got, want)
-        cosine = min_cosine(got["embedding"], want["embedding"])
-        progress(f"[{graph}] end to end vs FP32 on {voices.source}: embedding cosine {cosine:.7f}, "
-                 + ", ".join(f"{k} rel. error {v:.3g}" for k, v in errors.items() if k != "embedding"))
+        verdicts = [Verdict(graph, "cosine", min_cosine(got["embedding"], want["embedding"]), bars["cosine"],
+                            voices.source),
+                    decoder_verdict(graph, errors, bars["params"], voices.source)]
+        ok = all(v.ok for v in verdicts)
         file = f"{graph}{suffix}.onnx"
-        G.save(fused, models / file)
-        written.append(file)
         sources = [(files or {}).get(g, f"{g}{suffix}.onnx") for g in ("encoder", f"decoder_{pipeline}")]
-        out[graph] = {"file": file, "from": " + ".join(["frontend.onnx", *sources]),
-                      **(describe(fused) if describe else {"nodes": precision_of(fused)}),
-                      "end_to_end": {"inputs": voices.source, "embedding_cosine": cosine,
-                                     "errors": {k: float(f"{v:.4g}") for k, v in errors.items()}}}
+        end_to_end = {"inputs": voices.source, "embedding_cosine": verdicts[0].value,
+                      "errors": {k: float(f"{v:.4g}") for k, v in errors.items()}}
+        quality = {"ok": ok, "embedding": verdicts[0].as_dict(), "params": verdicts[1].as_dict()}
+        if ok:
+            G.save(fused, models / file)
+            written.append(file)
+            out[graph] = {"file": file, "from": " + ".join(["frontend.onnx", *sources]),
+                          **(describe(fused) if describe else {"nodes": precision_of(fused)}),
+                          "quality": quality, "end_to_end": end_to_end}
+            progress(f"[{graph}] wrote {file}: end to end {'; '.join(map(str, verdicts))}")
+            continue
+        if (models / file).exists():
+            superseded.append(file)
+        failed = "; ".join(str(v) for v in verdicts if not v.ok)
+        out[graph] = {"file": f"{graph}.onnx", "from": f"{graph}.onnx",
+                      "kept_fp32": f"frontend.onnx + {' + '.join(sources)} fused fails the bar end to end",
+                      "quality": quality, "end_to_end": end_to_end}
+        progress(f"[{graph}] FAIL end to end, {file} not written; {graph}.onnx (FP32) serves: {failed}")
     return out

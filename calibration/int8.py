@@ -217,8 +217,12 @@ def write_int8(models: Path, inputs: InputSet, method: str = DEFAULT_METHOD,
     written: list[str] = []
     superseded: list[str] = []
     progress(f"INT8 ({method}) for {models}: calibrating on {inputs.source}")
+    final = BARS["int8"]
+    progress(f"layers are chosen against the selection bars (embedding cosine >= {bar['cosine']:g}, params <= "
+             f"{bar['params']:g}): half the error budget, so that speech the calibration never saw keeps the final "
+             f"bars (cosine >= {final['cosine']:g}, params <= {final['params']:g}) that each file is judged by")
     with tqdm(total=2 * (len(feeds) + len(pipelines) * len(dfeeds)), desc="calibration statistics",
-              unit="run", leave=False) as bar_:
+              unit="run", leave=False, disable=None) as bar_:  # None: no bar in logs (not a terminal)
         results = [calibrate_graph(models, "encoder", feeds, encoder_verdict, method, progress, bar_.update, unsigned)]
         for pipeline in pipelines:
             name = f"decoder_{pipeline}"
@@ -249,10 +253,18 @@ def write_int8(models: Path, inputs: InputSet, method: str = DEFAULT_METHOD,
             graphs[r.graph]["methods_tried"] = r.candidates
         progress(f"[{r.graph}] {'wrote ' + file if file in written else 'no INT8 node meets the bar: ' + file + ' serves'}"
                  f": {official}")
-    if (models / "frontend.onnx").is_file() and written:
+    if not written:  # nothing INT8: the FP32 fused graphs serve (an earlier run's would run stale parts)
+        for p in pipelines:
+            graph = f"voice2mesh_{p}"
+            if (models / f"{graph}{suffix}.onnx").exists():
+                superseded.append(f"{graph}{suffix}.onnx")
+            if (models / f"{graph}.onnx").is_file():
+                graphs[graph] = {"file": f"{graph}.onnx", "from": f"{graph}.onnx", "kept_fp32": "no part is INT8"}
+    elif (models / "frontend.onnx").is_file():
         graphs.update(fused_graphs(models, pipelines, voice_inputs(inputs), {r.graph: r.model for r in results},
                                    suffix, written, progress, {g: e["file"] for g, e in graphs.items()},
-                                   describe=lambda m: {"qdq": qdq_summary(m)}))
+                                   describe=lambda m: {"qdq": qdq_summary(m)}, bars=BARS["int8"],
+                                   superseded=superseded))
     entry = {"tool": "calibration.int8 (onnxruntime QDQQuantizer)", "flavour": flavour, "method": method,
              "calibrated_on": inputs.source, "activations": activations,
              "weights": "int8 symmetric per channel", "graphs": graphs,
