@@ -68,7 +68,9 @@ def add_accuracy_arguments(parser: argparse.ArgumentParser) -> None:
 def run_accuracy(args: argparse.Namespace) -> int:
     from calibration import inputs
     from calibration.report import evaluate, write
+    from runtime.atomic import check_writable
 
+    check_writable(args.output or args.models / "accuracy")
     report = evaluate(args.models, inputs.load(args.audio, args.fbanks, progress=print))
     files = write(report, args.output or args.models / "accuracy")
     print("wrote " + ", ".join(str(f) for f in files))

@@ -70,6 +70,9 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _export(args: argparse.Namespace) -> dict:
+    from runtime.atomic import check_writable
+
+    check_writable(args.output)  # before minutes of export
     from export.onnx_export import default_real_audio, default_real_inputs, export_release, export_steps
     from export.progress import StepBar
     from export.synthetic import PACK_STEPS, write_pack

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from runtime.errors import CmpError
+from runtime.errors import OutputError
 
 
 def temporary_sibling(path: Path) -> Path:
@@ -34,6 +34,31 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def os_reason(exc: OSError) -> str:
+    """An OSError's reason without the paths it names (ours may be temporary ones)."""
+    return (exc.strerror or type(exc).__name__).lower() if isinstance(exc, OSError) else str(exc)
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Refuse an output folder that could not be written, before any work is done: the nearest
+    existing folder on its path must take a new entry (tried: a hidden folder made and removed at
+    once; permission bits alone would not show a read-only file system, or anything to root)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder}: exists and is not a folder")
+    base = folder
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise OutputError(f"{folder}: cannot be made ({base} is not a folder)")
+    probe = base / f".cmp-face-check-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot write there ({os_reason(exc)})") from None
 
 
 def write_json(path: str | os.PathLike, data) -> None:
@@ -58,10 +83,14 @@ class OutputFolder:
 
     def __enter__(self) -> "OutputFolder":
         if self.root.exists() and not self.root.is_dir():
-            raise CmpError(f"{self.root}: exists and is not a folder")
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.staging = self.root / f".cmp-face-{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
-        self.staging.mkdir()
+            raise OutputError(f"{self.root}: exists and is not a folder")
+        staging = self.root / f".cmp-face-{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            staging.mkdir()
+        except OSError as exc:
+            raise OutputError(f"{self.root}: cannot write there ({os_reason(exc)})") from None
+        self.staging = staging
         return self
 
     def path(self, name: str) -> Path:
@@ -80,8 +109,8 @@ class OutputFolder:
         removed = [n for n in self.owned if n not in new and (self.root / n).is_file()]
         blocked = [n for n in new if os.path.lexists(self.root / n) and not (self.root / n).is_file()]
         if blocked:
-            raise CmpError(f"{self.root / blocked[0]}: exists and is not a file; move it away and run again "
-                           "(nothing was written)")
+            raise OutputError(f"{self.root / blocked[0]}: exists and is not a file; move it away and run again "
+                              "(nothing was written)")
         replaced = [n for n in new if (self.root / n).exists()]
         aside = self.staging / ".replaced"
         aside.mkdir()
@@ -95,17 +124,23 @@ class OutputFolder:
             for name in new:
                 os.replace(self.staging / name, self.root / name)
                 done.append(name)
-        except OSError:
+        except OSError as exc:
             for name in done:
                 if name in replaced:
                     os.replace(aside / name, self.root / name)
                 else:
                     (self.root / name).unlink(missing_ok=True)
-            raise
+            raise OutputError(f"{self.root}: cannot move the outputs into place ({os_reason(exc)}; nothing "
+                              "was changed)") from None
         for name in removed:
             (self.root / name).unlink(missing_ok=True)
         return [self.root / n for n in new], replaced, removed
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, exc, tb) -> None:
         if self.staging is not None:
             shutil.rmtree(self.staging, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+            # Name the output the user asked for, not our hidden staging folder.
+            name = Path(exc.filename).name if exc.filename else None
+            where = self.root / name if name and name in self.owned else self.root
+            raise OutputError(f"{where}: cannot be written ({os_reason(exc)})") from None

@@ -17,6 +17,10 @@ class NoSpeechError(InputError):
     """Voice activity detection found no speech in the recording."""
 
 
+class OutputError(CmpError):
+    """An output folder or file cannot be written (read-only, no space, not a folder)."""
+
+
 class CheckpointError(CmpError):
     """A release checkpoint is missing, unreadable or does not match the model."""
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.atomic import OutputFolder, replacing
+from runtime.atomic import OutputFolder, check_writable, replacing
+from runtime.errors import OutputError
 from runtime.mesh_io import write_obj, write_png
 
 
@@ -91,7 +92,7 @@ def test_output_folder_puts_replaced_files_back_when_a_rename_fails(tmp_path, mo
             raise OSError(28, "No space left on device")
         return real(src, dst)
 
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError) as err:
         with OutputFolder(tmp_path, owned) as out:
             for name in owned:
                 out.path(name).write_text(f"new {name}")
@@ -99,6 +100,31 @@ def test_output_folder_puts_replaced_files_back_when_a_rename_fails(tmp_path, mo
             out.commit()
     monkeypatch.setattr(os, "replace", real)
     assert _snapshot(tmp_path) == before  # a.txt and b.txt were replaced, then put back
+    assert str(err.value) == (f"{tmp_path}: cannot move the outputs into place (no space left on device; nothing "
+                              "was changed)")
+
+
+def test_a_failed_write_names_the_output_not_the_staging_folder(tmp_path):
+    import errno
+    import os
+
+    with pytest.raises(OutputError) as err:
+        with OutputFolder(tmp_path / "out", ("mesh.obj",)) as out:
+            path = out.path("mesh.obj")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    assert str(err.value) == f"{tmp_path / 'out' / 'mesh.obj'}: cannot be written (no space left on device)"
+    assert list((tmp_path / "out").iterdir()) == []  # the staging folder is gone
+
+
+def test_check_writable_refuses_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match=f"^{tmp_path}/file: exists and is not a folder$"):
+        check_writable(tmp_path / "file")
+    with pytest.raises(OutputError, match=f"^{tmp_path}/file/a/b: cannot be made \\({tmp_path}/file is not a folder\\)$"):
+        check_writable(tmp_path / "file" / "a" / "b")
+    check_writable(tmp_path / "new" / "deeper")  # creatable: nothing made
+    check_writable(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 def test_read_png_refuses_non_png_and_truncated_files(tmp_path):

@@ -116,7 +116,7 @@ def test_a_late_failure_changes_no_output(capsys, models_dir, tmp_path, monkeypa
 
     monkeypatch.setattr(runtime.mesh_io, "write_png", disk_full)
     code, _, err = run(capsys, "predict", "--demo", "-o", str(out), "--models", str(models_dir), "--ply")
-    assert code == 2 and err.strip() == "cmp-face: error: [Errno 28] No space left on device"
+    assert code == 2 and err.strip() == f"cmp-face: error: {out}: cannot be written (no space left on device)"
     assert snapshot(out) == before  # no file replaced, no mesh.ply, no staging folder left behind
     assert all((out / name).read_bytes() == data for name, data in contents.items())
 
@@ -248,3 +248,16 @@ def test_max_bytes_stops_a_hidden_length_flac_while_decoding(capsys, models_dir,
         "PCM (decoding stopped after 500001 frames of 1 channel(s) at 16000 Hz; its header declares no length; "
         "raise --max-bytes to accept it)")
     assert not (tmp_path / "o").exists()
+
+
+def test_an_unusable_output_is_refused_before_models_are_built_or_inputs_read(capsys, tmp_path, monkeypatch):
+    """An empty cache: a models build would take minutes. -o under a file is refused at once, and
+    nothing is built or written."""
+    monkeypatch.setenv("CMP_DEPLOY_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "file").write_text("x")
+    code, out, err = run(capsys, "predict", "--demo", "-o", str(tmp_path / "file" / "out"))
+    assert (code, out) == (2, "")
+    assert err == f"cmp-face: error: {tmp_path}/file/out: cannot be made ({tmp_path}/file is not a folder)\n"
+    code, out, err = run(capsys, "predict", str(tmp_path / "no-such-dir-of-inputs"), "-o", str(tmp_path / "file"))
+    assert (code, err) == (2, f"cmp-face: error: {tmp_path}/file: exists and is not a folder\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # no cache entry, no output

@@ -21,6 +21,7 @@ def _progress(message: str) -> None:
 
 def _check_predict_options(args: argparse.Namespace) -> None:
     """Everything that can be checked before models are opened or inputs read."""
+    from runtime.atomic import check_writable
     from runtime.render import check_num_threads, check_size
 
     if args.size is not None:
@@ -37,8 +38,7 @@ def _check_predict_options(args: argparse.Namespace) -> None:
         from runtime.microphone import check_seconds
 
         check_seconds(args.mic)
-    if args.output.exists() and not args.output.is_dir():
-        raise InputError(f"{args.output}: exists and is not a folder")
+    check_writable(args.output)  # before models are built or any input is read
 
 
 def predictor_spec(args: argparse.Namespace):
@@ -133,12 +133,13 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
 def run_fbank(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from runtime.atomic import replacing
+    from runtime.atomic import check_writable, replacing
     from runtime.audio import DEFAULT_MAX_BYTES
     from runtime.fbank import fbank_from_source
 
     if args.output.suffix != ".npy" or args.output.is_dir():
         raise InputError(f"{args.output}: the output must be a .npy file name")
+    check_writable(args.output.parent)
     check_execution(args)
     fbank = fbank_from_source(args.input, sample_rate=args.sample_rate, vad=not args.no_vad,
                               max_bytes=args.max_bytes or DEFAULT_MAX_BYTES, limit_names=dict(LIMIT_NAMES))

@@ -68,9 +68,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_triton_repo(args: argparse.Namespace) -> int:
+    from runtime.atomic import check_writable
     from runtime.serve.triton_repo import write_repository
 
     check_execution(args)
+    check_writable(args.output)
     pipelines = None if not args.pipeline or BOTH in args.pipeline else list(dict.fromkeys(args.pipeline))
     folders = write_repository(args.models, args.output, pipelines, args.backend, args.precision,
                                args.instances, args.device, args.max_batch, args.max_queue_delay_us,
