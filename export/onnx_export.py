@@ -17,6 +17,9 @@ import io
 import json
 import logging
 import os
+import shutil
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -62,6 +65,32 @@ def _no_torchvision_notes():
         logger.removeFilter(notes)
 
 
+@contextlib.contextmanager
+def _interrupts_stay_interrupts():
+    """torch.onnx wraps whatever stops it in a TorchExportError, a Ctrl-C too (seen as the
+    AttributeError of a module half imported when it came): remember a SIGINT that arrives
+    meanwhile and end as the KeyboardInterrupt it was."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    seen: list[int] = []
+
+    def on_sigint(signum, frame):
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    except BaseException:
+        if seen:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _export(module: nn.Module, example: torch.Tensor, path: Path, input_name: str,
             output_names: tuple[str, ...], dynamic: dict[int, torch.export.Dim],
             metadata: dict[str, str]) -> None:
@@ -69,7 +98,8 @@ def _export(module: nn.Module, example: torch.Tensor, path: Path, input_name: st
     import onnx
 
     captured = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(captured), _no_torchvision_notes():
+    with (_interrupts_stay_interrupts(), warnings.catch_warnings(), contextlib.redirect_stdout(captured),
+          _no_torchvision_notes()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(module, (example,), None, input_names=[input_name],
                                     output_names=list(output_names), dynamic_shapes=[dynamic],
@@ -248,11 +278,43 @@ def export_release(release: str | Path, out_dir: str | Path, pipelines: tuple[st
                    epoch: str | int | None = None, real_inputs: Path | None = None,
                    tolerance: float = DEFAULT_TOLERANCE, seed: int = 0,
                    progress: Callable[[str], None] = print, real_audio: Path | None = None) -> dict:
-    """Export and verify the chosen pipelines of a release-layout folder; return the manifest."""
+    """Export and verify the chosen pipelines of a release-layout folder into ``out_dir``; return the
+    manifest. All or nothing: the files are made in a hidden folder inside ``out_dir`` and moved into
+    place once every one is verified (an interrupted export leaves the folder as it was)."""
+    final = Path(out_dir)
+    created = not final.exists()
+    final.mkdir(parents=True, exist_ok=True)
+    stage = final / f".export-{os.getpid()}.partial"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    done = False
+    try:
+        manifest = _export_files(Path(release), stage, pipelines, epoch, real_inputs, tolerance, seed, progress,
+                                 real_audio)
+        # FP16/INT8 files of an earlier export were made from other FP32 files: remove them with the
+        # manifest that listed them, so no name lookup can find them (cmp-face calibrate remakes them).
+        stale = remove_reduced_precision_files(final)
+        if stale:
+            progress(f"removed the reduced-precision files of an earlier export: {', '.join(stale)}")
+        for name in manifest["files"]:
+            os.replace(stage / name, final / name)  # a rename keeps the mtime the manifest recorded
+        write_manifest(final, manifest)
+        done = True
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        if not done and created:
+            with contextlib.suppress(OSError):
+                final.rmdir()
+    progress(f"wrote {final}")
+    return manifest
+
+
+def _export_files(release: Path, out_dir: Path, pipelines: tuple[str, ...], epoch: str | int | None,
+                  real_inputs: Path | None, tolerance: float, seed: int, progress: Callable[[str], None],
+                  real_audio: Path | None) -> dict:
+    """The files of a models folder, written and verified in ``out_dir``; their manifest (not written)."""
     import onnx
 
-    release, out_dir = Path(release), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     synthetic = read_manifest(release)
     if synthetic:
         progress(f"NOTE: {release} is a synthetic pack. {WARNING}.")
@@ -323,12 +385,5 @@ def export_release(release: str | Path, out_dir: str | Path, pipelines: tuple[st
     manifest["verification"] = {"tolerance": tolerance, "real_inputs": len(real),
                                 "max_rel": max(c.max_rel for c in verifier.checks),
                                 "checks": [c.__dict__ for c in verifier.checks]}
-    # FP16/INT8 files of an earlier export were made from other FP32 files: remove them with the
-    # manifest that listed them, so no name lookup can find them (cmp-face calibrate remakes them).
-    stale = remove_reduced_precision_files(out_dir)
-    if stale:
-        progress(f"removed the reduced-precision files of an earlier export: {', '.join(stale)}")
-    write_manifest(out_dir, manifest)
     progress(verifier.summary())
-    progress(f"wrote {out_dir}")
     return manifest

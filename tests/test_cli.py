@@ -143,3 +143,10 @@ def test_build_engines_alias_without_tensorrt(models_dir):
                                           "engines needs it: pip install")
     help_text = cmp_face("build-engines", "--help").stdout
     assert help_text.startswith("usage: cmp-face build-engines ")
+
+
+def test_error_lines_carry_no_colour_codes_nor_line_breaks():
+    from runtime.cli.shell import _one_line
+
+    assert _one_line("\x1b[1;31mFailed\x1b[0m to export:\nmodule 'x' has no attribute 'exc'") == \
+        "Failed to export: module 'x' has no attribute 'exc'"

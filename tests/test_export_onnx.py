@@ -205,3 +205,35 @@ def test_export_help_names_the_command(capsys):
     out = capsys.readouterr().out
     assert out.startswith("usage: cmp-face export [-h] [--debug] (--release DIR | --synthetic) -o MODELS")
     assert "to_onnx" not in out
+
+
+def test_ctrl_c_inside_torch_onnx_ends_as_interrupted_and_leaves_the_folder_as_it_was(tmp_path, monkeypatch, capsys):
+    """torch.onnx wraps what stops it in its own error (a Ctrl-C once arrived as the AttributeError of a
+    half-imported module, with colour codes): a SIGINT during the export still ends as 'interrupted',
+    exit 130, and the output folder is as it was (not made when new; its files untouched)."""
+    import os
+    import signal
+    import time
+
+    from runtime.cli import main
+
+    def interrupted_export(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            raise RuntimeError("\x1b[31mFailed to export\x1b[0m: module 'torch._dynamo' has no attribute 'exc'") \
+                from AttributeError("torch._dynamo")
+        raise AssertionError("no SIGINT arrived")
+
+    monkeypatch.setattr(torch.onnx, "export", interrupted_export)
+    out = tmp_path / "models"
+    assert main(["export", "--synthetic", "-o", str(out)]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == "cmp-face: interrupted"
+    assert not out.exists()
+    out.mkdir()
+    (out / "models.json").write_text("an earlier export's manifest")
+    assert main(["export", "--synthetic", "-o", str(out)]) == 130
+    assert [p.name for p in out.iterdir()] == ["models.json"]
+    assert (out / "models.json").read_text() == "an earlier export's manifest"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handed back

@@ -10,6 +10,7 @@ traceback), Ctrl-C ends as ``interrupted`` with 130, and options are checked bef
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import traceback
 import warnings
@@ -91,7 +92,7 @@ def _run(command: Command, args: argparse.Namespace, prog: str) -> int:
     except (CmpError, OSError) as exc:
         if debug:
             traceback.print_exc()
-        print(f"{prog}: error: {str(exc).replace(chr(10), ' ')}", file=sys.stderr)
+        print(f"{prog}: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except ImportError as exc:
         if debug:
@@ -105,9 +106,16 @@ def _run(command: Command, args: argparse.Namespace, prog: str) -> int:
     except Exception as exc:  # a bug: still one line unless --debug
         if debug:
             raise
-        print(f"{prog}: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-              file=sys.stderr)
+        print(f"{prog}: internal error: {type(exc).__name__}: {_one_line(str(exc))} (rerun with --debug for the "
+              "traceback)", file=sys.stderr)
         return EXIT_ERROR
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colour codes some libraries put in their messages
+
+
+def _one_line(message: str) -> str:
+    return _ANSI.sub("", message).replace("\n", " ")
 
 
 def main(argv: list[str] | None = None) -> int:
