@@ -14,6 +14,18 @@ sim3dr = Extension(
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
 )
 
+# OBJ text (runtime.mesh_io.write_obj): printf's %.9g / %.6g / %d, byte for byte, without the GIL.
+meshtext = Extension(
+    "runtime._meshtext",
+    sources=["runtime/_meshtext.pyx", "runtime/src/meshtext.cpp"],
+    include_dirs=[numpy.get_include(), "runtime/src"],
+    language="c++",
+    # No fused multiply-adds: the fast path's exactness argument is about single roundings.
+    extra_compile_args=["-O3", "-std=c++17", "-pthread", "-ffp-contract=off"],
+    extra_link_args=["-pthread"],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+)
+
 setup(
     name="cmp-deploy",
     version="0.1.0",
@@ -23,8 +35,8 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["runtime", "runtime.*", "export", "calibration", "Sim3DR"]),
-    package_data={"Sim3DR": ["*.pyx", "src/*.cpp", "src/*.h"]},
-    ext_modules=cythonize([sim3dr], language_level=3),
+    package_data={"Sim3DR": ["*.pyx", "src/*.cpp", "src/*.h"], "runtime": ["*.pyx", "src/*.cpp", "src/*.h"]},
+    ext_modules=cythonize([sim3dr, meshtext], language_level=3),
     # The runtime needs no torch: ONNX Runtime plus small audio libraries.
     install_requires=[
         "numpy>=1.24",

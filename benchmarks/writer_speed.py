@@ -1,9 +1,13 @@
-"""Mesh writer speed: runtime.mesh_io.write_obj (numpy formatting) against the former writer
+"""Mesh writer speed: runtime.mesh_io.write_obj (compiled formatting) against the former writer
 (Python % formatting of every number, kept here as the reference) in one run, same mesh, timed
 round-robin; both files are checked byte for byte first. Also times write_ply.
 
 The mesh is the release's size (53215 vertices, 105840 triangles) with random float32 vertices
 (as benchmarks/render_speed.py's writer section), written without and with float colours.
+
+Each writer is timed writing a new file (the previous round's files are deleted between rounds,
+untimed) and over an existing one: there the rename that replaces it costs ext4 3-4 ms more, for
+both writers (auto_da_alloc starts writing the new file out when it is renamed over another).
 
     python benchmarks/writer_speed.py [--quick] [--reps 20]
 """
@@ -29,16 +33,18 @@ N_VERTICES, N_TRIANGLES = 53215, 105840
 
 
 def write_obj_reference(path: Path, vertices, triangles, colors=None) -> Path:
-    """write_obj as it was: one % format string per line, applied to every number (the inputs here
-    are the benchmark's own, already valid: checked only for finiteness)."""
+    """write_obj as it was: one % format string per line, applied to every number (with the
+    checks its time included: finite vertices, indices in range, colours clipped to [0, 1])."""
     v = np.asarray(vertices)
-    t = np.asarray(triangles, dtype=np.int64)
-    assert np.isfinite(v).all() and t.min() >= 0 and t.max() < v.shape[0]
+    t = np.asarray(triangles).astype(np.int64, copy=False)
+    if not np.isfinite(v).all() or (t.size and (t.min() < 0 or t.max() >= v.shape[0])):
+        raise ValueError("non-finite vertices or indices out of range")
     if colors is None:
         vals = v.astype(np.float64)
         line = "v %.9g %.9g %.9g\n"
     else:
-        c = np.clip(np.asarray(colors, np.float64), 0.0, 1.0)
+        c = np.asarray(colors)
+        c = c.astype(np.float64) / 255.0 if c.dtype == np.uint8 else np.clip(c.astype(np.float64), 0.0, 1.0)
         vals = np.hstack([v.astype(np.float64), c])
         line = "v %.9g %.9g %.9g %.6g %.6g %.6g\n"
     body = (line * v.shape[0]) % tuple(vals.ravel().tolist())
@@ -49,12 +55,15 @@ def write_obj_reference(path: Path, vertices, triangles, colors=None) -> Path:
     return path
 
 
-def timed_round_robin(fns, reps: int, warmup: int = 1) -> list[np.ndarray]:
+def timed_round_robin(fns, reps: int, warmup: int = 1, between=None) -> list[np.ndarray]:
     """Milliseconds of each function, ``reps`` rounds, one call of each per round (background
-    load affects all alike); the garbage collector paused while timing."""
+    load affects all alike); the garbage collector paused while timing. ``between``: called
+    after each round, untimed."""
     for _ in range(warmup):
         for fn in fns:
             fn()
+        if between:
+            between()
     out = [[] for _ in fns]
     gc.collect()
     gc.disable()
@@ -64,6 +73,8 @@ def timed_round_robin(fns, reps: int, warmup: int = 1) -> list[np.ndarray]:
                 t0 = time.perf_counter()
                 fn()
                 out[i].append((time.perf_counter() - t0) * 1e3)
+            if between:
+                between()
     finally:
         gc.enable()
     return [np.array(o) for o in out]
@@ -88,11 +99,18 @@ def main(argv=None) -> int:
             if old.read_bytes() != new.read_bytes():
                 print(f"  {label}: FILES DIFFER", flush=True)
                 return 1
-            before, after = timed_round_robin([lambda: write_obj_reference(old, v, t, c),
-                                               lambda: write_obj(new, v, t, c)], reps)
-            print(f"  {label:20s} former {np.median(before):7.1f} ms   now {np.median(after):6.1f} ms "
-                  f"(p90 {np.percentile(after, 90):5.1f})   x{np.median(before) / np.median(after):.1f} faster, "
-                  f"byte-identical {new.stat().st_size / 1e6:.1f} MB", flush=True)
+            size = new.stat().st_size / 1e6
+
+            def remove_both():
+                old.unlink()
+                new.unlink()
+
+            for mode, between in (("new file", remove_both), ("over a file", None)):
+                before, after = timed_round_robin([lambda: write_obj_reference(old, v, t, c),
+                                                   lambda: write_obj(new, v, t, c)], reps, between=between)
+                print(f"  {label:20s} {mode:11s} former {np.median(before):6.1f} ms   now {np.median(after):5.1f} ms "
+                      f"(p90 {np.percentile(after, 90):5.1f})   x{np.median(before) / np.median(after):.1f} faster, "
+                      f"byte-identical {size:.1f} MB", flush=True)
         for label, c in (("write_ply", None), ("write_ply + colours", colors)):
             (ms,) = timed_round_robin([lambda: write_ply(ply, v, t, c)], reps)
             print(f"  {label:20s} median {np.median(ms):6.1f} ms   p90 {np.percentile(ms, 90):5.1f} ms "

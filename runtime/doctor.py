@@ -85,6 +85,14 @@ def report() -> tuple[list[str], list[Problem]]:
         lines.append("  Sim3DR extension: NOT compiled")
         problems.append(Problem(f"the Sim3DR C++ extension is not built ({exc})",
                                 "pip install -e . from the repository root (needs a C++ compiler)"))
+    try:
+        import runtime._meshtext  # noqa: F401  (the OBJ writer's compiled formatter)
+
+        lines.append("  OBJ formatter extension: compiled")
+    except ImportError as exc:
+        lines.append("  OBJ formatter extension: NOT compiled")
+        problems.append(Problem(f"the OBJ writer's C++ extension (runtime._meshtext) is not built ({exc})",
+                                "pip install -e . from the repository root (needs a C++ compiler)"))
     lines += _cache_lines(problems)
     if problems:
         lines.append(f"{len(problems)} problem(s):")

@@ -24,6 +24,7 @@ def test_doctor_on_a_healthy_install(tmp_path):
     assert lines[0].startswith("cmp-deploy ")
     assert any(line.startswith("  onnxruntime providers: ") and "CPUExecutionProvider" in line for line in lines)
     assert "  Sim3DR extension: compiled" in lines
+    assert "  OBJ formatter extension: compiled" in lines
     assert f"  model cache: {tmp_path / 'empty-cache'} (0 entries)" in lines
     assert lines[-2:] == ["no problems found", "torch not imported"]
 
