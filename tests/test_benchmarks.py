@@ -80,6 +80,7 @@ def quick(models_dir, tmp_path_factory):
     return out, doc, proc.stdout, time.perf_counter() - t0
 
 
+@pytest.mark.slow
 def test_quick_writes_table_json_and_png(quick):
     out, doc, stdout, _ = quick
     md = (out / "latency.md").read_text()

@@ -130,6 +130,7 @@ def test_statistics_are_cached_by_model_and_inputs(tmp_path):
     assert not hit3 and path3 != path  # other inputs: other statistics
 
 
+@pytest.mark.slow
 @requires(FBANKS, "fbank_preprocessed")
 @requires(WAVS, "voxceleb_wav")
 def test_int8_models_meet_the_bars_on_held_out_speech(models_dir, tmp_path):

@@ -27,6 +27,7 @@ def broken(foreign, tmp_path) -> Path:
     return Path(shutil.copytree(foreign, tmp_path / "release"))
 
 
+@pytest.mark.slow
 def test_foreign_checkpoints_load_and_export_within_tolerance(foreign, tmp_path):
     for pipeline in ("supervised", "unsupervised"):
         loaded = load_release(foreign, pipeline)

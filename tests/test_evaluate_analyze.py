@@ -203,6 +203,7 @@ def copy_tree(eval_tree, tmp_path) -> tuple[Path, Path]:
     return pred, gt
 
 
+@pytest.mark.slow
 def test_evaluate_bad_inputs(eval_tree, tmp_path):
     pred, gt = copy_tree(eval_tree, tmp_path)
     run = lambda *extra: one_line_error(cmp_face("evaluate", "--pred", pred, "--gt", gt, *extra))  # noqa: E731

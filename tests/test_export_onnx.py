@@ -99,6 +99,7 @@ def agreement(session, module, x: torch.Tensor, names: tuple[str, ...]) -> list[
     return [(n, max_rel(a, b.numpy()), max_rel(b.numpy(), c.numpy())) for n, a, b, c in zip(names, got, want, exact)]
 
 
+@pytest.mark.slow
 def test_onnx_reproduces_pytorch(models_dir, pack_dir):
     """ONNX Runtime and PyTorch run the same float32 operations in different orders, so each is
     about PyTorch's own float32 error (its "floor", measured here against float64) from the exact
@@ -207,6 +208,7 @@ def test_export_help_names_the_command(capsys):
     assert "to_onnx" not in out
 
 
+@pytest.mark.slow
 def test_ctrl_c_inside_torch_onnx_ends_as_interrupted_and_leaves_the_folder_as_it_was(tmp_path, monkeypatch, capsys):
     """torch.onnx wraps what stops it in its own error (a Ctrl-C once arrived as the AttributeError of a
     half-imported module, with colour codes): a SIGINT during the export still ends as 'interrupted',

@@ -26,6 +26,7 @@ def run_check(models: Path, out: Path, *extra: str) -> tuple[subprocess.Complete
 
 
 # ----------------------------------------------------------------------------- the whole script, CPU mode
+@pytest.mark.slow
 def test_cpu_mode_measures_the_cpu_row_and_says_why_gpu_rows_are_not_run(tmp_path, models_dir, pack_dir):
     import onnxruntime as ort
 

@@ -21,6 +21,7 @@ from tests.helpers.release_writer import N_VERTICES, write_foreign_release
 pytest.importorskip("torch")
 
 
+@pytest.mark.slow
 @requires(FBANKS, "fbank_preprocessed")
 @requires(WAVS, "voxceleb_wav")
 def test_release_layout_checkpoints_through_the_precision_flow(tmp_path, capsys):

@@ -542,6 +542,7 @@ def test_real_face_fast_equals_baseline(size, monkeypatch):
     np.testing.assert_array_equal(np.where(index >= 0, depth, Sim3DR.DEPTH_INIT), base_depth)
 
 
+@pytest.mark.slow
 def test_real_face_small_render_matches_reference():
     v, t = face_in_image(48)
     c = np.random.default_rng(1).random((len(v), 3), dtype=np.float32)
