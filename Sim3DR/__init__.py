@@ -191,6 +191,16 @@ def resolve_num_threads(num_threads: Optional[int] = None) -> int:
 # --------------------------------------------------------------------------- public API
 
 
+def _default_threads() -> int:
+    """Threads for the functions without a ``num_threads`` argument (normals, light):
+    ``$SIM3DR_NUM_THREADS`` when valid, else the hardware concurrency (never an error:
+    these functions did not read the variable before)."""
+    try:
+        return resolve_num_threads()
+    except Sim3DRInputError:
+        return _sim3dr.hardware_concurrency()
+
+
 def new_depth_buffer(height: int, width: int) -> np.ndarray:
     """A fresh ``(height, width)`` float32 z-buffer filled with :data:`DEPTH_INIT`.
 
@@ -207,7 +217,7 @@ def get_normal(vertices, triangles) -> np.ndarray:
     v = _check_vertices(vertices)
     t = _check_triangles(triangles, v.shape[0])
     out = np.empty_like(v)
-    _native("get_normal", _sim3dr.get_normal, v, t, out)
+    _native("get_normal", _sim3dr.get_normal, v, t, out, _default_threads())
     return out
 
 

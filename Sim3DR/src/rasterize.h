@@ -43,11 +43,18 @@ int hardware_threads();
 // (further starts fail as if the OS refused them); n < 0 removes the limit.
 void set_thread_start_limit(int n);
 
+// For tests: the widest instruction set the kernels may use (2 = AVX2, 1 = SSE2, 0 =
+// scalar, each where compiled in and supported by the CPU; level < 0 = the widest
+// supported). Returns the level in effect. Results do not depend on it.
+int set_simd_level(int level);
+
 // Area-weighted vertex normals: the unnormalised (v1-v0)x(v2-v0) of every triangle is
-// summed into its three vertices (in double precision), then each sum is divided by
-// its length; vertices with a zero sum (unused or only degenerate triangles) get 0.
+// summed into its three vertices (in double precision, in triangle order), then each
+// sum is divided by its length; vertices with a zero sum (unused or only degenerate
+// triangles) get 0. Threads take ranges of vertices (each summing its vertices'
+// triangles in triangle order), so the result does not depend on num_threads.
 void get_normal(const float* vertices, int64_t nver, const int32_t* triangles,
-                int64_t ntri, float* normals);
+                int64_t ntri, float* normals, int num_threads = 1);
 
 // Draw into a uint8 image: pixel = truncate((1-alpha)*pixel + alpha*255*colour),
 // clamped to [0, 255] before truncation. num_threads <= 0 means hardware_threads().
