@@ -17,6 +17,7 @@ cdef extern from "rasterize.h" namespace "sim3dr":
     int kMaxThreads
     int hardware_threads() except + nogil
     void c_set_thread_start_limit "sim3dr::set_thread_start_limit"(int n) except + nogil
+    int c_set_simd_level "sim3dr::set_simd_level"(int level) except + nogil
     void c_get_normal "sim3dr::get_normal"(
         const float* vertices, int64_t nver, const int32_t* triangles, int64_t ntri,
         float* normals, int num_threads) except + nogil
@@ -76,9 +77,18 @@ def hardware_concurrency():
 
 
 def set_thread_start_limit(int n):
-    """Fault injection for tests: every call may start at most ``n`` worker threads,
-    further starts fail as if the OS refused them; ``n < 0`` removes the limit."""
+    """Fault injection for tests: every call may use at most ``n`` worker threads (of the
+    pool kept between calls) besides the calling one, as if the OS had refused to start
+    more; ``n < 0`` removes the limit."""
     c_set_thread_start_limit(n)
+
+
+def set_simd_level(int level):
+    """For tests: the widest instruction set the C++ kernels may use (3 = AVX-512, 2 =
+    AVX2, 1 = SSE2 on x86-64, 0 = plain C++ elsewhere; kept within what is compiled in and
+    supported by this CPU; a negative level restores the widest). Returns the level in
+    effect. Results never depend on it."""
+    return c_set_simd_level(level)
 
 
 def get_normal(const float[:, ::1] vertices, const int32_t[:, ::1] triangles,

@@ -91,7 +91,12 @@ std::atomic<int> g_simd_level{g_simd_supported};
 }  // namespace
 
 int set_simd_level(int level) {
-    const int l = level < 0 ? g_simd_supported : std::min(level, g_simd_supported);
+#if defined(SIM3DR_SSE2)
+    constexpr int kLowest = 1;  // the SSE2 kernels are the baseline of an x86-64 build
+#else
+    constexpr int kLowest = 0;
+#endif
+    const int l = level < 0 ? g_simd_supported : std::max(kLowest, std::min(level, g_simd_supported));
     g_simd_level.store(l);
     return l;
 }
@@ -342,7 +347,9 @@ struct TrimOnExit {
 namespace {
 
 // Adds the unnormalised normal (v1 - v0) x (v2 - v0) of triangle t, in double, to the
-// sums of its vertices in [lo, hi) (acc holds rows lo..hi-1).
+// sums of its vertices in [lo, hi) (acc holds rows lo..hi-1; Ranged == false: all of
+// them, the indices are trusted as the Python layer checked them).
+template <bool Ranged>
 inline void add_face_normal(const float* vertices, const int32_t* triangles, int64_t t,
                             int64_t lo, int64_t hi, double* acc) {
     const int64_t i0 = triangles[3 * t], i1 = triangles[3 * t + 1], i2 = triangles[3 * t + 2];
@@ -357,7 +364,7 @@ inline void add_face_normal(const float* vertices, const int32_t* triangles, int
     const double ny = e1z * e2x - e1x * e2z;
     const double nz = e1x * e2y - e1y * e2x;
     for (int64_t i : {i0, i1, i2}) {
-        if (i < lo || i >= hi) continue;
+        if (Ranged && (i < lo || i >= hi)) continue;
         double* s = acc + 3 * (i - lo);
         s[0] += nx;
         s[1] += ny;
@@ -1151,12 +1158,12 @@ struct NormalPass {
         double* a = acc + 3 * lo;
         std::fill(a, a + 3 * (hi - lo), 0.0);
         if (nranges == 1) {
-            for (int64_t t = 0; t < ntri; ++t) add_face_normal(V, T, t, lo, hi, a);
+            for (int64_t t = 0; t < ntri; ++t) add_face_normal<false>(V, T, t, lo, hi, a);
         } else {
             const Bins& b = bins->ranges;
             for (int c = 0; c < b.nchunks; ++c)
                 for (const int32_t* p = b.begin(c, r), *e = b.end(c, r); p != e; ++p)
-                    add_face_normal(V, T, *p, lo, hi, a);
+                    add_face_normal<true>(V, T, *p, lo, hi, a);
         }
         normalise(a, hi - lo, normals + 3 * lo);
     }
