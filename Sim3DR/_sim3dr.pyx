@@ -56,8 +56,8 @@ cdef extern from "lighting.h" namespace "sim3dr":
         const LightParams& p, float* light, int num_threads) except + nogil
     int c_render_lit_u8 "sim3dr::render_lit_u8"(
         const float* vertices, int64_t nver, const int32_t* triangles, int64_t ntri,
-        const LightParams& p, uint8_t* image, int h, int w, float* depth, float alpha,
-        int num_threads) except + nogil
+        const LightParams& p, const uint8_t* background, uint8_t* image, int h, int w,
+        float* depth, float alpha, int num_threads) except + nogil
 
 # Pointer of a possibly empty memoryview (&view[0, 0] is invalid when a dimension is 0).
 cdef inline const float* _fptr(const float[:, ::1] a):
@@ -224,21 +224,27 @@ def light_colors(const float[:, ::1] vertices, const int32_t[:, ::1] triangles,
 
 
 def render_lit_u8(const float[:, ::1] vertices, const int32_t[:, ::1] triangles,
-                  uint8_t[:, :, ::1] image, float[:, ::1] depth, float alpha,
-                  int num_threads, float ambient, float directional, float specular,
-                  float exponent, color_ambient, color_directional, light_pos, view_pos):
-    """Lit render into a uint8 (H, W, 3) image in place (``light_colors`` then
-    ``rasterize_u8``, in one pass); ``depth`` may be None (a fresh z-buffer). Returns the
-    number of threads that did the work (0 when there was nothing to draw)."""
-    if (vertices.shape[0] == 0 or triangles.shape[0] == 0 or image.shape[0] == 0
-            or image.shape[1] == 0):
+                  const uint8_t[:, :, ::1] background, uint8_t[:, :, ::1] image,
+                  float[:, ::1] depth, float alpha, int num_threads, float ambient,
+                  float directional, float specular, float exponent, color_ambient,
+                  color_directional, light_pos, view_pos):
+    """Lit render of the mesh over ``background`` into ``image`` (both uint8 (H, W, 3), the
+    same shape; ``image`` is entirely overwritten): ``light_colors`` then ``rasterize_u8``
+    in one pass. ``depth`` may be None (a fresh z-buffer). Returns the number of threads
+    that did the work (0 when there was nothing to draw)."""
+    if image.shape[0] == 0 or image.shape[1] == 0:
         return 0
+    if (background.shape[0] != image.shape[0] or background.shape[1] != image.shape[1]
+            or background.shape[2] != 3 or image.shape[2] != 3):
+        raise ValueError("render_lit_u8: background and image must be (H, W, 3) alike")
     cdef LightParams p = _light_params(ambient, directional, specular, exponent,
                                        color_ambient, color_directional, light_pos, view_pos)
     cdef float* d = &depth[0, 0] if depth is not None else NULL
+    cdef const float* v = _fptr(vertices)
+    cdef const int32_t* t = _iptr(triangles)
     cdef int used
     with nogil:
-        used = c_render_lit_u8(&vertices[0, 0], vertices.shape[0], &triangles[0, 0],
-                               triangles.shape[0], p, &image[0, 0, 0], <int>image.shape[0],
+        used = c_render_lit_u8(v, vertices.shape[0], t, triangles.shape[0], p,
+                               &background[0, 0, 0], &image[0, 0, 0], <int>image.shape[0],
                                <int>image.shape[1], d, alpha, num_threads)
     return used

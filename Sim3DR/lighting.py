@@ -165,11 +165,14 @@ def render_lit(vertices, triangles, background: np.ndarray, alpha: float = 1.0,
     # The checks in the order of the two steps: threads, alpha, depth buffer.
     n = resolve_num_threads(num_threads)
     a = _check_alpha(alpha)
-    image = np.array(bg, dtype=np.uint8, order="C", copy=True)
-    h, w = image.shape[:2]
-    if h and w:
-        depth = None if depth_buffer is None else _check_depth(depth_buffer, h, w)
-        _native("render_lit", _sim3dr.render_lit_u8, v, t, image, depth, a, n, *args)
+    h, w = bg.shape[:2]
+    if not (h and w):
+        return np.array(bg, dtype=np.uint8, order="C", copy=True)
+    depth = None if depth_buffer is None else _check_depth(depth_buffer, h, w)
+    # the C++ pass copies the background into the new image band by band
+    image = np.empty((h, w, 3), np.uint8)
+    _native("render_lit", _sim3dr.render_lit_u8, v, t, np.ascontiguousarray(bg), image, depth,
+            a, n, *args)
     return image
 
 

@@ -28,13 +28,14 @@ void light_colors(const float* vertices, int64_t nver, const int32_t* triangles,
                   int64_t ntri, const LightParams& p, float* light, int num_threads);
 
 // The release's lit render (light_colors, then rasterisation into a uint8 (h, w, 3)
-// image in place, as rasterize_u8) in one parallel pass: the lighting of the vertices
-// and the rasterisation of depth run side by side, the colours are filled in last.
-// depth: (h, w) z-buffer updated in place, or nullptr for a fresh one. Returns the number
-// of threads, like rasterize_u8.
+// image, as rasterize_u8) in one parallel pass: vertex bounds and binning, then normals
+// and light by ranges of vertices, then the bands of the image. background: the (h, w, 3)
+// image drawn over (copied into `image` band by band), or nullptr to draw over `image`
+// as it is. depth: (h, w) z-buffer updated in place, or nullptr for a fresh one. Returns
+// the number of threads, like rasterize_u8.
 int render_lit_u8(const float* vertices, int64_t nver, const int32_t* triangles,
-                  int64_t ntri, const LightParams& p, uint8_t* image, int h, int w,
-                  float* depth, float alpha, int num_threads);
+                  int64_t ntri, const LightParams& p, const uint8_t* background,
+                  uint8_t* image, int h, int w, float* depth, float alpha, int num_threads);
 
 namespace detail {
 

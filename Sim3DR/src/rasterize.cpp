@@ -44,7 +44,7 @@
 #define SIM3DR_TARGET_AVX2 __attribute__((target("avx2")))
 #if !defined(SIM3DR_NO_AVX512)
 #define SIM3DR_AVX512 1
-#define SIM3DR_TARGET_AVX512 __attribute__((target("avx2,avx512f,avx512vl")))
+#define SIM3DR_TARGET_AVX512 __attribute__((target("avx2,avx512f,avx512vl,avx512bw")))
 #endif
 #endif
 #endif
@@ -67,7 +67,7 @@ std::atomic<int> g_thread_start_limit{-1};
 void set_thread_start_limit(int n) { g_thread_start_limit.store(n < 0 ? -1 : n); }
 
 namespace {
-// Widest instruction set the kernels may use: 3 = AVX-512 (F, VL), 2 = AVX2, 1 = SSE2,
+// Widest instruction set the kernels may use: 3 = AVX-512 (F, VL, BW), 2 = AVX2, 1 = SSE2,
 // 0 = scalar (where
 // compiled in); lowered by set_simd_level (tests run every path).
 int detect_simd() {
@@ -75,7 +75,7 @@ int detect_simd() {
     __builtin_cpu_init();
 #if defined(SIM3DR_AVX512)
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("avx512f") &&
-        __builtin_cpu_supports("avx512vl"))
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw"))
         return 3;
 #endif
     if (__builtin_cpu_supports("avx2")) return 2;
@@ -347,8 +347,9 @@ struct TrimOnExit {
 namespace {
 
 // Adds the unnormalised normal (v1 - v0) x (v2 - v0) of triangle t, in double, to the
-// sums of its vertices in [lo, hi) (acc holds rows lo..hi-1; Ranged == false: all of
-// them, the indices are trusted as the Python layer checked them).
+// sums of its vertices in [lo, hi) (acc holds rows lo..hi-1 of 4 doubles, x y z and an
+// unused one; Ranged == false: all of them, the indices are trusted as the Python layer
+// checked them).
 template <bool Ranged>
 inline void add_face_normal(const float* vertices, const int32_t* triangles, int64_t t,
                             int64_t lo, int64_t hi, double* acc) {
@@ -365,7 +366,7 @@ inline void add_face_normal(const float* vertices, const int32_t* triangles, int
     const double nz = e1x * e2y - e1y * e2x;
     for (int64_t i : {i0, i1, i2}) {
         if (Ranged && (i < lo || i >= hi)) continue;
-        double* s = acc + 3 * (i - lo);
+        double* s = acc + 4 * (i - lo);
         s[0] += nx;
         s[1] += ny;
         s[2] += nz;
@@ -373,9 +374,45 @@ inline void add_face_normal(const float* vertices, const int32_t* triangles, int
 }
 
 // Unit normals of rows [0, n) of acc into normals; zero (or non-finite) sums give 0.
+#ifdef SIM3DR_AVX2
+// add_face_normal for triangles t0..t1-1 (ids == nullptr) or ids[0..n): the corners and
+// the cross product in AVX lanes (x, y, z, 0), the same double operations per lane; one
+// vector add per corner (acc rows 32-byte aligned).
+template <bool Ranged>
+SIM3DR_TARGET_AVX2 void add_face_normals_avx2(const float* vertices, const int32_t* triangles,
+                                              const int32_t* ids, int64_t t0, int64_t t1,
+                                              int64_t lo, int64_t hi, double* acc) {
+    auto corner = [&](int64_t i) SIM3DR_TARGET_AVX2 {
+        const float* p = vertices + 3 * i;
+        const __m128 f = _mm_movelh_ps(_mm_loadl_pi(_mm_setzero_ps(), reinterpret_cast<const __m64*>(p)),
+                                       _mm_load_ss(p + 2));  // x y z 0, nothing read past p[2]
+        return _mm256_cvtps_pd(f);
+    };
+    for (int64_t k = t0; k < t1; ++k) {
+        const int64_t t = ids ? ids[k] : k;
+        const int64_t i0 = triangles[3 * t], i1 = triangles[3 * t + 1], i2 = triangles[3 * t + 2];
+        const __m256d a = corner(i0);
+        const __m256d e1 = _mm256_sub_pd(corner(i1), a), e2 = _mm256_sub_pd(corner(i2), a);
+        // (e1.y e2.z - e1.z e2.y, e1.z e2.x - e1.x e2.z, e1.x e2.y - e1.y e2.x, 0)
+        const __m256d n = _mm256_sub_pd(
+            _mm256_mul_pd(_mm256_permute4x64_pd(e1, _MM_SHUFFLE(3, 0, 2, 1)),
+                          _mm256_permute4x64_pd(e2, _MM_SHUFFLE(3, 1, 0, 2))),
+            _mm256_mul_pd(_mm256_permute4x64_pd(e1, _MM_SHUFFLE(3, 1, 0, 2)),
+                          _mm256_permute4x64_pd(e2, _MM_SHUFFLE(3, 0, 2, 1))));
+        for (int64_t i : {i0, i1, i2}) {
+            if (Ranged && (i < lo || i >= hi)) continue;
+            double* s = acc + 4 * (i - lo);
+            _mm256_store_pd(s, _mm256_add_pd(_mm256_load_pd(s), n));
+        }
+    }
+}
+#endif
+
+// Unit normals of rows [0, n) of acc (4 doubles a row) into normals; zero (or non-finite)
+// sums give 0.
 void normalise(const double* acc, int64_t n, float* normals) {
     for (int64_t i = 0; i < n; ++i) {
-        const double x = acc[3 * i], y = acc[3 * i + 1], z = acc[3 * i + 2];
+        const double x = acc[4 * i], y = acc[4 * i + 1], z = acc[4 * i + 2];
         const double len = std::sqrt(x * x + y * y + z * z);
         const bool ok = len > 0.0 && std::isfinite(len);
         normals[3 * i] = ok ? static_cast<float>(x / len) : 0.0f;
@@ -1061,56 +1098,128 @@ struct Binning {
 
     int64_t chunk_begin(int c) const { return ntri * c / plan.nchunks; }
 
-    // Counting sort of chunk c's triangles by band (rows of their candidate pixels).
+    // Counting sort of chunk c's triangles by band (rows of their candidate pixels; the
+    // columns are checked when drawing). Consecutive triangles of a mesh mostly share
+    // their band: the counts and write positions of a run of one-band triangles stay in
+    // registers (a counter in memory would make every triangle wait for the previous
+    // one's store).
     void bin_bands(int c) {
         const int64_t a = chunk_begin(c), b = chunk_begin(c + 1);
         const int nk = bands.nkeys, shift = plan.band_shift;
         int32_t* off = bands.offsets + static_cast<size_t>(c) * (nk + 1);
         std::fill(off, off + nk + 1, 0);
         int64_t total = 0;
+        int cur = -1;
+        int32_t run = 0;
         for (int64_t t = a; t < b; ++t) {
             const float* p0 = V + 3 * static_cast<int64_t>(T[3 * t]);
             const float* p1 = V + 3 * static_cast<int64_t>(T[3 * t + 1]);
             const float* p2 = V + 3 * static_cast<int64_t>(T[3 * t + 2]);
-            int32_t y0, y1, x0, x1;
+            int32_t y0, y1;
             int32_t* key = tri_keys + 2 * t;
-            if (!clip_range(p0[1], p1[1], p2[1], h, y0, y1) ||
-                !clip_range(p0[0], p1[0], p2[0], w, x0, x1)) {
+            if (!clip_range(p0[1], p1[1], p2[1], h, y0, y1)) {
                 key[0] = 1;
                 key[1] = 0;
                 continue;
             }
-            key[0] = y0 >> shift;
-            key[1] = y1 >> shift;
-            for (int k = key[0]; k <= key[1]; ++k) ++off[k + 1];
-            total += key[1] - key[0] + 1;
+            const int k0 = y0 >> shift, k1 = y1 >> shift;
+            key[0] = k0;
+            key[1] = k1;
+            total += k1 - k0 + 1;
+            if (k0 == k1 && k0 == cur) {
+                ++run;
+                continue;
+            }
+            if (cur >= 0) off[cur + 1] += run;
+            cur = -1;
+            run = 0;
+            if (k0 == k1) {
+                cur = k0;
+                run = 1;
+            } else {
+                for (int k = k0; k <= k1; ++k) ++off[k + 1];
+            }
         }
-        fill(bands, c, total, [&](auto put) {
-            for (int64_t t = a; t < b; ++t)
-                for (int k = tri_keys[2 * t]; k <= tri_keys[2 * t + 1]; ++k) put(k, t);
+        if (cur >= 0) off[cur + 1] += run;
+        fill(bands, c, total, [&](int32_t* out, int32_t* pos) {
+            int cur = -1;
+            int32_t at = 0;
+            for (int64_t t = a; t < b; ++t) {
+                const int k0 = tri_keys[2 * t], k1 = tri_keys[2 * t + 1];
+                if (k0 == k1) {
+                    if (k0 != cur) {
+                        if (cur >= 0) pos[cur] = at;
+                        cur = k0;
+                        at = pos[k0];
+                    }
+                    out[at++] = static_cast<int32_t>(t);
+                } else if (k0 < k1) {
+                    if (cur >= 0) pos[cur] = at;
+                    cur = -1;
+                    for (int k = k0; k <= k1; ++k) out[pos[k]++] = static_cast<int32_t>(t);
+                }
+            }
+            if (cur >= 0) pos[cur] = at;
         });
     }
 
-    // Counting sort of chunk c's triangles by the vertex ranges of their corners.
+    // Counting sort of chunk c's triangles by the vertex ranges of their corners (a
+    // triangle is listed once for each range it has a corner in), runs in registers too.
     void bin_ranges(int c) {
         const int64_t a = chunk_begin(c), b = chunk_begin(c + 1);
         const int nk = ranges.nkeys, shift = plan.vert_shift;
         int32_t* off = ranges.offsets + static_cast<size_t>(c) * (nk + 1);
         std::fill(off, off + nk + 1, 0);
         int64_t total = 0;
-        auto keys = [&](int64_t t, auto visit) {
+        int cur = -1;
+        int32_t run = 0;
+        for (int64_t t = a; t < b; ++t) {
             const int r0 = T[3 * t] >> shift, r1 = T[3 * t + 1] >> shift, r2 = T[3 * t + 2] >> shift;
-            visit(r0);
-            if (r1 != r0) visit(r1);
-            if (r2 != r0 && r2 != r1) visit(r2);
-        };
-        for (int64_t t = a; t < b; ++t)
-            keys(t, [&](int r) {
-                ++off[r + 1];
+            if (r0 == r1 && r0 == r2) {
                 ++total;
-            });
-        fill(ranges, c, total, [&](auto put) {
-            for (int64_t t = a; t < b; ++t) keys(t, [&](int r) { put(r, t); });
+                if (r0 == cur) {
+                    ++run;
+                    continue;
+                }
+                if (cur >= 0) off[cur + 1] += run;
+                cur = r0;
+                run = 1;
+                continue;
+            }
+            ++off[r0 + 1];
+            ++total;
+            if (r1 != r0) {
+                ++off[r1 + 1];
+                ++total;
+            }
+            if (r2 != r0 && r2 != r1) {
+                ++off[r2 + 1];
+                ++total;
+            }
+        }
+        if (cur >= 0) off[cur + 1] += run;
+        fill(ranges, c, total, [&](int32_t* out, int32_t* pos) {
+            int cur = -1;
+            int32_t at = 0;
+            for (int64_t t = a; t < b; ++t) {
+                const int r0 = T[3 * t] >> shift, r1 = T[3 * t + 1] >> shift,
+                          r2 = T[3 * t + 2] >> shift;
+                if (r0 == r1 && r0 == r2) {
+                    if (r0 != cur) {
+                        if (cur >= 0) pos[cur] = at;
+                        cur = r0;
+                        at = pos[r0];
+                    }
+                    out[at++] = static_cast<int32_t>(t);
+                    continue;
+                }
+                if (cur >= 0) pos[cur] = at;
+                cur = -1;
+                out[pos[r0]++] = static_cast<int32_t>(t);
+                if (r1 != r0) out[pos[r1]++] = static_cast<int32_t>(t);
+                if (r2 != r0 && r2 != r1) out[pos[r2]++] = static_cast<int32_t>(t);
+            }
+            if (cur >= 0) pos[cur] = at;
         });
     }
 
@@ -1129,8 +1238,8 @@ struct Binning {
         if (total > INT32_MAX) throw std::bad_alloc();
         std::vector<int32_t>& list = bins.lists[c];
         if (list.size() < static_cast<size_t>(total)) list.resize(static_cast<size_t>(total));
-        int32_t* out = list.data();
-        each([&](int k, int64_t t) { out[off[k + 1]++] = static_cast<int32_t>(t); });
+        // each(out, pos): place every entry of key k at out[pos[k]++] (pos = off + 1)
+        each(list.data(), off + 1);
     }
 };
 
@@ -1146,7 +1255,7 @@ struct NormalPass {
     const Binning* bins;
     int nranges;
     int vert_shift;
-    double* acc;      // 3 * nver
+    double* acc;      // 4 * nver, 32-byte aligned (see acc_buffer)
     float* normals;   // 3 * nver
 
     int64_t range_begin(int r) const {
@@ -1155,8 +1264,22 @@ struct NormalPass {
 
     void run(int r) const {
         const int64_t lo = range_begin(r), hi = nranges == 1 ? nver : range_begin(r + 1);
-        double* a = acc + 3 * lo;
-        std::fill(a, a + 3 * (hi - lo), 0.0);
+        double* a = acc + 4 * lo;
+        std::fill(a, a + 4 * (hi - lo), 0.0);
+#ifdef SIM3DR_AVX2
+        if (g_simd_level.load(std::memory_order_relaxed) >= 2) {
+            if (nranges == 1) {
+                add_face_normals_avx2<false>(V, T, nullptr, 0, ntri, lo, hi, a);
+            } else {
+                const Bins& b = bins->ranges;
+                for (int c = 0; c < b.nchunks; ++c)
+                    add_face_normals_avx2<true>(V, T, b.begin(c, r), 0, b.end(c, r) - b.begin(c, r),
+                                                lo, hi, a);
+            }
+            normalise(a, hi - lo, normals + 3 * lo);
+            return;
+        }
+#endif
         if (nranges == 1) {
             for (int64_t t = 0; t < ntri; ++t) add_face_normal<false>(V, T, t, lo, hi, a);
         } else {
@@ -1169,6 +1292,13 @@ struct NormalPass {
     }
 };
 
+// Scratch for the normal sums: 4 doubles per vertex, 32-byte aligned.
+double* acc_buffer(Buffer<double>& buf, int64_t nver) {
+    double* p = buf.get(static_cast<size_t>(4 * nver + 4));
+    const uintptr_t misalign = reinterpret_cast<uintptr_t>(p) & 31;
+    return misalign ? p + (32 - misalign) / sizeof(double) : p;
+}
+
 struct BandPass;
 #ifdef SIM3DR_AVX2
 template <bool UV>
@@ -1177,6 +1307,9 @@ SIM3DR_TARGET_AVX2 void deferred_triangles_avx2(const BandPass& b, int band, int
 #ifdef SIM3DR_AVX512
 template <bool UV>
 SIM3DR_TARGET_AVX512 void deferred_triangles_avx512(const BandPass& b, int band, int y0, int y1);
+SIM3DR_TARGET_AVX512 void rgb_triangles_avx512(const BandPass& b, int band, int y0, int y1,
+                                               const float* colors, float a255,
+                                               uint8_t* image);
 #endif
 
 // Per thread (the caller's or a worker's): the deferred buffers of the band it draws,
@@ -1203,6 +1336,9 @@ struct BandPass {
     int nbands;
     int band_shift;
     float* depth = nullptr;  // the caller's (h, w) z-buffer, or nullptr (fresh)
+    // render_lit_u8: the background copied into the image rows of each band first
+    const uint8_t* background = nullptr;
+    uint8_t* canvas = nullptr;
     // deferred buffers of the band being drawn (set by deferred())
     int64_t stride = 0;
     int y_origin = 0;
@@ -1219,6 +1355,12 @@ struct BandPass {
             y0 = band << band_shift;
             y1 = std::min(h - 1, y0 + (1 << band_shift) - 1);
         }
+    }
+
+    void copy_background(int y0, int y1) const {
+        if (!background) return;
+        const size_t row = static_cast<size_t>(w) * 3;
+        std::memcpy(canvas + y0 * row, background + y0 * row, (y1 - y0 + 1) * row);
     }
 
     template <class Draw>
@@ -1245,6 +1387,7 @@ struct BandPass {
         BandPass b = *this;  // this thread's buffers
         int y0, y1;
         rows(band, y0, y1);
+        copy_background(y0, y1);
         const int64_t n = static_cast<int64_t>(y1 - y0 + 1) * stride;
         BandScratch& bs = t_band;
         b.y_origin = y0;
@@ -1268,6 +1411,43 @@ struct BandPass {
                             sizeof(float) * w);
         after(b, y0, y1);
         bs.trim();
+    }
+
+    // uint8 RGB, alpha 1, colours known: with AVX-512 the pixels are coloured as they are
+    // drawn (no per-pixel winners and barycentrics); otherwise the deferred path and
+    // shade_rows. The same bytes either way.
+    void rgb(int band, const float* colors, float a255, uint8_t* image) const {
+#ifdef SIM3DR_AVX512
+        if (g_simd_level.load(std::memory_order_relaxed) >= 3) {
+            BandPass b = *this;
+            int y0, y1;
+            rows(band, y0, y1);
+            copy_background(y0, y1);
+            const int64_t n = static_cast<int64_t>(y1 - y0 + 1) * stride;
+            BandScratch& bs = t_band;
+            b.y_origin = y0;
+            b.dscr = bs.depth.get(static_cast<size_t>(n));
+            for (int y = y0; y <= y1; ++y) {
+                float* d = b.dscr + (y - y0) * stride;
+                if (depth)
+                    std::memcpy(d, depth + static_cast<int64_t>(y) * w, sizeof(float) * w);
+                else
+                    std::fill(d, d + w, kDepthInit);
+                std::fill(d + w, d + stride, kDepthInit);
+            }
+            rgb_triangles_avx512(b, band, y0, y1, colors, a255, image);
+            if (depth)
+                for (int y = y0; y <= y1; ++y)
+                    std::memcpy(depth + static_cast<int64_t>(y) * w, b.dscr + (y - y0) * stride,
+                                sizeof(float) * w);
+            bs.trim();
+            return;
+        }
+#endif
+        deferred<true>(band, [&](const BandPass& b, int y0, int y1) {
+            shade_rows<3>(colors, 3, T, y0, y1, w, b.stride, b.y_origin, b.iscr, b.us, b.vs,
+                          a255, image);
+        });
     }
 
     template <bool UV>
@@ -1294,6 +1474,7 @@ struct BandPass {
     void immediate(int band, const Shade& shade, bool fresh_depth = false) const {
         int y0, y1;
         rows(band, y0, y1);
+        copy_background(y0, y1);
         if (fresh_depth)
             std::fill(depth + static_cast<int64_t>(y0) * w, depth + static_cast<int64_t>(y1 + 1) * w,
                       kDepthInit);
@@ -1303,39 +1484,73 @@ struct BandPass {
     }
 };
 
+// The triangles of one band in drawing order, a batch at a time (across the chunks' lists).
+struct IdStream {
+    const BandPass& b;
+    int band;
+    int c = 0;
+    const int32_t* p = nullptr;
+    const int32_t* e = nullptr;
+    int64_t t = 0;
+
+    IdStream(const BandPass& pass, int k) : b(pass), band(k) {
+        if (b.nbands > 1 && b.bins->bands.nchunks > 0) {
+            p = b.bins->bands.begin(0, band);
+            e = b.bins->bands.end(0, band);
+        }
+    }
+    // Up to n ids into out; 0 at the end.
+    int next(int32_t* out, int n) {
+        if (b.nbands == 1) {
+            const int k = static_cast<int>(std::min<int64_t>(n, b.ntri - t));
+            for (int j = 0; j < k; ++j) out[j] = static_cast<int32_t>(t + j);
+            t += k;
+            return k;
+        }
+        const Bins& bins = b.bins->bands;
+        int k = 0;
+        while (k < n) {
+            if (p == e) {
+                if (++c >= bins.nchunks) break;
+                p = bins.begin(c, band);
+                e = bins.end(c, band);
+                continue;
+            }
+            const int m = static_cast<int>(std::min<ptrdiff_t>(n - k, e - p));
+            std::memcpy(out + k, p, sizeof(int32_t) * m);
+            p += m;
+            k += m;
+        }
+        return k;
+    }
+};
+
 #ifdef SIM3DR_AVX2
 // BandPass::each_triangle with the AVX2 kernel inlined (a function compiled for AVX2 can
 // inline the plain ones, not the other way round).
 template <bool UV>
 SIM3DR_TARGET_AVX2 void deferred_triangles_avx2(const BandPass& b, int band, int y0, int y1) {
-    // Triangles in batches of eight: setup8, then each drawable one in order.
-    alignas(32) int32_t ids[8];
-    SetupBatch8 batch;
-    auto flush = [&](int n) SIM3DR_TARGET_AVX2 {
-        int m = setup8(b.V, b.T, ids, n, b.h, b.w, batch);
+    // Batches of eight: setup8 of the next batch is issued before the current one is drawn
+    // (its gathers wait for memory meanwhile); each drawable triangle in order.
+    alignas(32) int32_t ids[2][8];
+    SetupBatch8 batch[2];
+    IdStream stream(b, band);
+    int n = stream.next(ids[0], 8);
+    if (!n) return;
+    int m = setup8(b.V, b.T, ids[0], n, b.h, b.w, batch[0]);
+    for (int cur = 0;; cur ^= 1) {
+        const int n2 = stream.next(ids[cur ^ 1], 8);
+        const int m2 = n2 ? setup8(b.V, b.T, ids[cur ^ 1], n2, b.h, b.w, batch[cur ^ 1]) : 0;
         while (m) {
             const int j = __builtin_ctz(static_cast<unsigned>(m));
             m &= m - 1;
-            const Setup s = batch.get(j);
-            raster_deferred_avx2<UV>(s, ids[j], std::max(y0, s.ymin), std::min(y1, s.ymax),
+            const Setup s = batch[cur].get(j);
+            raster_deferred_avx2<UV>(s, ids[cur][j], std::max(y0, s.ymin), std::min(y1, s.ymax),
                                      b.stride, b.y_origin, b.dscr, b.iscr, b.us, b.vs);
         }
-    };
-    if (b.nbands == 1) {
-        for (int64_t t = 0; t < b.ntri; t += 8) {
-            const int n = static_cast<int>(std::min<int64_t>(8, b.ntri - t));
-            for (int j = 0; j < n; ++j) ids[j] = static_cast<int32_t>(t + j);
-            flush(n);
-        }
-        return;
+        if (!n2) return;
+        m = m2;
     }
-    const Bins& bins = b.bins->bands;
-    for (int c = 0; c < bins.nchunks; ++c)
-        for (const int32_t* p = bins.begin(c, band), *e = bins.end(c, band); p < e; p += 8) {
-            const int n = static_cast<int>(std::min<ptrdiff_t>(8, e - p));
-            std::memcpy(ids, p, sizeof(int32_t) * n);
-            flush(n);
-        }
 }
 #endif
 
@@ -1493,35 +1708,162 @@ SIM3DR_TARGET_AVX512 inline void raster_deferred_avx512(const SetupBatch16& b, i
     }
 }
 
-template <bool UV>
-SIM3DR_TARGET_AVX512 void deferred_triangles_avx512(const BandPass& b, int band, int y0, int y1) {
-    alignas(64) int32_t ids[16];
-    SetupBatch16 batch;
-    auto flush = [&](int n) SIM3DR_TARGET_AVX512 {
-        unsigned m = static_cast<unsigned>(setup16(b.V, b.T, ids, n, b.h, b.w, batch));
+// 12-byte masks of the RGB bytes of the pixels in a 4-bit lane mask.
+constexpr uint16_t kRgbMask[16] = {0x000, 0x007, 0x038, 0x03F, 0x1C0, 0x1C7, 0x1F8, 0x1FF,
+                                   0xE00, 0xE07, 0xE38, 0xE3F, 0xFC0, 0xFC7, 0xFF8, 0xFFF};
+
+// Row R of a 4x4 block: depth as put_row512, and the pixels' bytes (R G B interleaved in
+// `rgb`'s low 12 bytes) into the image row.
+template <int R>
+SIM3DR_TARGET_AVX512 inline void put_rgb_row512(__mmask16 k, int64_t off, __m512 z, __m512 old,
+                                                __m128i rgb, float* depth, uint8_t* px) {
+    const unsigned kr = (k >> (4 * R)) & 0xF;
+    if (!kr) return;
+    _mm_store_ps(depth + off, _mm_mask_mov_ps(_mm512_extractf32x4_ps(old, R),
+                                              static_cast<__mmask8>(kr),
+                                              _mm512_extractf32x4_ps(z, R)));
+    _mm_mask_storeu_epi8(px, kRgbMask[kr], rgb);
+}
+
+// The deferred kernel's pixels, coloured at once (uint8 RGB, alpha 1: the pixel is
+// a255 * (w0 c0 + v c1 + u c2) clamped to [0, 255] and truncated, ShadeU8's operations;
+// a later winner overwrites it as the plain loop does). Colours are ready when the bands
+// are drawn. Masked byte stores touch only the triangle's pixels.
+SIM3DR_TARGET_AVX512 inline void raster_rgb_avx512(const SetupBatch16& b, int j,
+                                                   const int32_t* corners, int ya, int yb,
+                                                   int64_t stride, int y_origin, float* depth,
+                                                   const float* colors, float a255,
+                                                   uint8_t* image, int w) {
+    const __m512 p0x = _mm512_set1_ps(b.p0x[j]), p0y = _mm512_set1_ps(b.p0y[j]),
+                 v0x = _mm512_set1_ps(b.v0x[j]), v0y = _mm512_set1_ps(b.v0y[j]),
+                 v1x = _mm512_set1_ps(b.v1x[j]), v1y = _mm512_set1_ps(b.v1y[j]),
+                 d00 = _mm512_set1_ps(b.d00[j]), d01 = _mm512_set1_ps(b.d01[j]),
+                 d11 = _mm512_set1_ps(b.d11[j]), inv = _mm512_set1_ps(b.inv[j]),
+                 z0 = _mm512_set1_ps(b.z0[j]), z1 = _mm512_set1_ps(b.z1[j]),
+                 z2 = _mm512_set1_ps(b.z2[j]);
+    const float* c0 = colors + 3 * static_cast<int64_t>(corners[0]);
+    const float* c1 = colors + 3 * static_cast<int64_t>(corners[1]);
+    const float* c2 = colors + 3 * static_cast<int64_t>(corners[2]);
+    const int xmin = b.xmin[j], xmax = b.xmax[j];
+    const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
+    const __m512 top = _mm512_set1_ps(255.0f), a = _mm512_set1_ps(a255);
+    const __m512 lanex = _mm512_setr_ps(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);
+    const __m512i laney = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    // bytes 0..7: R G pairs of four pixels, 8..11: their B -> R G B R G B ...
+    const __m128i interleave = _mm_setr_epi8(0, 1, 8, 2, 3, 9, 4, 5, 10, 6, 7, 11, -1, -1, -1, -1);
+    const __m128 z4 = _mm_setzero_ps();
+    for (int y = ya; y <= yb; y += 4) {
+        const int nrows = std::min(4, yb - y + 1);
+        const unsigned rows = nrows == 4 ? 0xFFFFu : (1u << (4 * nrows)) - 1;
+        const __m512 v2y = _mm512_sub_ps(
+            _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_set1_epi32(y), laney)), p0y);
+        const __m512 a0 = _mm512_mul_ps(v0y, v2y);
+        const __m512 a1 = _mm512_mul_ps(v1y, v2y);
+        const int64_t row = static_cast<int64_t>(y - y_origin) * stride;
+        for (int x0 = xmin & ~3; x0 <= xmax; x0 += 4) {
+            const int lo = std::max(xmin - x0, 0), hi = std::min(xmax - x0, 3);
+            const unsigned cols = (0xFu >> (3 - hi)) & (0xFu << lo);
+            const __mmask16 live = static_cast<__mmask16>(rows & (cols * 0x1111u));
+            const __m512 xs = _mm512_add_ps(_mm512_set1_ps(static_cast<float>(x0)), lanex);
+            const __m512 v2x = _mm512_sub_ps(xs, p0x);
+            const __m512 d02 = _mm512_add_ps(_mm512_mul_ps(v0x, v2x), a0);
+            const __m512 d12 = _mm512_add_ps(_mm512_mul_ps(v1x, v2x), a1);
+            const __m512 u = _mm512_mul_ps(
+                _mm512_sub_ps(_mm512_mul_ps(d11, d02), _mm512_mul_ps(d01, d12)), inv);
+            const __m512 v = _mm512_mul_ps(
+                _mm512_sub_ps(_mm512_mul_ps(d00, d12), _mm512_mul_ps(d01, d02)), inv);
+            __mmask16 k = _mm512_mask_cmp_ps_mask(live, u, zero, _CMP_GE_OQ);
+            k = _mm512_mask_cmp_ps_mask(k, v, zero, _CMP_GE_OQ);
+            k = _mm512_mask_cmp_ps_mask(k, _mm512_add_ps(u, v), one, _CMP_LT_OQ);
+            if (!k) continue;
+            const __m512 w0 = _mm512_sub_ps(_mm512_sub_ps(one, u), v);
+            const __m512 z = _mm512_add_ps(
+                _mm512_add_ps(_mm512_mul_ps(w0, z0), _mm512_mul_ps(v, z1)), _mm512_mul_ps(u, z2));
+            const int64_t off = row + x0;
+            const float* dp = depth + off;
+            __m512 old = _mm512_castps128_ps512(_mm_load_ps(dp));
+            old = _mm512_insertf32x4(old, nrows > 1 ? _mm_load_ps(dp + stride) : z4, 1);
+            old = _mm512_insertf32x4(old, nrows > 2 ? _mm_load_ps(dp + 2 * stride) : z4, 2);
+            old = _mm512_insertf32x4(old, nrows > 3 ? _mm_load_ps(dp + 3 * stride) : z4, 3);
+            k = _mm512_mask_cmp_ps_mask(k, z, old, _CMP_GT_OQ);
+            if (!k) continue;
+            __m128i ch[3];
+            for (int c = 0; c < 3; ++c) {
+                const __m512 col = _mm512_add_ps(
+                    _mm512_add_ps(_mm512_mul_ps(w0, _mm512_set1_ps(c0[c])),
+                                  _mm512_mul_ps(v, _mm512_set1_ps(c1[c]))),
+                    _mm512_mul_ps(u, _mm512_set1_ps(c2[c])));
+                // a255 * col clamped to [0, 255] (NaN -> 0), truncated, one byte per lane
+                const __m512 val = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(a, col), zero), top);
+                ch[c] = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(val));
+            }
+            const __m128i rg_lo = _mm_unpacklo_epi8(ch[0], ch[1]), rg_hi = _mm_unpackhi_epi8(ch[0], ch[1]);
+            uint8_t* px = image + (static_cast<int64_t>(y) * w + x0) * 3;
+            const int64_t prow = static_cast<int64_t>(w) * 3;
+            put_rgb_row512<0>(k, off, z, old,
+                              _mm_shuffle_epi8(_mm_unpacklo_epi64(rg_lo, ch[2]), interleave),
+                              depth, px);
+            put_rgb_row512<1>(k, off + stride, z, old,
+                              _mm_shuffle_epi8(_mm_unpackhi_epi64(rg_lo, _mm_slli_si128(ch[2], 4)), interleave),
+                              depth, px + prow);
+            put_rgb_row512<2>(k, off + 2 * stride, z, old,
+                              _mm_shuffle_epi8(_mm_unpacklo_epi64(rg_hi, _mm_srli_si128(ch[2], 8)), interleave),
+                              depth, px + 2 * prow);
+            put_rgb_row512<3>(k, off + 3 * stride, z, old,
+                              _mm_shuffle_epi8(_mm_unpackhi_epi64(rg_hi, _mm_srli_si128(ch[2], 4)), interleave),
+                              depth, px + 3 * prow);
+        }
+    }
+}
+
+SIM3DR_TARGET_AVX512 void rgb_triangles_avx512(const BandPass& b, int band, int y0, int y1,
+                                               const float* colors, float a255,
+                                               uint8_t* image) {
+    // As deferred_triangles_avx2, sixteen triangles a batch.
+    alignas(64) int32_t ids[2][16];
+    SetupBatch16 batch[2];
+    IdStream stream(b, band);
+    int n = stream.next(ids[0], 16);
+    if (!n) return;
+    unsigned m = static_cast<unsigned>(setup16(b.V, b.T, ids[0], n, b.h, b.w, batch[0]));
+    for (int cur = 0;; cur ^= 1) {
+        const int n2 = stream.next(ids[cur ^ 1], 16);
+        const unsigned m2 =
+            n2 ? static_cast<unsigned>(setup16(b.V, b.T, ids[cur ^ 1], n2, b.h, b.w, batch[cur ^ 1])) : 0;
         while (m) {
             const int j = __builtin_ctz(m);
             m &= m - 1;
-            raster_deferred_avx512<UV>(batch, j, ids[j], std::max(y0, batch.ymin[j]),
-                                       std::min(y1, batch.ymax[j]), b.stride, b.y_origin,
+            raster_rgb_avx512(batch[cur], j, b.T + 3 * static_cast<int64_t>(ids[cur][j]),
+                              std::max(y0, batch[cur].ymin[j]), std::min(y1, batch[cur].ymax[j]),
+                              b.stride, b.y_origin, b.dscr, colors, a255, image, b.w);
+        }
+        if (!n2) return;
+        m = m2;
+    }
+}
+
+template <bool UV>
+SIM3DR_TARGET_AVX512 void deferred_triangles_avx512(const BandPass& b, int band, int y0, int y1) {
+    alignas(64) int32_t ids[2][16];
+    SetupBatch16 batch[2];
+    IdStream stream(b, band);
+    int n = stream.next(ids[0], 16);
+    if (!n) return;
+    unsigned m = static_cast<unsigned>(setup16(b.V, b.T, ids[0], n, b.h, b.w, batch[0]));
+    for (int cur = 0;; cur ^= 1) {
+        const int n2 = stream.next(ids[cur ^ 1], 16);
+        const unsigned m2 =
+            n2 ? static_cast<unsigned>(setup16(b.V, b.T, ids[cur ^ 1], n2, b.h, b.w, batch[cur ^ 1])) : 0;
+        while (m) {
+            const int j = __builtin_ctz(m);
+            m &= m - 1;
+            raster_deferred_avx512<UV>(batch[cur], j, ids[cur][j], std::max(y0, batch[cur].ymin[j]),
+                                       std::min(y1, batch[cur].ymax[j]), b.stride, b.y_origin,
                                        b.dscr, b.iscr, b.us, b.vs);
         }
-    };
-    if (b.nbands == 1) {
-        for (int64_t t = 0; t < b.ntri; t += 16) {
-            const int n = static_cast<int>(std::min<int64_t>(16, b.ntri - t));
-            for (int j = 0; j < n; ++j) ids[j] = static_cast<int32_t>(t + j);
-            flush(n);
-        }
-        return;
+        if (!n2) return;
+        m = m2;
     }
-    const Bins& bins = b.bins->bands;
-    for (int c = 0; c < bins.nchunks; ++c)
-        for (const int32_t* p = bins.begin(c, band), *e = bins.end(c, band); p < e; p += 16) {
-            const int n = static_cast<int>(std::min<ptrdiff_t>(16, e - p));
-            std::memcpy(ids, p, sizeof(int32_t) * n);
-            flush(n);
-        }
 }
 #endif
 
@@ -1621,7 +1963,10 @@ int rasterize_job(const float* V, const int32_t* T, int64_t ntri, const float* c
             };
             auto task = [&](int phase, int k) {
                 if (phase == 0) return bin_tasks.run(k);
-                band.template deferred<true>(k, shade);
+                if (decltype(C)::value == 3)
+                    band.rgb(k, colors, a255, image);
+                else
+                    band.template deferred<true>(k, shade);
             };
             used = detail::run_phases(plan.nt, {bin_tasks.count(), plan.nbands}, task);
         });
@@ -1666,7 +2011,7 @@ void get_normal(const float* vertices, int64_t nver, const int32_t* triangles,
     bins.prepare(sc, false, true);
     BinTasks bin_tasks{bins, false, true};
     NormalPass np{vertices, nver, triangles, ntri, &bins, plan.nranges, plan.vert_shift,
-                  sc.acc.get(static_cast<size_t>(3 * nver)), normals};
+                  acc_buffer(sc.acc, nver), normals};
     auto task = [&](int phase, int k) {
         if (phase == 0) return bin_tasks.run(k);
         np.run(k);
@@ -1689,7 +2034,7 @@ void light_colors(const float* vertices, int64_t nver, const int32_t* triangles,
     BinTasks bin_tasks{bins, false, true};
     float* normals = sc.normals.get(static_cast<size_t>(3 * nver));
     NormalPass np{vertices, nver, triangles, ntri, &bins, plan.nranges, plan.vert_shift,
-                  sc.acc.get(static_cast<size_t>(3 * nver)), normals};
+                  acc_buffer(sc.acc, nver), normals};
     const int nr = plan.nranges;
     float* bounds = sc.bounds.get(static_cast<size_t>(6 * nr));
     auto task = [&](int phase, int k) {
@@ -1710,9 +2055,13 @@ void light_colors(const float* vertices, int64_t nver, const int32_t* triangles,
 }
 
 int render_lit_u8(const float* vertices, int64_t nver, const int32_t* triangles,
-                  int64_t ntri, const LightParams& p, uint8_t* image, int h, int w,
-                  float* depth, float alpha, int num_threads) {
-    if (nver <= 0 || ntri <= 0 || h <= 0 || w <= 0) return 0;
+                  int64_t ntri, const LightParams& p, const uint8_t* background,
+                  uint8_t* image, int h, int w, float* depth, float alpha, int num_threads) {
+    if (h <= 0 || w <= 0) return 0;
+    if (nver <= 0 || ntri <= 0) {
+        if (background) std::memcpy(image, background, static_cast<size_t>(h) * w * 3);
+        return 0;
+    }
     Scratch& sc = t_scratch;
     TrimOnExit trim;
     Plan plan = plan_raster(num_threads, ntri, h);
@@ -1724,20 +2073,18 @@ int render_lit_u8(const float* vertices, int64_t nver, const int32_t* triangles,
     float* normals = sc.normals.get(static_cast<size_t>(3 * nver));
     float* colors = sc.colors.get(static_cast<size_t>(3 * nver));
     NormalPass np{vertices, nver, triangles, ntri, &bins, plan.nranges, plan.vert_shift,
-                  sc.acc.get(static_cast<size_t>(3 * nver)), normals};
+                  acc_buffer(sc.acc, nver), normals};
     const int nr = plan.nranges, nb = plan.nbands;
     float* bounds = sc.bounds.get(static_cast<size_t>(6 * nr));
     BandPass band{vertices, triangles, ntri, h, w, &bins, nb, plan.band_shift};
     band.stride = (int64_t(w) + 6) & ~int64_t(3);
     band.depth = depth;
+    band.background = background;
+    band.canvas = image;
     const float keep = 1.0f - alpha, a255 = alpha * 255.0f;
     const ShadeU8<3> immediate{colors, 3, image, keep, a255};
     const bool fresh = depth == nullptr && keep != 0.0f;
     if (fresh) band.depth = sc.depth.get(static_cast<size_t>(int64_t(h) * w));
-    auto shade = [&](const BandPass& b, int y0, int y1) {
-        shade_rows<3>(colors, 3, triangles, y0, y1, w, b.stride, b.y_origin, b.iscr, b.us,
-                      b.vs, a255, image);
-    };
     // Phase 0: vertex bounds (ranges of vertices) and binning (chunks of triangles);
     // phase 1: normals and light of each range of vertices; phase 2: the bands.
     auto task = [&](int phase, int k) {
@@ -1752,7 +2099,7 @@ int render_lit_u8(const float* vertices, int64_t nver, const int32_t* triangles,
             detail::light_range(vertices, normals, a, b, p, detail::fold_bounds(bounds, nr),
                                 colors);
         } else if (keep == 0.0f) {
-            band.deferred<true>(k, shade);
+            band.rgb(k, colors, a255, image);
         } else {
             band.immediate(k, immediate, fresh);
         }
