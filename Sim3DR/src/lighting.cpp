@@ -23,6 +23,11 @@
 #if defined(__SSE2__) && (defined(__GNUC__) || defined(__clang__)) && !defined(SIM3DR_NO_SIMD)
 #include <emmintrin.h>
 #define SIM3DR_SSE2 1
+#if defined(__x86_64__) && !defined(SIM3DR_NO_AVX2)
+#include <immintrin.h>
+#define SIM3DR_AVX2 1
+#define SIM3DR_TARGET_AVX2 __attribute__((target("avx2")))
+#endif
 #endif
 
 namespace sim3dr {
@@ -44,11 +49,18 @@ void init_bounds(float lo[3], float hi[3]) {
 }
 
 void vertex_bounds(const float* vertices, int64_t a, int64_t b, float lo[3], float hi[3]) {
-  for (int64_t i = a; i < b; ++i)
-    for (int k = 0; k < 3; ++k) {
-      lo[k] = std::min(lo[k], vertices[3 * i + k]);
-      hi[k] = std::max(hi[k], vertices[3 * i + k]);
-    }
+  // in locals: lo and hi of neighbouring ranges share a cache line between threads
+  float l0 = lo[0], l1 = lo[1], l2 = lo[2], h0 = hi[0], h1 = hi[1], h2 = hi[2];
+  for (int64_t i = a; i < b; ++i) {
+    const float* v = vertices + 3 * i;
+    l0 = std::min(l0, v[0]);
+    l1 = std::min(l1, v[1]);
+    l2 = std::min(l2, v[2]);
+    h0 = std::max(h0, v[0]);
+    h1 = std::max(h1, v[1]);
+    h2 = std::max(h2, v[2]);
+  }
+  lo[0] = l0, lo[1] = l1, lo[2] = l2, hi[0] = h0, hi[1] = h1, hi[2] = h2;
 }
 
 // The normalised copy's affine map: vn = (v - lo) * scale - half_max, per axis, in
@@ -146,6 +158,12 @@ struct Light4 {
       }
     }
     for (int k = 0; k < 3; ++k) n[k] = _mm_setr_ps(N[k], N[3 + k], N[6 + k], N[9 + k]);
+    finish(d, e, n, L);
+  }
+
+  // The float part from the unit vectors d (to the light), e (to the viewer) and the
+  // normals n, four vertices in the lanes; writes their light.
+  void finish(const __m128* d, const __m128* e, const __m128* n, float* L) const {
     const __m128 c = _mm_add_ps(_mm_add_ps(_mm_mul_ps(n[0], d[0]), _mm_mul_ps(n[1], d[1])),
                                 _mm_mul_ps(n[2], d[2]));
     const __m128 cl = clip01_4(c);
@@ -174,6 +192,43 @@ struct Light4 {
 };
 #endif
 
+#ifdef SIM3DR_AVX2
+// Light4 with the four vertices' doubles in one AVX register each.
+struct Light4Avx2 {
+  const Light4& c;
+  SIM3DR_TARGET_AVX2 static void unit4(double px, double py, double pz, __m256d vx,
+                                       __m256d vy, __m256d vz, __m128& ox, __m128& oy,
+                                       __m128& oz) {
+    const __m256d d0 = _mm256_sub_pd(_mm256_set1_pd(px), vx),
+                  d1 = _mm256_sub_pd(_mm256_set1_pd(py), vy),
+                  d2 = _mm256_sub_pd(_mm256_set1_pd(pz), vz);
+    const __m256d n = _mm256_sqrt_pd(_mm256_add_pd(
+        _mm256_add_pd(_mm256_mul_pd(d0, d0), _mm256_mul_pd(d1, d1)), _mm256_mul_pd(d2, d2)));
+    const __m256d inv = _mm256_and_pd(_mm256_div_pd(_mm256_set1_pd(1.0), n),
+                                      _mm256_cmp_pd(n, _mm256_setzero_pd(), _CMP_GT_OQ));
+    ox = _mm256_cvtpd_ps(_mm256_mul_pd(d0, inv));
+    oy = _mm256_cvtpd_ps(_mm256_mul_pd(d1, inv));
+    oz = _mm256_cvtpd_ps(_mm256_mul_pd(d2, inv));
+  }
+
+  SIM3DR_TARGET_AVX2 void run(const float* V, const float* N, float* L) const {
+    __m256d vn[3];
+    for (int k = 0; k < 3; ++k) {
+      const __m256d v = _mm256_cvtps_pd(_mm_setr_ps(V[k], V[3 + k], V[6 + k], V[9 + k]));
+      vn[k] = _mm256_sub_pd(
+          _mm256_mul_pd(_mm256_sub_pd(v, _mm256_set1_pd(_mm_cvtsd_f64(c.lo[k]))),
+                        _mm256_set1_pd(_mm_cvtsd_f64(c.scale))),
+          _mm256_set1_pd(_mm_cvtsd_f64(c.hm[k])));
+    }
+    __m128 d[3], e[3], n[3];
+    unit4(c.lp[0], c.lp[1], c.lp[2], vn[0], vn[1], vn[2], d[0], d[1], d[2]);
+    unit4(c.vp[0], c.vp[1], c.vp[2], vn[0], vn[1], vn[2], e[0], e[1], e[2]);
+    for (int k = 0; k < 3; ++k) n[k] = _mm_setr_ps(N[k], N[3 + k], N[6 + k], N[9 + k]);
+    c.finish(d, e, n, L);
+  }
+};
+#endif
+
 }  // namespace
 
 void light_range(const float* vertices, const float* normals, int64_t a, int64_t b,
@@ -196,6 +251,12 @@ void light_range(const float* vertices, const float* normals, int64_t a, int64_t
 #ifdef SIM3DR_SSE2
   if (directional && integer_e >= 0) {
     const Light4 four(p, f, integer_e, specular, amb, sc);
+#ifdef SIM3DR_AVX2
+    if (simd_level() >= 2) {
+      const Light4Avx2 wide{four};
+      for (; a + 4 <= b; a += 4) wide.run(vertices + 3 * a, normals + 3 * a, light + 3 * a);
+    }
+#endif
     for (; a + 4 <= b; a += 4) four.run(vertices + 3 * a, normals + 3 * a, light + 3 * a);
   }
 #endif

@@ -71,6 +71,9 @@ private:
 // Rethrows a task's exception.
 int run_job(Job& job, int threads);
 
+// The widest SIMD level the kernels may use now (see set_simd_level in rasterize.h).
+int simd_level();
+
 // Convenience: run f(phase, task) over phases of the given task counts.
 template <class F>
 int run_phases(int threads, std::initializer_list<int> phases, F& f) {

@@ -254,6 +254,8 @@ Pool& pool() {
 
 }  // namespace
 
+int simd_level() { return g_simd_level.load(std::memory_order_relaxed); }
+
 int run_job(Job& job, int threads) {
     const int helpers = threads > 1 ? pool().reserve(std::min(threads, kMaxThreads) - 1) : 0;
     if (helpers == 0)
@@ -314,22 +316,20 @@ struct Bins {
 // caller's). Kept between calls when small; nothing in them outlives a call's meaning.
 struct Scratch {
     Buffer<float> depth, normals, colors, bounds;
-    Buffer<int32_t> tri_keys, band_offsets, vert_offsets;
+    Buffer<int32_t> tri_keys, band_offsets, group_bounds;
     Buffer<double> acc;
-    std::vector<std::vector<int32_t>> band_lists, vert_lists;
+    std::vector<std::vector<int32_t>> band_lists;
 
     void trim() {
         constexpr size_t kKeep = size_t(64) << 20;
         size_t total = depth.bytes() + normals.bytes() + colors.bytes() + tri_keys.bytes() +
                        acc.bytes();
         for (auto& l : band_lists) total += l.capacity() * sizeof(int32_t);
-        for (auto& l : vert_lists) total += l.capacity() * sizeof(int32_t);
         if (total <= kKeep) return;
         depth.release(); normals.release(); colors.release(); tri_keys.release();
         acc.release(); bounds.release();
-        band_offsets.release(); vert_offsets.release();
+        band_offsets.release(); group_bounds.release();
         std::vector<std::vector<int32_t>>().swap(band_lists);
-        std::vector<std::vector<int32_t>>().swap(vert_lists);
     }
 };
 
@@ -406,7 +406,59 @@ SIM3DR_TARGET_AVX2 void add_face_normals_avx2(const float* vertices, const int32
         }
     }
 }
+
+// add_face_normals_avx2<true> of the triangles with a corner in [lo, hi), found eight at a
+// time: the 24 corner indices are compared in three vectors and groups without one are
+// skipped (a range of a coherent mesh skips most of them).
+SIM3DR_TARGET_AVX2 void add_range_normals_avx2(const float* vertices, const int32_t* triangles,
+                                               int64_t ta, int64_t tb, int64_t lo, int64_t hi,
+                                               double* acc) {
+    const __m256i base = _mm256_set1_epi32(static_cast<int32_t>(lo));
+    const __m256i last = _mm256_set1_epi32(static_cast<int32_t>(hi - lo - 1));
+    int64_t t = ta;
+    for (; t + 8 <= tb; t += 8) {
+        const __m256i* p = reinterpret_cast<const __m256i*>(triangles + 3 * t);
+        uint32_t m = 0;
+        for (int k = 0; k < 3; ++k) {
+            // i - lo in [0, hi - lo) as unsigned: min(d, last) == d
+            const __m256i d = _mm256_sub_epi32(_mm256_loadu_si256(p + k), base);
+            const __m256i in = _mm256_cmpeq_epi32(_mm256_min_epu32(d, last), d);
+            m |= static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(in))) << (8 * k);
+        }
+        if (!m) continue;
+        for (int j = 0; j < 8; ++j)
+            if ((m >> (3 * j)) & 7)
+                add_face_normals_avx2<true>(vertices, triangles, nullptr, t + j, t + j + 1, lo, hi, acc);
+    }
+    for (; t < tb; ++t) {
+        const int64_t i0 = triangles[3 * t], i1 = triangles[3 * t + 1], i2 = triangles[3 * t + 2];
+        if ((i0 >= lo && i0 < hi) || (i1 >= lo && i1 < hi) || (i2 >= lo && i2 < hi))
+            add_face_normals_avx2<true>(vertices, triangles, nullptr, t, t + 1, lo, hi, acc);
+    }
+}
 #endif
+
+// Groups of kGroup consecutive triangles with the smallest and largest corner index of each
+// (a range of vertices skips the groups without a corner in it: in a mesh whose triangle
+// order follows the surface, most of them).
+constexpr int64_t kGroup = 64;
+
+int64_t group_count(int64_t ntri) { return (ntri + kGroup - 1) / kGroup; }
+
+void group_bounds(const int32_t* triangles, int64_t ntri, int64_t g0, int64_t g1,
+                  int32_t* bounds) {
+    for (int64_t g = g0; g < g1; ++g) {
+        const int32_t* p = triangles + 3 * g * kGroup;
+        const int64_t n = 3 * (std::min(ntri, (g + 1) * kGroup) - g * kGroup);
+        int32_t lo = p[0], hi = p[0];
+        for (int64_t i = 1; i < n; ++i) {
+            lo = std::min(lo, p[i]);
+            hi = std::max(hi, p[i]);
+        }
+        bounds[2 * g] = lo;
+        bounds[2 * g + 1] = hi;
+    }
+}
 
 // Unit normals of rows [0, n) of acc (4 doubles a row) into normals; zero (or non-finite)
 // sums give 0.
@@ -818,6 +870,31 @@ SIM3DR_TARGET_AVX2 inline void clip_range8(__m256 a, __m256 b, __m256 c, int n, 
     hi = _mm256_min_epi32(ce, last);
 }
 
+// The band keys of bin_bands for triangles a.. in groups of eight (gathered corners,
+// clip_range8); returns where the scalar loop takes over.
+SIM3DR_TARGET_AVX2 int64_t band_keys_avx2(const float* V, const int32_t* T, int64_t a,
+                                          int64_t b, int h, int shift, int32_t* first,
+                                          int32_t* last) {
+    const __m256i stride3 = _mm256_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21);
+    const __m256i none0 = _mm256_set1_epi32(1), none1 = _mm256_setzero_si256();
+    int64_t t = a;
+    for (; t + 8 <= b; t += 8) {
+        __m256 y[3];
+        for (int k = 0; k < 3; ++k) {
+            const __m256i i = _mm256_i32gather_epi32(T + 3 * t + k, stride3, 4);
+            y[k] = _mm256_i32gather_ps(V + 1, _mm256_add_epi32(i, _mm256_slli_epi32(i, 1)), 4);
+        }
+        __m256i lo, hi, ok = _mm256_set1_epi32(-1);
+        clip_range8(y[0], y[1], y[2], h, lo, hi, ok);
+        const __m128i sh = _mm_cvtsi32_si128(shift);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(first + t),
+                            _mm256_blendv_epi8(none0, _mm256_sra_epi32(lo, sh), ok));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(last + t),
+                            _mm256_blendv_epi8(none1, _mm256_sra_epi32(hi, sh), ok));
+    }
+    return t;
+}
+
 // make_setup of triangles ids[0..n) (n <= 8) into `out`; returns the mask of the drawable
 // ones (on screen, not degenerate).
 SIM3DR_TARGET_AVX2 inline int setup8(const float* V, const int32_t* T, int32_t* ids, int n,
@@ -1029,8 +1106,7 @@ struct Plan {
     int nt = 1;          // threads
     int band_shift = 0;  // band height 1 << band_shift (nbands > 1)
     int nbands = 1;      // 1: no binning, one band of all rows
-    int vert_shift = 0;  // vertex range size 1 << vert_shift (nranges > 1)
-    int nranges = 1;     // 1: no binning, one range of all vertices
+    int nranges = 1;     // ranges of vertices for normals and light (1: all at once)
     int nchunks = 0;     // triangle chunks of the binning (0 when nothing is binned)
 };
 
@@ -1050,19 +1126,26 @@ Plan plan_raster(int num_threads, int64_t ntri, int h) {
     return p;
 }
 
-// Vertex ranges (a power of two of at least 1024 vertices, about 4 per thread).
+// Ranges of vertices for the light (and, with many threads, the normals): about 2 per
+// thread, at least 1024 vertices each.
 void plan_ranges(Plan& p, int64_t nver) {
-    if (p.nt == 1 || nver < 2048) return;
-    int shift = 10;
-    while (shift < 40 && ((nver + (int64_t(1) << shift) - 1) >> shift) > int64_t(p.nt) * 4) ++shift;
-    p.vert_shift = shift;
-    p.nranges = static_cast<int>((nver + (int64_t(1) << shift) - 1) >> shift);
+    if (p.nt == 1) return;
+    p.nranges = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(int64_t(p.nt) * 2, nver / 1024)));
+}
+
+// The normal sums are split into ranges of vertices only from this many threads on: each
+// range finds its triangles among all of them (groups of triangles whose corners span
+// the range), which on the release's topology costs about twice the serial sum's work.
+// With fewer threads one task sums them all while the others bin the triangles.
+constexpr int kRangedNormalThreads = 8;
+
+int normal_ranges(const Plan& p) {
+    return p.nt >= kRangedNormalThreads ? p.nranges : 1;
 }
 
 void plan_chunks(Plan& p, int64_t ntri) {
-    const int keys = std::max(p.nbands, p.nranges);
-    if (keys <= 1) return;
-    p.nchunks = static_cast<int>(std::min<int64_t>({ntri, int64_t(p.nt) * 4, kMaxLists / keys}));
+    if (p.nbands <= 1) return;
+    p.nchunks = static_cast<int>(std::min<int64_t>({ntri, int64_t(p.nt) * 4, kMaxLists / p.nbands}));
     p.nchunks = std::max(p.nchunks, 1);
 }
 
@@ -1074,25 +1157,18 @@ struct Binning {
     int64_t ntri;
     int h, w;
     Plan plan;
-    Bins bands, ranges;
-    int32_t* tri_keys = nullptr;  // first and last band of each triangle
+    Bins bands;
+    int32_t* tri_keys = nullptr;  // first band of each triangle, then the last ones
 
-    void prepare(Scratch& s, bool by_band, bool by_range) {
+    void prepare(Scratch& s) {
         const int nc = plan.nchunks;
-        if (by_band && plan.nbands > 1) {
+        if (plan.nbands > 1) {
             bands.nchunks = nc;
             bands.nkeys = plan.nbands;
             bands.offsets = s.band_offsets.get(static_cast<size_t>(nc) * (plan.nbands + 1));
             if (s.band_lists.size() < static_cast<size_t>(nc)) s.band_lists.resize(nc);
             bands.lists = s.band_lists.data();
-            tri_keys = s.tri_keys.get(static_cast<size_t>(2 * ntri));
-        }
-        if (by_range && plan.nranges > 1) {
-            ranges.nchunks = nc;
-            ranges.nkeys = plan.nranges;
-            ranges.offsets = s.vert_offsets.get(static_cast<size_t>(nc) * (plan.nranges + 1));
-            if (s.vert_lists.size() < static_cast<size_t>(nc)) s.vert_lists.resize(nc);
-            ranges.lists = s.vert_lists.data();
+            tri_keys = s.tri_keys.get(static_cast<size_t>(2 * ntri));  // first bands, then last
         }
     }
 
@@ -1108,29 +1184,39 @@ struct Binning {
         const int nk = bands.nkeys, shift = plan.band_shift;
         int32_t* off = bands.offsets + static_cast<size_t>(c) * (nk + 1);
         std::fill(off, off + nk + 1, 0);
-        int64_t total = 0;
-        int cur = -1;
-        int32_t run = 0;
-        for (int64_t t = a; t < b; ++t) {
+        int32_t* first = tri_keys;
+        int32_t* last = tri_keys + ntri;
+        // first[t]..last[t]: the bands of triangle t's candidate rows (1..0 when none)
+        int64_t t = a;
+#ifdef SIM3DR_AVX2
+        if (g_simd_level.load(std::memory_order_relaxed) >= 2 && 3 * ntri < INT32_MAX)
+            t = band_keys_avx2(V, T, a, b, h, shift, first, last);
+#endif
+        for (; t < b; ++t) {
             const float* p0 = V + 3 * static_cast<int64_t>(T[3 * t]);
             const float* p1 = V + 3 * static_cast<int64_t>(T[3 * t + 1]);
             const float* p2 = V + 3 * static_cast<int64_t>(T[3 * t + 2]);
             int32_t y0, y1;
-            int32_t* key = tri_keys + 2 * t;
             if (!clip_range(p0[1], p1[1], p2[1], h, y0, y1)) {
-                key[0] = 1;
-                key[1] = 0;
-                continue;
+                first[t] = 1;
+                last[t] = 0;
+            } else {
+                first[t] = y0 >> shift;
+                last[t] = y1 >> shift;
             }
-            const int k0 = y0 >> shift, k1 = y1 >> shift;
-            key[0] = k0;
-            key[1] = k1;
-            total += k1 - k0 + 1;
+        }
+        int64_t total = 0;
+        int cur = -1;
+        int32_t run = 0;
+        for (t = a; t < b; ++t) {
+            const int k0 = first[t], k1 = last[t];
             if (k0 == k1 && k0 == cur) {
                 ++run;
                 continue;
             }
+            if (k0 > k1) continue;  // no rows on the image
             if (cur >= 0) off[cur + 1] += run;
+            total += run;
             cur = -1;
             run = 0;
             if (k0 == k1) {
@@ -1138,14 +1224,16 @@ struct Binning {
                 run = 1;
             } else {
                 for (int k = k0; k <= k1; ++k) ++off[k + 1];
+                total += k1 - k0 + 1;
             }
         }
         if (cur >= 0) off[cur + 1] += run;
+        total += run;
         fill(bands, c, total, [&](int32_t* out, int32_t* pos) {
             int cur = -1;
             int32_t at = 0;
             for (int64_t t = a; t < b; ++t) {
-                const int k0 = tri_keys[2 * t], k1 = tri_keys[2 * t + 1];
+                const int k0 = first[t], k1 = last[t];
                 if (k0 == k1) {
                     if (k0 != cur) {
                         if (cur >= 0) pos[cur] = at;
@@ -1158,66 +1246,6 @@ struct Binning {
                     cur = -1;
                     for (int k = k0; k <= k1; ++k) out[pos[k]++] = static_cast<int32_t>(t);
                 }
-            }
-            if (cur >= 0) pos[cur] = at;
-        });
-    }
-
-    // Counting sort of chunk c's triangles by the vertex ranges of their corners (a
-    // triangle is listed once for each range it has a corner in), runs in registers too.
-    void bin_ranges(int c) {
-        const int64_t a = chunk_begin(c), b = chunk_begin(c + 1);
-        const int nk = ranges.nkeys, shift = plan.vert_shift;
-        int32_t* off = ranges.offsets + static_cast<size_t>(c) * (nk + 1);
-        std::fill(off, off + nk + 1, 0);
-        int64_t total = 0;
-        int cur = -1;
-        int32_t run = 0;
-        for (int64_t t = a; t < b; ++t) {
-            const int r0 = T[3 * t] >> shift, r1 = T[3 * t + 1] >> shift, r2 = T[3 * t + 2] >> shift;
-            if (r0 == r1 && r0 == r2) {
-                ++total;
-                if (r0 == cur) {
-                    ++run;
-                    continue;
-                }
-                if (cur >= 0) off[cur + 1] += run;
-                cur = r0;
-                run = 1;
-                continue;
-            }
-            ++off[r0 + 1];
-            ++total;
-            if (r1 != r0) {
-                ++off[r1 + 1];
-                ++total;
-            }
-            if (r2 != r0 && r2 != r1) {
-                ++off[r2 + 1];
-                ++total;
-            }
-        }
-        if (cur >= 0) off[cur + 1] += run;
-        fill(ranges, c, total, [&](int32_t* out, int32_t* pos) {
-            int cur = -1;
-            int32_t at = 0;
-            for (int64_t t = a; t < b; ++t) {
-                const int r0 = T[3 * t] >> shift, r1 = T[3 * t + 1] >> shift,
-                          r2 = T[3 * t + 2] >> shift;
-                if (r0 == r1 && r0 == r2) {
-                    if (r0 != cur) {
-                        if (cur >= 0) pos[cur] = at;
-                        cur = r0;
-                        at = pos[r0];
-                    }
-                    out[at++] = static_cast<int32_t>(t);
-                    continue;
-                }
-                if (cur >= 0) pos[cur] = at;
-                cur = -1;
-                out[pos[r0]++] = static_cast<int32_t>(t);
-                if (r1 != r0) out[pos[r1]++] = static_cast<int32_t>(t);
-                if (r2 != r0 && r2 != r1) out[pos[r2]++] = static_cast<int32_t>(t);
             }
             if (cur >= 0) pos[cur] = at;
         });
@@ -1246,47 +1274,57 @@ struct Binning {
 // ---------------------------------------------------------------------------------
 // Jobs
 
-// Vertex normals (and optionally light) by ranges of vertices.
+// Vertex normals by ranges of vertices [range_begin(r), range_begin(r + 1)): each range
+// sums the triangles with a corner in it, in triangle order (so the sums are the serial
+// ones whatever the ranges).
 struct NormalPass {
     const float* V;
     int64_t nver;
     const int32_t* T;
     int64_t ntri;
-    const Binning* bins;
     int nranges;
-    int vert_shift;
     double* acc;      // 4 * nver, 32-byte aligned (see acc_buffer)
     float* normals;   // 3 * nver
+    int32_t* groups = nullptr;  // group_bounds (nranges > 1), filled by bound_groups()
 
-    int64_t range_begin(int r) const {
-        return nranges == 1 ? 0 : std::min<int64_t>(nver, int64_t(r) << vert_shift);
+    int64_t range_begin(int r) const { return nver * r / nranges; }
+
+    // Part k of n of the group bounds (tasks before the ranges run).
+    void bound_groups(int k, int n) const {
+        const int64_t ng = group_count(ntri);
+        group_bounds(T, ntri, ng * k / n, ng * (k + 1) / n, groups);
     }
 
     void run(int r) const {
-        const int64_t lo = range_begin(r), hi = nranges == 1 ? nver : range_begin(r + 1);
+        const int64_t lo = range_begin(r), hi = range_begin(r + 1);
         double* a = acc + 4 * lo;
         std::fill(a, a + 4 * (hi - lo), 0.0);
-#ifdef SIM3DR_AVX2
-        if (g_simd_level.load(std::memory_order_relaxed) >= 2) {
-            if (nranges == 1) {
-                add_face_normals_avx2<false>(V, T, nullptr, 0, ntri, lo, hi, a);
-            } else {
-                const Bins& b = bins->ranges;
-                for (int c = 0; c < b.nchunks; ++c)
-                    add_face_normals_avx2<true>(V, T, b.begin(c, r), 0, b.end(c, r) - b.begin(c, r),
-                                                lo, hi, a);
-            }
-            normalise(a, hi - lo, normals + 3 * lo);
-            return;
-        }
-#endif
+        const bool avx2 = g_simd_level.load(std::memory_order_relaxed) >= 2 && 3 * ntri < INT32_MAX;
+        (void)avx2;
         if (nranges == 1) {
-            for (int64_t t = 0; t < ntri; ++t) add_face_normal<false>(V, T, t, lo, hi, a);
+#ifdef SIM3DR_AVX2
+            if (avx2)
+                add_face_normals_avx2<false>(V, T, nullptr, 0, ntri, lo, hi, a);
+            else
+#endif
+                for (int64_t t = 0; t < ntri; ++t) add_face_normal<false>(V, T, t, lo, hi, a);
         } else {
-            const Bins& b = bins->ranges;
-            for (int c = 0; c < b.nchunks; ++c)
-                for (const int32_t* p = b.begin(c, r), *e = b.end(c, r); p != e; ++p)
-                    add_face_normal<true>(V, T, *p, lo, hi, a);
+            const int64_t ng = group_count(ntri);
+            for (int64_t g = 0; g < ng; ++g) {
+                if (groups[2 * g + 1] < lo || groups[2 * g] >= hi) continue;
+                const int64_t ta = g * kGroup, tb = std::min(ntri, ta + kGroup);
+#ifdef SIM3DR_AVX2
+                if (avx2) {
+                    add_range_normals_avx2(V, T, ta, tb, lo, hi, a);
+                    continue;
+                }
+#endif
+                for (int64_t t = ta; t < tb; ++t) {
+                    const int64_t i0 = T[3 * t], i1 = T[3 * t + 1], i2 = T[3 * t + 2];
+                    if ((i0 >= lo && i0 < hi) || (i1 >= lo && i1 < hi) || (i2 >= lo && i2 < hi))
+                        add_face_normal<true>(V, T, t, lo, hi, a);
+                }
+            }
         }
         normalise(a, hi - lo, normals + 3 * lo);
     }
@@ -1624,18 +1662,16 @@ SIM3DR_TARGET_AVX512 inline int setup16(const float* V, const int32_t* T, int32_
     return ok;
 }
 
-// Row R (0..3) of a 4x4 block at `off` (16-byte aligned): the lanes of k's row R take
-// depth z (the whole 16 bytes are stored, so that the next triangle's load of them is
-// forwarded from the store), the triangle and u, v (masked stores: never loaded while
-// drawing).
+// Row R (0..3) of a 4x4 block at `off`: the lanes of k's row R take depth z, the triangle
+// and u, v (masked stores: the other pixels are not touched).
 template <bool UV, int R>
 SIM3DR_TARGET_AVX512 inline void put_row512(__mmask16 k, int64_t off, __m512 z, __m512 old,
                                             __m128i tri, __m512 u, __m512 v, float* depth,
                                             int32_t* index, float* us, float* vs) {
     const __mmask8 kr = static_cast<__mmask8>((k >> (4 * R)) & 0xF);
     if (!kr) return;
-    _mm_store_ps(depth + off, _mm_mask_mov_ps(_mm512_extractf32x4_ps(old, R), kr,
-                                              _mm512_extractf32x4_ps(z, R)));
+    (void)old;
+    _mm_mask_storeu_ps(depth + off, kr, _mm512_extractf32x4_ps(z, R));
     _mm_mask_storeu_epi32(index + off, kr, tri);
     if (UV) {
         _mm_mask_storeu_ps(us + off, kr, _mm512_extractf32x4_ps(u, R));
@@ -1643,9 +1679,11 @@ SIM3DR_TARGET_AVX512 inline void put_row512(__mmask16 k, int64_t off, __m512 z, 
     }
 }
 
-// raster_deferred with AVX-512: sixteen lanes are four rows by four columns, the columns
-// from xmin rounded down to a multiple of 4 (aligned blocks, see raster_deferred).
-// Lanes outside [xmin, xmax] x [ya, yb] are masked off; rows past yb are never touched.
+// raster_deferred with AVX-512: sixteen lanes are four rows by four columns from (xmin,
+// ya): one block for triangles up to 4 x 4 candidate pixels, nearly all of a face mesh's.
+// (Blocks aligned to multiple-of-4 columns, whose stores the next triangle's loads could
+// take without waiting, need 1.7 blocks a triangle and measured slower.) Lanes outside
+// [xmin, xmax] x [ya, yb] are masked off; rows past yb are never read or written.
 template <bool UV>
 SIM3DR_TARGET_AVX512 inline void raster_deferred_avx512(const SetupBatch16& b, int j,
                                                         int32_t tri, int ya, int yb,
@@ -1673,9 +1711,8 @@ SIM3DR_TARGET_AVX512 inline void raster_deferred_avx512(const SetupBatch16& b, i
         const __m512 a0 = _mm512_mul_ps(v0y, v2y);
         const __m512 a1 = _mm512_mul_ps(v1y, v2y);
         const int64_t row = static_cast<int64_t>(y - y_origin) * stride;
-        for (int x0 = xmin & ~3; x0 <= xmax; x0 += 4) {
-            const int lo = std::max(xmin - x0, 0), hi = std::min(xmax - x0, 3);
-            const unsigned cols = (0xFu >> (3 - hi)) & (0xFu << lo);
+        for (int x0 = xmin; x0 <= xmax; x0 += 4) {
+            const unsigned cols = 0xFu >> (3 - std::min(xmax - x0, 3));
             const __mmask16 live = static_cast<__mmask16>(rows & (cols * 0x1111u));
             const __m512 xs = _mm512_add_ps(_mm512_set1_ps(static_cast<float>(x0)), lanex);
             const __m512 v2x = _mm512_sub_ps(xs, p0x);
@@ -1694,10 +1731,10 @@ SIM3DR_TARGET_AVX512 inline void raster_deferred_avx512(const SetupBatch16& b, i
                 _mm512_add_ps(_mm512_mul_ps(w0, z0), _mm512_mul_ps(v, z1)), _mm512_mul_ps(u, z2));
             const int64_t off = row + x0;
             const float* dp = depth + off;
-            __m512 old = _mm512_castps128_ps512(_mm_load_ps(dp));
-            old = _mm512_insertf32x4(old, nrows > 1 ? _mm_load_ps(dp + stride) : z4, 1);
-            old = _mm512_insertf32x4(old, nrows > 2 ? _mm_load_ps(dp + 2 * stride) : z4, 2);
-            old = _mm512_insertf32x4(old, nrows > 3 ? _mm_load_ps(dp + 3 * stride) : z4, 3);
+            __m512 old = _mm512_castps128_ps512(_mm_loadu_ps(dp));
+            old = _mm512_insertf32x4(old, nrows > 1 ? _mm_loadu_ps(dp + stride) : z4, 1);
+            old = _mm512_insertf32x4(old, nrows > 2 ? _mm_loadu_ps(dp + 2 * stride) : z4, 2);
+            old = _mm512_insertf32x4(old, nrows > 3 ? _mm_loadu_ps(dp + 3 * stride) : z4, 3);
             k = _mm512_mask_cmp_ps_mask(k, z, old, _CMP_GT_OQ);
             if (!k) continue;
             put_row512<UV, 0>(k, off, z, old, ti, u, v, depth, index, us, vs);
@@ -1719,9 +1756,8 @@ SIM3DR_TARGET_AVX512 inline void put_rgb_row512(__mmask16 k, int64_t off, __m512
                                                 __m128i rgb, float* depth, uint8_t* px) {
     const unsigned kr = (k >> (4 * R)) & 0xF;
     if (!kr) return;
-    _mm_store_ps(depth + off, _mm_mask_mov_ps(_mm512_extractf32x4_ps(old, R),
-                                              static_cast<__mmask8>(kr),
-                                              _mm512_extractf32x4_ps(z, R)));
+    (void)old;
+    _mm_mask_storeu_ps(depth + off, static_cast<__mmask8>(kr), _mm512_extractf32x4_ps(z, R));
     _mm_mask_storeu_epi8(px, kRgbMask[kr], rgb);
 }
 
@@ -1760,9 +1796,8 @@ SIM3DR_TARGET_AVX512 inline void raster_rgb_avx512(const SetupBatch16& b, int j,
         const __m512 a0 = _mm512_mul_ps(v0y, v2y);
         const __m512 a1 = _mm512_mul_ps(v1y, v2y);
         const int64_t row = static_cast<int64_t>(y - y_origin) * stride;
-        for (int x0 = xmin & ~3; x0 <= xmax; x0 += 4) {
-            const int lo = std::max(xmin - x0, 0), hi = std::min(xmax - x0, 3);
-            const unsigned cols = (0xFu >> (3 - hi)) & (0xFu << lo);
+        for (int x0 = xmin; x0 <= xmax; x0 += 4) {
+            const unsigned cols = 0xFu >> (3 - std::min(xmax - x0, 3));
             const __mmask16 live = static_cast<__mmask16>(rows & (cols * 0x1111u));
             const __m512 xs = _mm512_add_ps(_mm512_set1_ps(static_cast<float>(x0)), lanex);
             const __m512 v2x = _mm512_sub_ps(xs, p0x);
@@ -1781,10 +1816,10 @@ SIM3DR_TARGET_AVX512 inline void raster_rgb_avx512(const SetupBatch16& b, int j,
                 _mm512_add_ps(_mm512_mul_ps(w0, z0), _mm512_mul_ps(v, z1)), _mm512_mul_ps(u, z2));
             const int64_t off = row + x0;
             const float* dp = depth + off;
-            __m512 old = _mm512_castps128_ps512(_mm_load_ps(dp));
-            old = _mm512_insertf32x4(old, nrows > 1 ? _mm_load_ps(dp + stride) : z4, 1);
-            old = _mm512_insertf32x4(old, nrows > 2 ? _mm_load_ps(dp + 2 * stride) : z4, 2);
-            old = _mm512_insertf32x4(old, nrows > 3 ? _mm_load_ps(dp + 3 * stride) : z4, 3);
+            __m512 old = _mm512_castps128_ps512(_mm_loadu_ps(dp));
+            old = _mm512_insertf32x4(old, nrows > 1 ? _mm_loadu_ps(dp + stride) : z4, 1);
+            old = _mm512_insertf32x4(old, nrows > 2 ? _mm_loadu_ps(dp + 2 * stride) : z4, 2);
+            old = _mm512_insertf32x4(old, nrows > 3 ? _mm_loadu_ps(dp + 3 * stride) : z4, 3);
             k = _mm512_mask_cmp_ps_mask(k, z, old, _CMP_GT_OQ);
             if (!k) continue;
             __m128i ch[3];
@@ -1920,18 +1955,11 @@ void rasterize_plain(const float* V, const int32_t* T, int64_t ntri, int h, int 
     }
 }
 
-// Binning tasks of phase 0: `nchunks` chunk tasks per kind of bins wanted.
+// Binning tasks of phase 0: one per chunk of triangles (none with one band).
 struct BinTasks {
     Binning& bins;
-    bool by_band, by_range;
-    int count() const {
-        return (by_band && bins.plan.nbands > 1 ? bins.plan.nchunks : 0) +
-               (by_range && bins.plan.nranges > 1 ? bins.plan.nchunks : 0);
-    }
-    void run(int k) const {
-        const int nb = by_band && bins.plan.nbands > 1 ? bins.plan.nchunks : 0;
-        if (k < nb) bins.bin_bands(k); else bins.bin_ranges(k - nb);
-    }
+    int count() const { return bins.plan.nbands > 1 ? bins.plan.nchunks : 0; }
+    void run(int k) const { bins.bin_bands(k); }
 };
 
 // Rasterisation of triangles into an image by bands, with colours per vertex.
@@ -1944,9 +1972,9 @@ int rasterize_job(const float* V, const int32_t* T, int64_t ntri, const float* c
     TrimOnExit trim;
     Plan plan = plan_raster(num_threads, ntri, h);
     plan_chunks(plan, ntri);
-    Binning bins{V, T, ntri, h, w, plan, {}, {}};
-    bins.prepare(sc, true, false);
-    BinTasks bin_tasks{bins, true, false};
+    Binning bins{V, T, ntri, h, w, plan, {}};
+    bins.prepare(sc);
+    BinTasks bin_tasks{bins};
     BandPass band{V, T, ntri, h, w, &bins, plan.nbands, plan.band_shift};
     constexpr bool kU8 = std::is_same<Image, uint8_t>::value;
     const float keep = 1.0f - alpha;
@@ -2005,18 +2033,15 @@ void get_normal(const float* vertices, int64_t nver, const int32_t* triangles,
     Plan plan;
     plan.nt = ntri >= 256 ? resolve_threads(num_threads) : 1;
     plan_ranges(plan, nver);
-    if (plan.nranges == 1) plan.nt = 1;
-    plan_chunks(plan, ntri);
-    Binning bins{vertices, triangles, ntri, 0, 0, plan, {}, {}};
-    bins.prepare(sc, false, true);
-    BinTasks bin_tasks{bins, false, true};
-    NormalPass np{vertices, nver, triangles, ntri, &bins, plan.nranges, plan.vert_shift,
-                  acc_buffer(sc.acc, nver), normals};
+    const int nr = normal_ranges(plan);
+    NormalPass np{vertices, nver, triangles, ntri, nr, acc_buffer(sc.acc, nver), normals};
+    if (nr > 1) np.groups = sc.group_bounds.get(static_cast<size_t>(2 * group_count(ntri)));
+    // phase 0: group bounds (ranged only); phase 1: each range of vertices
     auto task = [&](int phase, int k) {
-        if (phase == 0) return bin_tasks.run(k);
+        if (phase == 0) return np.bound_groups(k, nr);
         np.run(k);
     };
-    detail::run_phases(std::min(plan.nt, plan.nranges), {bin_tasks.count(), plan.nranges}, task);
+    detail::run_phases(std::min(plan.nt, nr), {nr > 1 ? nr : 0, nr}, task);
 }
 
 void light_colors(const float* vertices, int64_t nver, const int32_t* triangles,
@@ -2027,31 +2052,28 @@ void light_colors(const float* vertices, int64_t nver, const int32_t* triangles,
     Plan plan;
     plan.nt = ntri >= 256 ? resolve_threads(num_threads) : 1;
     plan_ranges(plan, nver);
-    if (plan.nranges == 1) plan.nt = 1;
-    plan_chunks(plan, ntri);
-    Binning bins{vertices, triangles, ntri, 0, 0, plan, {}, {}};
-    bins.prepare(sc, false, true);
-    BinTasks bin_tasks{bins, false, true};
     float* normals = sc.normals.get(static_cast<size_t>(3 * nver));
-    NormalPass np{vertices, nver, triangles, ntri, &bins, plan.nranges, plan.vert_shift,
-                  acc_buffer(sc.acc, nver), normals};
-    const int nr = plan.nranges;
+    const int nr = plan.nranges, nn = normal_ranges(plan);
+    const int serial = nn == 1 ? 1 : 0;  // one task sums all normals in phase 0
+    NormalPass np{vertices, nver, triangles, ntri, nn, acc_buffer(sc.acc, nver), normals};
     float* bounds = sc.bounds.get(static_cast<size_t>(6 * nr));
+    if (nn > 1) np.groups = sc.group_bounds.get(static_cast<size_t>(2 * group_count(ntri)));
+    // phase 0: the serial normals, bounds of each range of vertices (and a part of the
+    // group bounds); phase 1: each range's ranged normals and light
     auto task = [&](int phase, int k) {
-        const int64_t a = np.range_begin(k), b = k + 1 == nr ? nver : np.range_begin(k + 1);
+        if (phase == 0 && k < serial) return np.run(0);
+        k -= phase == 0 ? serial : 0;
+        const int64_t a = nver * k / nr, b = nver * (k + 1) / nr;
         if (phase == 0) {
-            if (k < nr) {
-                detail::init_bounds(bounds + 6 * k, bounds + 6 * k + 3);
-                detail::vertex_bounds(vertices, a, b, bounds + 6 * k, bounds + 6 * k + 3);
-            } else {
-                bin_tasks.run(k - nr);
-            }
+            detail::init_bounds(bounds + 6 * k, bounds + 6 * k + 3);
+            detail::vertex_bounds(vertices, a, b, bounds + 6 * k, bounds + 6 * k + 3);
+            if (nn > 1) np.bound_groups(k, nr);
             return;
         }
-        np.run(k);
+        if (nn > 1) np.run(k);
         detail::light_range(vertices, normals, a, b, p, detail::fold_bounds(bounds, nr), light);
     };
-    detail::run_phases(std::min(plan.nt, nr), {nr + bin_tasks.count(), nr}, task);
+    detail::run_phases(std::min(plan.nt, nr), {serial + nr, nr}, task);
 }
 
 int render_lit_u8(const float* vertices, int64_t nver, const int32_t* triangles,
@@ -2067,15 +2089,16 @@ int render_lit_u8(const float* vertices, int64_t nver, const int32_t* triangles,
     Plan plan = plan_raster(num_threads, ntri, h);
     plan_ranges(plan, nver);
     plan_chunks(plan, ntri);
-    Binning bins{vertices, triangles, ntri, h, w, plan, {}, {}};
-    bins.prepare(sc, true, true);
-    BinTasks bin_tasks{bins, true, true};
+    Binning bins{vertices, triangles, ntri, h, w, plan, {}};
+    bins.prepare(sc);
+    BinTasks bin_tasks{bins};
     float* normals = sc.normals.get(static_cast<size_t>(3 * nver));
     float* colors = sc.colors.get(static_cast<size_t>(3 * nver));
-    NormalPass np{vertices, nver, triangles, ntri, &bins, plan.nranges, plan.vert_shift,
-                  acc_buffer(sc.acc, nver), normals};
-    const int nr = plan.nranges, nb = plan.nbands;
+    const int nr = plan.nranges, nb = plan.nbands, nn = normal_ranges(plan);
+    const int serial = nn == 1 ? 1 : 0;  // one task sums all normals in phase 0
+    NormalPass np{vertices, nver, triangles, ntri, nn, acc_buffer(sc.acc, nver), normals};
     float* bounds = sc.bounds.get(static_cast<size_t>(6 * nr));
+    if (nn > 1) np.groups = sc.group_bounds.get(static_cast<size_t>(2 * group_count(ntri)));
     BandPass band{vertices, triangles, ntri, h, w, &bins, nb, plan.band_shift};
     band.stride = (int64_t(w) + 6) & ~int64_t(3);
     band.depth = depth;
@@ -2085,17 +2108,21 @@ int render_lit_u8(const float* vertices, int64_t nver, const int32_t* triangles,
     const ShadeU8<3> immediate{colors, 3, image, keep, a255};
     const bool fresh = depth == nullptr && keep != 0.0f;
     if (fresh) band.depth = sc.depth.get(static_cast<size_t>(int64_t(h) * w));
-    // Phase 0: vertex bounds (ranges of vertices) and binning (chunks of triangles);
-    // phase 1: normals and light of each range of vertices; phase 2: the bands.
+    // Phase 0: the normals (one task, with few threads), vertex bounds (ranges of
+    // vertices) and binning (chunks of triangles); phase 1: the (ranged) normals and the
+    // light of each range of vertices; phase 2: the bands.
     auto task = [&](int phase, int k) {
         if (phase == 0) {
+            if (k < serial) return np.run(0);
+            k -= serial;
             if (k >= nr) return bin_tasks.run(k - nr);
-            const int64_t a = np.range_begin(k), b = k + 1 == nr ? nver : np.range_begin(k + 1);
+            const int64_t a = nver * k / nr, b = nver * (k + 1) / nr;
             detail::init_bounds(bounds + 6 * k, bounds + 6 * k + 3);
             detail::vertex_bounds(vertices, a, b, bounds + 6 * k, bounds + 6 * k + 3);
+            if (nn > 1) np.bound_groups(k, nr);
         } else if (phase == 1) {
-            const int64_t a = np.range_begin(k), b = k + 1 == nr ? nver : np.range_begin(k + 1);
-            np.run(k);
+            const int64_t a = nver * k / nr, b = nver * (k + 1) / nr;
+            if (nn > 1) np.run(k);
             detail::light_range(vertices, normals, a, b, p, detail::fold_bounds(bounds, nr),
                                 colors);
         } else if (keep == 0.0f) {
@@ -2104,7 +2131,7 @@ int render_lit_u8(const float* vertices, int64_t nver, const int32_t* triangles,
             band.immediate(k, immediate, fresh);
         }
     };
-    return detail::run_phases(plan.nt, {nr + bin_tasks.count(), nr, nb}, task);
+    return detail::run_phases(plan.nt, {serial + nr + bin_tasks.count(), nr, nb}, task);
 }
 
 int rasterize_u8(const float* vertices, const int32_t* triangles, int64_t ntri,
@@ -2128,9 +2155,9 @@ int rasterize_index(const float* vertices, const int32_t* triangles, int64_t ntr
     TrimOnExit trim;
     Plan plan = plan_raster(num_threads, ntri, h);
     plan_chunks(plan, ntri);
-    Binning bins{vertices, triangles, ntri, h, w, plan, {}, {}};
-    bins.prepare(sc, true, false);
-    BinTasks bin_tasks{bins, true, false};
+    Binning bins{vertices, triangles, ntri, h, w, plan, {}};
+    bins.prepare(sc);
+    BinTasks bin_tasks{bins};
     BandPass band{vertices, triangles, ntri, h, w, &bins, plan.nbands, plan.band_shift};
     band.stride = (int64_t(w) + 6) & ~int64_t(3);
     band.depth = depth;
