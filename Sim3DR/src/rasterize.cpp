@@ -316,19 +316,20 @@ struct Bins {
 // caller's). Kept between calls when small; nothing in them outlives a call's meaning.
 struct Scratch {
     Buffer<float> depth, normals, colors, bounds;
-    Buffer<int32_t> tri_keys, band_offsets, group_bounds;
+    Buffer<int32_t> tri_keys, band_offsets, group_bounds, setup_ints;
+    Buffer<float> setup_floats;
     Buffer<double> acc;
     std::vector<std::vector<int32_t>> band_lists;
 
     void trim() {
         constexpr size_t kKeep = size_t(64) << 20;
         size_t total = depth.bytes() + normals.bytes() + colors.bytes() + tri_keys.bytes() +
-                       acc.bytes();
+                       acc.bytes() + setup_ints.bytes() + setup_floats.bytes();
         for (auto& l : band_lists) total += l.capacity() * sizeof(int32_t);
         if (total <= kKeep) return;
         depth.release(); normals.release(); colors.release(); tri_keys.release();
         acc.release(); bounds.release();
-        band_offsets.release(); group_bounds.release();
+        band_offsets.release(); group_bounds.release(); setup_ints.release(); setup_floats.release();
         std::vector<std::vector<int32_t>>().swap(band_lists);
     }
 };
@@ -1151,6 +1152,26 @@ void plan_chunks(Plan& p, int64_t ntri) {
 
 // Bins by band and by vertex range, filled by chunk tasks (chunk c: triangles
 // [ntri * c / nchunks, ntri * (c + 1) / nchunks)).
+// Per-triangle setups in arrays (AVX-512 binning computes them once for all bands):
+// make_setup's values without d00, d01, d11 (recomputed from v0, v1 where drawn).
+struct SetupSoA {
+    float *p0x = nullptr, *p0y, *v0x, *v0y, *v1x, *v1y, *inv, *z0, *z1, *z2;
+    int32_t *xmin, *xmax, *ymin, *ymax;
+    void attach(float* f, int32_t* n, int64_t ntri) {
+        float** fs[] = {&p0x, &p0y, &v0x, &v0y, &v1x, &v1y, &inv, &z0, &z1, &z2};
+        for (int k = 0; k < 10; ++k) *fs[k] = f + k * ntri;
+        int32_t** is[] = {&xmin, &xmax, &ymin, &ymax};
+        for (int k = 0; k < 4; ++k) *is[k] = n + k * ntri;
+    }
+};
+
+#ifdef SIM3DR_AVX512
+SIM3DR_TARGET_AVX512 void bin_setup_avx512(const float* V, const int32_t* T, int64_t a,
+                                           int64_t b, int h, int w, int shift,
+                                           const SetupSoA& soa, int32_t* first,
+                                           int32_t* last);
+#endif
+
 struct Binning {
     const float* V;
     const int32_t* T;
@@ -1159,10 +1180,16 @@ struct Binning {
     Plan plan;
     Bins bands;
     int32_t* tri_keys = nullptr;  // first band of each triangle, then the last ones
+    SetupSoA soa;                 // with AVX-512: the setups, computed while binning
 
     void prepare(Scratch& s) {
         const int nc = plan.nchunks;
         if (plan.nbands > 1) {
+#ifdef SIM3DR_AVX512
+            if (g_simd_level.load(std::memory_order_relaxed) >= 3 && 3 * ntri < INT32_MAX)
+                soa.attach(s.setup_floats.get(static_cast<size_t>(10 * ntri)),
+                           s.setup_ints.get(static_cast<size_t>(4 * ntri)), ntri);
+#endif
             bands.nchunks = nc;
             bands.nkeys = plan.nbands;
             bands.offsets = s.band_offsets.get(static_cast<size_t>(nc) * (plan.nbands + 1));
@@ -1188,8 +1215,16 @@ struct Binning {
         int32_t* last = tri_keys + ntri;
         // first[t]..last[t]: the bands of triangle t's candidate rows (1..0 when none)
         int64_t t = a;
+#ifdef SIM3DR_AVX512
+        if (soa.p0x) {
+            // the setups too (culled triangles, also off the image sideways or degenerate,
+            // get no band)
+            bin_setup_avx512(V, T, a, b, h, w, shift, soa, first, last);
+            t = b;
+        }
+#endif
 #ifdef SIM3DR_AVX2
-        if (g_simd_level.load(std::memory_order_relaxed) >= 2 && 3 * ntri < INT32_MAX)
+        if (t < b && g_simd_level.load(std::memory_order_relaxed) >= 2 && 3 * ntri < INT32_MAX)
             t = band_keys_avx2(V, T, a, b, h, shift, first, last);
 #endif
         for (; t < b; ++t) {
@@ -1662,6 +1697,61 @@ SIM3DR_TARGET_AVX512 inline int setup16(const float* V, const int32_t* T, int32_
     return ok;
 }
 
+// Binning with AVX-512: the setups of triangles a..b-1 (make_setup's values, sixteen at a
+// time) into the arrays, and their first and last bands (1 and 0 when not drawn:
+// off the image or degenerate).
+SIM3DR_TARGET_AVX512 void bin_setup_avx512(const float* V, const int32_t* T, int64_t a,
+                                           int64_t b, int h, int w, int shift,
+                                           const SetupSoA& soa, int32_t* first,
+                                           int32_t* last) {
+    const __m512i lane3 = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+                                                               11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32(3));
+    const __m128i sh = _mm_cvtsi32_si128(shift);
+    for (int64_t t = a; t < b; t += 16) {
+        const int n = static_cast<int>(std::min<int64_t>(16, b - t));
+        const __mmask16 live = static_cast<__mmask16>((1u << n) - 1);
+        __m512 x[3], y[3], z[3];
+        for (int k = 0; k < 3; ++k) {
+            const __m512i i = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live,
+                                                          lane3, T + 3 * t + k, 4);
+            const __m512i o = _mm512_add_epi32(i, _mm512_slli_epi32(i, 1));
+            x[k] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, o, V, 4);
+            y[k] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, o, V + 1, 4);
+            z[k] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, o, V + 2, 4);
+        }
+        __mmask16 ok = live;
+        __m512i ylo, yhi, xlo, xhi;
+        clip_range16(y[0], y[1], y[2], h, ylo, yhi, ok);
+        clip_range16(x[0], x[1], x[2], w, xlo, xhi, ok);
+        const __m512 v0x = _mm512_sub_ps(x[2], x[0]), v0y = _mm512_sub_ps(y[2], y[0]);
+        const __m512 v1x = _mm512_sub_ps(x[1], x[0]), v1y = _mm512_sub_ps(y[1], y[0]);
+        const __m512 d00 = _mm512_add_ps(_mm512_mul_ps(v0x, v0x), _mm512_mul_ps(v0y, v0y));
+        const __m512 d01 = _mm512_add_ps(_mm512_mul_ps(v0x, v1x), _mm512_mul_ps(v0y, v1y));
+        const __m512 d11 = _mm512_add_ps(_mm512_mul_ps(v1x, v1x), _mm512_mul_ps(v1y, v1y));
+        const __m512 den = _mm512_sub_ps(_mm512_mul_ps(d00, d11), _mm512_mul_ps(d01, d01));
+        ok &= _mm512_cmp_ps_mask(den, _mm512_setzero_ps(), _CMP_NEQ_UQ);  // degenerate: skipped
+        _mm512_mask_storeu_ps(soa.p0x + t, live, x[0]);
+        _mm512_mask_storeu_ps(soa.p0y + t, live, y[0]);
+        _mm512_mask_storeu_ps(soa.v0x + t, live, v0x);
+        _mm512_mask_storeu_ps(soa.v0y + t, live, v0y);
+        _mm512_mask_storeu_ps(soa.v1x + t, live, v1x);
+        _mm512_mask_storeu_ps(soa.v1y + t, live, v1y);
+        _mm512_mask_storeu_ps(soa.inv + t, live, _mm512_div_ps(_mm512_set1_ps(1.0f), den));
+        _mm512_mask_storeu_ps(soa.z0 + t, live, z[0]);
+        _mm512_mask_storeu_ps(soa.z1 + t, live, z[1]);
+        _mm512_mask_storeu_ps(soa.z2 + t, live, z[2]);
+        _mm512_mask_storeu_epi32(soa.xmin + t, live, xlo);
+        _mm512_mask_storeu_epi32(soa.xmax + t, live, xhi);
+        _mm512_mask_storeu_epi32(soa.ymin + t, live, ylo);
+        _mm512_mask_storeu_epi32(soa.ymax + t, live, yhi);
+        _mm512_mask_storeu_epi32(first + t, live,
+                                 _mm512_mask_mov_epi32(_mm512_set1_epi32(1), ok, _mm512_sra_epi32(ylo, sh)));
+        _mm512_mask_storeu_epi32(last + t, live,
+                                 _mm512_maskz_mov_epi32(ok, _mm512_sra_epi32(yhi, sh)));
+    }
+}
+
 // Row R (0..3) of a 4x4 block at `off`: the lanes of k's row R take depth z, the triangle
 // and u, v (masked stores: the other pixels are not touched).
 template <bool UV, int R>
@@ -1684,17 +1774,21 @@ SIM3DR_TARGET_AVX512 inline void put_row512(__mmask16 k, int64_t off, __m512 z, 
 // (Blocks aligned to multiple-of-4 columns, whose stores the next triangle's loads could
 // take without waiting, need 1.7 blocks a triangle and measured slower.) Lanes outside
 // [xmin, xmax] x [ya, yb] are masked off; rows past yb are never read or written.
-template <bool UV>
-SIM3DR_TARGET_AVX512 inline void raster_deferred_avx512(const SetupBatch16& b, int j,
+template <bool UV, class S>
+SIM3DR_TARGET_AVX512 inline void raster_deferred_avx512(const S& b, int64_t j,
                                                         int32_t tri, int ya, int yb,
                                                         int64_t stride, int y_origin,
                                                         float* depth, int32_t* index,
                                                         float* us, float* vs) {
+    // make_setup's dot products, the same float operations
+    const float sv0x = b.v0x[j], sv0y = b.v0y[j], sv1x = b.v1x[j], sv1y = b.v1y[j];
+    const float sd00 = sv0x * sv0x + sv0y * sv0y, sd01 = sv0x * sv1x + sv0y * sv1y,
+                sd11 = sv1x * sv1x + sv1y * sv1y;
     const __m512 p0x = _mm512_set1_ps(b.p0x[j]), p0y = _mm512_set1_ps(b.p0y[j]),
-                 v0x = _mm512_set1_ps(b.v0x[j]), v0y = _mm512_set1_ps(b.v0y[j]),
-                 v1x = _mm512_set1_ps(b.v1x[j]), v1y = _mm512_set1_ps(b.v1y[j]),
-                 d00 = _mm512_set1_ps(b.d00[j]), d01 = _mm512_set1_ps(b.d01[j]),
-                 d11 = _mm512_set1_ps(b.d11[j]), inv = _mm512_set1_ps(b.inv[j]),
+                 v0x = _mm512_set1_ps(sv0x), v0y = _mm512_set1_ps(sv0y),
+                 v1x = _mm512_set1_ps(sv1x), v1y = _mm512_set1_ps(sv1y),
+                 d00 = _mm512_set1_ps(sd00), d01 = _mm512_set1_ps(sd01),
+                 d11 = _mm512_set1_ps(sd11), inv = _mm512_set1_ps(b.inv[j]),
                  z0 = _mm512_set1_ps(b.z0[j]), z1 = _mm512_set1_ps(b.z1[j]),
                  z2 = _mm512_set1_ps(b.z2[j]);
     const int xmin = b.xmin[j], xmax = b.xmax[j];
@@ -1765,16 +1859,21 @@ SIM3DR_TARGET_AVX512 inline void put_rgb_row512(__mmask16 k, int64_t off, __m512
 // a255 * (w0 c0 + v c1 + u c2) clamped to [0, 255] and truncated, ShadeU8's operations;
 // a later winner overwrites it as the plain loop does). Colours are ready when the bands
 // are drawn. Masked byte stores touch only the triangle's pixels.
-SIM3DR_TARGET_AVX512 inline void raster_rgb_avx512(const SetupBatch16& b, int j,
+template <class S>
+SIM3DR_TARGET_AVX512 inline void raster_rgb_avx512(const S& b, int64_t j,
                                                    const int32_t* corners, int ya, int yb,
                                                    int64_t stride, int y_origin, float* depth,
                                                    const float* colors, float a255,
                                                    uint8_t* image, int w) {
+    // make_setup's dot products, the same float operations
+    const float sv0x = b.v0x[j], sv0y = b.v0y[j], sv1x = b.v1x[j], sv1y = b.v1y[j];
+    const float sd00 = sv0x * sv0x + sv0y * sv0y, sd01 = sv0x * sv1x + sv0y * sv1y,
+                sd11 = sv1x * sv1x + sv1y * sv1y;
     const __m512 p0x = _mm512_set1_ps(b.p0x[j]), p0y = _mm512_set1_ps(b.p0y[j]),
-                 v0x = _mm512_set1_ps(b.v0x[j]), v0y = _mm512_set1_ps(b.v0y[j]),
-                 v1x = _mm512_set1_ps(b.v1x[j]), v1y = _mm512_set1_ps(b.v1y[j]),
-                 d00 = _mm512_set1_ps(b.d00[j]), d01 = _mm512_set1_ps(b.d01[j]),
-                 d11 = _mm512_set1_ps(b.d11[j]), inv = _mm512_set1_ps(b.inv[j]),
+                 v0x = _mm512_set1_ps(sv0x), v0y = _mm512_set1_ps(sv0y),
+                 v1x = _mm512_set1_ps(sv1x), v1y = _mm512_set1_ps(sv1y),
+                 d00 = _mm512_set1_ps(sd00), d01 = _mm512_set1_ps(sd01),
+                 d11 = _mm512_set1_ps(sd11), inv = _mm512_set1_ps(b.inv[j]),
                  z0 = _mm512_set1_ps(b.z0[j]), z1 = _mm512_set1_ps(b.z1[j]),
                  z2 = _mm512_set1_ps(b.z2[j]);
     const float* c0 = colors + 3 * static_cast<int64_t>(corners[0]);
@@ -1854,6 +1953,16 @@ SIM3DR_TARGET_AVX512 inline void raster_rgb_avx512(const SetupBatch16& b, int j,
 SIM3DR_TARGET_AVX512 void rgb_triangles_avx512(const BandPass& b, int band, int y0, int y1,
                                                const float* colors, float a255,
                                                uint8_t* image) {
+    if (b.bins && b.bins->soa.p0x) {  // setups computed while binning
+        const SetupSoA& soa = b.bins->soa;
+        const Bins& bins = b.bins->bands;
+        for (int c = 0; c < bins.nchunks; ++c)
+            for (const int32_t* p = bins.begin(c, band), *e = bins.end(c, band); p != e; ++p)
+                raster_rgb_avx512(soa, *p, b.T + 3 * static_cast<int64_t>(*p),
+                                  std::max(y0, soa.ymin[*p]), std::min(y1, soa.ymax[*p]),
+                                  b.stride, b.y_origin, b.dscr, colors, a255, image, b.w);
+        return;
+    }
     // As deferred_triangles_avx2, sixteen triangles a batch.
     alignas(64) int32_t ids[2][16];
     SetupBatch16 batch[2];
@@ -1879,6 +1988,16 @@ SIM3DR_TARGET_AVX512 void rgb_triangles_avx512(const BandPass& b, int band, int 
 
 template <bool UV>
 SIM3DR_TARGET_AVX512 void deferred_triangles_avx512(const BandPass& b, int band, int y0, int y1) {
+    if (b.bins && b.bins->soa.p0x) {  // setups computed while binning
+        const SetupSoA& soa = b.bins->soa;
+        const Bins& bins = b.bins->bands;
+        for (int c = 0; c < bins.nchunks; ++c)
+            for (const int32_t* p = bins.begin(c, band), *e = bins.end(c, band); p != e; ++p)
+                raster_deferred_avx512<UV>(soa, *p, *p, std::max(y0, soa.ymin[*p]),
+                                           std::min(y1, soa.ymax[*p]), b.stride, b.y_origin,
+                                           b.dscr, b.iscr, b.us, b.vs);
+        return;
+    }
     alignas(64) int32_t ids[2][16];
     SetupBatch16 batch[2];
     IdStream stream(b, band);
