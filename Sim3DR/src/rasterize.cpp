@@ -50,7 +50,7 @@
 #endif
 
 #ifndef SIM3DR_BANDS_PER_THREAD
-#define SIM3DR_BANDS_PER_THREAD 4
+#define SIM3DR_BANDS_PER_THREAD 2
 #endif
 
 namespace sim3dr {
@@ -439,18 +439,18 @@ SIM3DR_TARGET_AVX2 void add_range_normals_avx2(const float* vertices, const int3
 }
 #endif
 
-// Groups of kGroup consecutive triangles with the smallest and largest corner index of each
+// Groups of kTriGroup consecutive triangles with the smallest and largest corner index of each
 // (a range of vertices skips the groups without a corner in it: in a mesh whose triangle
 // order follows the surface, most of them).
-constexpr int64_t kGroup = 64;
+constexpr int64_t kTriGroup = 16;
 
-int64_t group_count(int64_t ntri) { return (ntri + kGroup - 1) / kGroup; }
+int64_t group_count(int64_t ntri) { return (ntri + kTriGroup - 1) / kTriGroup; }
 
 void group_bounds(const int32_t* triangles, int64_t ntri, int64_t g0, int64_t g1,
                   int32_t* bounds) {
     for (int64_t g = g0; g < g1; ++g) {
-        const int32_t* p = triangles + 3 * g * kGroup;
-        const int64_t n = 3 * (std::min(ntri, (g + 1) * kGroup) - g * kGroup);
+        const int32_t* p = triangles + 3 * g * kTriGroup;
+        const int64_t n = 3 * (std::min(ntri, (g + 1) * kTriGroup) - g * kTriGroup);
         int32_t lo = p[0], hi = p[0];
         for (int64_t i = 1; i < n; ++i) {
             lo = std::min(lo, p[i]);
@@ -1347,7 +1347,7 @@ struct NormalPass {
             const int64_t ng = group_count(ntri);
             for (int64_t g = 0; g < ng; ++g) {
                 if (groups[2 * g + 1] < lo || groups[2 * g] >= hi) continue;
-                const int64_t ta = g * kGroup, tb = std::min(ntri, ta + kGroup);
+                const int64_t ta = g * kTriGroup, tb = std::min(ntri, ta + kTriGroup);
 #ifdef SIM3DR_AVX2
                 if (avx2) {
                     add_range_normals_avx2(V, T, ta, tb, lo, hi, a);
