@@ -18,6 +18,9 @@ cdef extern from "rasterize.h" namespace "sim3dr":
     int hardware_threads() except + nogil
     void c_set_thread_start_limit "sim3dr::set_thread_start_limit"(int n) except + nogil
     int c_set_simd_level "sim3dr::set_simd_level"(int level) except + nogil
+    void c_index_range "sim3dr::index_range"(const int32_t* values, int64_t n, int32_t* lo,
+                                              int32_t* hi) nogil
+    bint c_all_finite "sim3dr::all_finite"(const float* values, int64_t n) nogil
     void c_get_normal "sim3dr::get_normal"(
         const float* vertices, int64_t nver, const int32_t* triangles, int64_t ntri,
         float* normals, int num_threads) except + nogil
@@ -89,6 +92,28 @@ def set_simd_level(int level):
     supported by this CPU; a negative level restores the widest). Returns the level in
     effect. Results never depend on it."""
     return c_set_simd_level(level)
+
+
+def index_range(const int32_t[:, ::1] values):
+    """(smallest, largest) value of a non-empty C-contiguous int32 array (one pass)."""
+    cdef int32_t lo = 0, hi = 0
+    cdef int64_t n = values.shape[0] * values.shape[1]
+    if n == 0:
+        raise ValueError("index_range: empty array")
+    with nogil:
+        c_index_range(&values[0, 0], n, &lo, &hi)
+    return lo, hi
+
+
+def all_finite(const float[:, ::1] values):
+    """Whether a C-contiguous float32 array has no NaN or infinite value (one pass)."""
+    cdef int64_t n = values.shape[0] * values.shape[1]
+    if n == 0:
+        return True
+    cdef bint ok
+    with nogil:
+        ok = c_all_finite(&values[0, 0], n)
+    return ok
 
 
 def get_normal(const float[:, ::1] vertices, const int32_t[:, ::1] triangles,

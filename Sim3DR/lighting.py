@@ -135,6 +135,10 @@ def _light_arguments(intensity_ambient=0.3, intensity_directional=0.6,
             _vec3("light_pos", light_pos), _vec3("view_pos", view_pos))
 
 
+#: The checked release defaults (render_lit without light keywords).
+_DEFAULT_LIGHT = _light_arguments()
+
+
 def render_lit(vertices, triangles, background: np.ndarray, alpha: float = 1.0,
                depth_buffer: Optional[np.ndarray] = None, num_threads: Optional[int] = None,
                **light) -> np.ndarray:
@@ -161,7 +165,7 @@ def render_lit(vertices, triangles, background: np.ndarray, alpha: float = 1.0,
     unknown = sorted(set(light) - set(LIGHT_DEFAULTS))
     if unknown:  # as the two-step pipeline's light_colors(**light) refused them
         raise TypeError(f"light_colors() got an unexpected keyword argument {unknown[0]!r}")
-    args = _light_arguments(**light)
+    args = _light_arguments(**light) if light else _DEFAULT_LIGHT
     # The checks in the order of the two steps: threads, alpha, depth buffer.
     n = resolve_num_threads(num_threads)
     a = _check_alpha(alpha)

@@ -2144,6 +2144,66 @@ int rasterize_job(const float* V, const int32_t* T, int64_t ntri, const float* c
 // ---------------------------------------------------------------------------------
 // Public entry points
 
+namespace {
+#ifdef SIM3DR_AVX2
+SIM3DR_TARGET_AVX2 void index_range_avx2(const int32_t* a, int64_t n, int32_t& lo, int32_t& hi) {
+    __m256i mn = _mm256_set1_epi32(lo), mx = _mm256_set1_epi32(hi);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + i));
+        mn = _mm256_min_epi32(mn, x);
+        mx = _mm256_max_epi32(mx, x);
+    }
+    alignas(32) int32_t l[8], h[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(l), mn);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(h), mx);
+    for (int k = 0; k < 8; ++k) {
+        lo = std::min(lo, l[k]);
+        hi = std::max(hi, h[k]);
+    }
+    for (; i < n; ++i) {
+        lo = std::min(lo, a[i]);
+        hi = std::max(hi, a[i]);
+    }
+}
+#endif
+}  // namespace
+
+void index_range(const int32_t* values, int64_t n, int32_t* lo, int32_t* hi) {
+    int32_t l = INT32_MAX, h = INT32_MIN;
+#ifdef SIM3DR_AVX2
+    if (g_simd_level.load(std::memory_order_relaxed) >= 2) {
+        index_range_avx2(values, n, l, h);
+        *lo = l;
+        *hi = h;
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; ++i) {
+        l = std::min(l, values[i]);
+        h = std::max(h, values[i]);
+    }
+    *lo = l;
+    *hi = h;
+}
+
+bool all_finite(const float* values, int64_t n) {
+    // a float is finite unless its exponent bits are all ones; blocks without early exit
+    // (the compiler runs them several floats at a time)
+    int64_t i = 0;
+    while (i < n) {
+        const int64_t e = std::min(n, i + 4096);
+        uint32_t bad = 0;
+        for (; i < e; ++i) {
+            uint32_t u;
+            std::memcpy(&u, values + i, sizeof u);
+            bad |= static_cast<uint32_t>((u & 0x7f800000u) == 0x7f800000u);
+        }
+        if (bad) return false;
+    }
+    return true;
+}
+
 void get_normal(const float* vertices, int64_t nver, const int32_t* triangles,
                 int64_t ntri, float* normals, int num_threads) {
     if (nver <= 0) return;

@@ -54,6 +54,12 @@ void set_thread_start_limit(int n);
 // depend on it.
 int set_simd_level(int level);
 
+// Smallest and largest of n int32 values (n >= 1), for the Python layer's index check.
+void index_range(const int32_t* values, int64_t n, int32_t* lo, int32_t* hi);
+
+// Whether none of n floats is infinite or NaN.
+bool all_finite(const float* values, int64_t n);
+
 // Area-weighted vertex normals: the unnormalised (v1-v0)x(v2-v0) of every triangle is
 // summed into its three vertices (in double precision, in triangle order), then each
 // sum is divided by its length; vertices with a zero sum (unused or only degenerate
