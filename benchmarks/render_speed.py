@@ -195,7 +195,9 @@ def judged_mesh(args, size: int):
     from runtime.render import frontal_to_image
 
     models = args.models
-    if models is None:
+    if args.mesh == "synthetic":
+        models = None
+    elif models is None:
         from runtime.cache import check_models, synthetic_entry
         cached = synthetic_entry(0) / "models"
         if cached.is_dir() and not check_models(cached):
@@ -451,6 +453,9 @@ def main(argv=None) -> int:
     ap.add_argument("--calls", type=int, default=60, help="part 1: timed calls per process (default 60)")
     ap.add_argument("--models", type=Path, help="part 1: models folder for the supervised demo mesh "
                                                 "(default: the cached synthetic models)")
+    ap.add_argument("--mesh", choices=("demo", "synthetic"), default="demo",
+                    help="part 1: the supervised demo prediction (default; the synthetic pack's face "
+                         "mesh when no models are found) or always the synthetic pack's face mesh")
     ap.add_argument("--build-models", action="store_true",
                     help="part 1: build the synthetic models into the cache when absent (~3 minutes; "
                          "without them the synthetic pack's face mesh is used)")
