@@ -1653,19 +1653,36 @@ SIM3DR_TARGET_AVX512 inline void clip_range16(__m512 a, __m512 b, __m512 c, int 
     hi = _mm512_min_epi32(ce, last);
 }
 
+// The x, y, z of corner k of sixteen triangles (triangle ids[j] in lane j) without gathers,
+// which are slow on some CPUs (a 16-lane gather took 6 times as long as these loads and
+// shuffles on the EPYC): each vertex is one 16-byte load of (previous z, x, y, z), four
+// vertices per 512-bit register, then a 4x4 transpose in each 128-bit lane. Vertex 0 is
+// read alone (nothing before it).
+SIM3DR_TARGET_AVX512 inline void corners16(const float* V, const int32_t* T, const int32_t* ids,
+                                           int k, __m512& x, __m512& y, __m512& z) {
+    auto vertex = [&](int j) SIM3DR_TARGET_AVX512 {
+        const int64_t i = T[3 * static_cast<int64_t>(ids[j]) + k];
+        return i > 0 ? _mm_loadu_ps(V + 3 * i - 1) : _mm_setr_ps(0.0f, V[0], V[1], V[2]);
+    };
+    __m512 q[4];
+    for (int g = 0; g < 4; ++g) {  // q[g], 128-bit lane L: triangle 4 L + g
+        __m512 r = _mm512_castps128_ps512(vertex(g));
+        r = _mm512_insertf32x4(r, vertex(4 + g), 1);
+        r = _mm512_insertf32x4(r, vertex(8 + g), 2);
+        q[g] = _mm512_insertf32x4(r, vertex(12 + g), 3);
+    }
+    const __m512 a = _mm512_unpacklo_ps(q[0], q[1]), b = _mm512_unpackhi_ps(q[0], q[1]);
+    const __m512 c = _mm512_unpacklo_ps(q[2], q[3]), d = _mm512_unpackhi_ps(q[2], q[3]);
+    x = _mm512_shuffle_ps(a, c, 0xEE);  // element 1 of each vertex: x
+    y = _mm512_shuffle_ps(b, d, 0x44);  // element 2: y
+    z = _mm512_shuffle_ps(b, d, 0xEE);  // element 3: z
+}
+
 SIM3DR_TARGET_AVX512 inline int setup16(const float* V, const int32_t* T, int32_t* ids, int n,
                                         int h, int w, SetupBatch16& out) {
     for (int j = n; j < 16; ++j) ids[j] = ids[0];  // padding lanes: dropped below
-    const __m512i id = _mm512_load_si512(ids);
-    const __m512i t3 = _mm512_add_epi32(id, _mm512_slli_epi32(id, 1));
     __m512 x[3], y[3], z[3];
-    for (int k = 0; k < 3; ++k) {
-        const __m512i i = _mm512_i32gather_epi32(_mm512_add_epi32(t3, _mm512_set1_epi32(k)), T, 4);
-        const __m512i o = _mm512_add_epi32(i, _mm512_slli_epi32(i, 1));
-        x[k] = _mm512_i32gather_ps(o, V, 4);
-        y[k] = _mm512_i32gather_ps(_mm512_add_epi32(o, _mm512_set1_epi32(1)), V, 4);
-        z[k] = _mm512_i32gather_ps(_mm512_add_epi32(o, _mm512_set1_epi32(2)), V, 4);
-    }
+    for (int k = 0; k < 3; ++k) corners16(V, T, ids, k, x[k], y[k], z[k]);
     __mmask16 ok = static_cast<__mmask16>((1u << n) - 1);
     __m512i ylo, yhi, xlo, xhi;
     clip_range16(y[0], y[1], y[2], h, ylo, yhi, ok);
@@ -1704,22 +1721,14 @@ SIM3DR_TARGET_AVX512 void bin_setup_avx512(const float* V, const int32_t* T, int
                                            int64_t b, int h, int w, int shift,
                                            const SetupSoA& soa, int32_t* first,
                                            int32_t* last) {
-    const __m512i lane3 = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
-                                                               11, 12, 13, 14, 15),
-                                             _mm512_set1_epi32(3));
     const __m128i sh = _mm_cvtsi32_si128(shift);
+    alignas(64) int32_t ids[16];
     for (int64_t t = a; t < b; t += 16) {
         const int n = static_cast<int>(std::min<int64_t>(16, b - t));
         const __mmask16 live = static_cast<__mmask16>((1u << n) - 1);
+        for (int j = 0; j < 16; ++j) ids[j] = static_cast<int32_t>(j < n ? t + j : t);
         __m512 x[3], y[3], z[3];
-        for (int k = 0; k < 3; ++k) {
-            const __m512i i = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live,
-                                                          lane3, T + 3 * t + k, 4);
-            const __m512i o = _mm512_add_epi32(i, _mm512_slli_epi32(i, 1));
-            x[k] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, o, V, 4);
-            y[k] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, o, V + 1, 4);
-            z[k] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, o, V + 2, 4);
-        }
+        for (int k = 0; k < 3; ++k) corners16(V, T, ids, k, x[k], y[k], z[k]);
         __mmask16 ok = live;
         __m512i ylo, yhi, xlo, xhi;
         clip_range16(y[0], y[1], y[2], h, ylo, yhi, ok);
