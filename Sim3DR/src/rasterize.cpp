@@ -1767,8 +1767,7 @@ template <bool UV, int R>
 SIM3DR_TARGET_AVX512 inline void put_row512(__mmask16 k, int64_t off, __m512 z, __m512 old,
                                             __m128i tri, __m512 u, __m512 v, float* depth,
                                             int32_t* index, float* us, float* vs) {
-    const __mmask8 kr = static_cast<__mmask8>((k >> (4 * R)) & 0xF);
-    if (!kr) return;
+    const __mmask8 kr = static_cast<__mmask8>((k >> (4 * R)) & 0xF);  // often 0: no-op stores
     (void)old;
     _mm_mask_storeu_ps(depth + off, kr, _mm512_extractf32x4_ps(z, R));
     _mm_mask_storeu_epi32(index + off, kr, tri);
@@ -1838,8 +1837,8 @@ SIM3DR_TARGET_AVX512 inline void raster_deferred_avx512(const S& b, int64_t j,
             old = _mm512_insertf32x4(old, nrows > 1 ? _mm_loadu_ps(dp + stride) : z4, 1);
             old = _mm512_insertf32x4(old, nrows > 2 ? _mm_loadu_ps(dp + 2 * stride) : z4, 2);
             old = _mm512_insertf32x4(old, nrows > 3 ? _mm_loadu_ps(dp + 3 * stride) : z4, 3);
+            // no branch on the depth test (unpredictable; the stores below are masked)
             k = _mm512_mask_cmp_ps_mask(k, z, old, _CMP_GT_OQ);
-            if (!k) continue;
             put_row512<UV, 0>(k, off, z, old, ti, u, v, depth, index, us, vs);
             put_row512<UV, 1>(k, off + stride, z, old, ti, u, v, depth, index, us, vs);
             put_row512<UV, 2>(k, off + 2 * stride, z, old, ti, u, v, depth, index, us, vs);
@@ -1857,8 +1856,7 @@ constexpr uint16_t kRgbMask[16] = {0x000, 0x007, 0x038, 0x03F, 0x1C0, 0x1C7, 0x1
 template <int R>
 SIM3DR_TARGET_AVX512 inline void put_rgb_row512(__mmask16 k, int64_t off, __m512 z, __m512 old,
                                                 __m128i rgb, float* depth, uint8_t* px) {
-    const unsigned kr = (k >> (4 * R)) & 0xF;
-    if (!kr) return;
+    const unsigned kr = (k >> (4 * R)) & 0xF;  // often 0: a masked store of nothing
     (void)old;
     _mm_mask_storeu_ps(depth + off, static_cast<__mmask8>(kr), _mm512_extractf32x4_ps(z, R));
     _mm_mask_storeu_epi8(px, kRgbMask[kr], rgb);
@@ -1928,8 +1926,8 @@ SIM3DR_TARGET_AVX512 inline void raster_rgb_avx512(const S& b, int64_t j,
             old = _mm512_insertf32x4(old, nrows > 1 ? _mm_loadu_ps(dp + stride) : z4, 1);
             old = _mm512_insertf32x4(old, nrows > 2 ? _mm_loadu_ps(dp + 2 * stride) : z4, 2);
             old = _mm512_insertf32x4(old, nrows > 3 ? _mm_loadu_ps(dp + 3 * stride) : z4, 3);
+            // no branch on the depth test (unpredictable; the stores below are masked)
             k = _mm512_mask_cmp_ps_mask(k, z, old, _CMP_GT_OQ);
-            if (!k) continue;
             __m128i ch[3];
             for (int c = 0; c < 3; ++c) {
                 const __m512 col = _mm512_add_ps(
