@@ -1157,11 +1157,13 @@ void plan_chunks(Plan& p, int64_t ntri) {
 struct SetupSoA {
     float *p0x = nullptr, *p0y, *v0x, *v0y, *v1x, *v1y, *inv, *z0, *z1, *z2;
     int32_t *xmin, *xmax, *ymin, *ymax;
+    // arrays of ntri + kPad (the vector stores of a chunk's last group stay inside)
+    static constexpr int64_t kPad = 16;
     void attach(float* f, int32_t* n, int64_t ntri) {
         float** fs[] = {&p0x, &p0y, &v0x, &v0y, &v1x, &v1y, &inv, &z0, &z1, &z2};
-        for (int k = 0; k < 10; ++k) *fs[k] = f + k * ntri;
+        for (int k = 0; k < 10; ++k) *fs[k] = f + k * (ntri + kPad);
         int32_t** is[] = {&xmin, &xmax, &ymin, &ymax};
-        for (int k = 0; k < 4; ++k) *is[k] = n + k * ntri;
+        for (int k = 0; k < 4; ++k) *is[k] = n + k * (ntri + kPad);
     }
 };
 
@@ -1187,15 +1189,16 @@ struct Binning {
         if (plan.nbands > 1) {
 #ifdef SIM3DR_AVX512
             if (g_simd_level.load(std::memory_order_relaxed) >= 3 && 3 * ntri < INT32_MAX)
-                soa.attach(s.setup_floats.get(static_cast<size_t>(10 * ntri)),
-                           s.setup_ints.get(static_cast<size_t>(4 * ntri)), ntri);
+                soa.attach(s.setup_floats.get(static_cast<size_t>(10 * (ntri + SetupSoA::kPad))),
+                           s.setup_ints.get(static_cast<size_t>(4 * (ntri + SetupSoA::kPad))), ntri);
 #endif
             bands.nchunks = nc;
             bands.nkeys = plan.nbands;
             bands.offsets = s.band_offsets.get(static_cast<size_t>(nc) * (plan.nbands + 1));
             if (s.band_lists.size() < static_cast<size_t>(nc)) s.band_lists.resize(nc);
             bands.lists = s.band_lists.data();
-            tri_keys = s.tri_keys.get(static_cast<size_t>(2 * ntri));  // first bands, then last
+            // first bands, then last ones (each ntri + 16: room for the vector stores)
+            tri_keys = s.tri_keys.get(static_cast<size_t>(2 * (ntri + 16)));
         }
     }
 
@@ -1212,7 +1215,7 @@ struct Binning {
         int32_t* off = bands.offsets + static_cast<size_t>(c) * (nk + 1);
         std::fill(off, off + nk + 1, 0);
         int32_t* first = tri_keys;
-        int32_t* last = tri_keys + ntri;
+        int32_t* last = tri_keys + ntri + 16;
         // first[t]..last[t]: the bands of triangle t's candidate rows (1..0 when none)
         int64_t t = a;
 #ifdef SIM3DR_AVX512
@@ -1764,11 +1767,17 @@ SIM3DR_TARGET_AVX512 void bin_setup_avx512(const float* V, const int32_t* T, int
 // Row R (0..3) of a 4x4 block at `off`: the lanes of k's row R take depth z, the triangle
 // and u, v (masked stores: the other pixels are not touched).
 template <bool UV, int R>
-SIM3DR_TARGET_AVX512 inline void put_row512(__mmask16 k, int64_t off, __m512 z, __m512 old,
-                                            __m128i tri, __m512 u, __m512 v, float* depth,
-                                            int32_t* index, float* us, float* vs) {
-    const __mmask8 kr = static_cast<__mmask8>((k >> (4 * R)) & 0xF);  // often 0: no-op stores
-    (void)old;
+SIM3DR_TARGET_AVX512 inline void put_row512(__mmask16 k, int nrows, int64_t off, __m512 z,
+                                            __mmask16 old_unused, __m128i tri, __m512 u,
+                                            __m512 v, float* depth, int32_t* index, float* us,
+                                            float* vs) {
+    // Rows of the block past the triangle's last row can lie past the buffer: never
+    // address them (a masked store with an empty mask is not enough: some CPUs fault on
+    // the address of a masked extract-to-memory whatever its mask). Within the rows, an
+    // empty mask (no pixel won) is a store of nothing, cheaper than a branch.
+    (void)old_unused;
+    if (R >= nrows) return;
+    const __mmask8 kr = static_cast<__mmask8>((k >> (4 * R)) & 0xF);
     _mm_mask_storeu_ps(depth + off, kr, _mm512_extractf32x4_ps(z, R));
     _mm_mask_storeu_epi32(index + off, kr, tri);
     if (UV) {
@@ -1839,10 +1848,10 @@ SIM3DR_TARGET_AVX512 inline void raster_deferred_avx512(const S& b, int64_t j,
             old = _mm512_insertf32x4(old, nrows > 3 ? _mm_loadu_ps(dp + 3 * stride) : z4, 3);
             // no branch on the depth test (unpredictable; the stores below are masked)
             k = _mm512_mask_cmp_ps_mask(k, z, old, _CMP_GT_OQ);
-            put_row512<UV, 0>(k, off, z, old, ti, u, v, depth, index, us, vs);
-            put_row512<UV, 1>(k, off + stride, z, old, ti, u, v, depth, index, us, vs);
-            put_row512<UV, 2>(k, off + 2 * stride, z, old, ti, u, v, depth, index, us, vs);
-            put_row512<UV, 3>(k, off + 3 * stride, z, old, ti, u, v, depth, index, us, vs);
+            put_row512<UV, 0>(k, nrows, off, z, 0, ti, u, v, depth, index, us, vs);
+            put_row512<UV, 1>(k, nrows, off + stride, z, 0, ti, u, v, depth, index, us, vs);
+            put_row512<UV, 2>(k, nrows, off + 2 * stride, z, 0, ti, u, v, depth, index, us, vs);
+            put_row512<UV, 3>(k, nrows, off + 3 * stride, z, 0, ti, u, v, depth, index, us, vs);
         }
     }
 }
@@ -1854,12 +1863,20 @@ constexpr uint16_t kRgbMask[16] = {0x000, 0x007, 0x038, 0x03F, 0x1C0, 0x1C7, 0x1
 // Row R of a 4x4 block: depth as put_row512, and the pixels' bytes (R G B interleaved in
 // `rgb`'s low 12 bytes) into the image row.
 template <int R>
-SIM3DR_TARGET_AVX512 inline void put_rgb_row512(__mmask16 k, int64_t off, __m512 z, __m512 old,
-                                                __m128i rgb, float* depth, uint8_t* px) {
+SIM3DR_TARGET_AVX512 inline void put_rgb_row512(__mmask16 k, int nrows, int64_t off, __m512 z,
+                                                __m128i rgb, float* depth, uint8_t* px,
+                                                const uint8_t* image_end) {
+    if (R >= nrows) return;  // see put_row512
     const unsigned kr = (k >> (4 * R)) & 0xF;  // often 0: a masked store of nothing
-    (void)old;
     _mm_mask_storeu_ps(depth + off, static_cast<__mmask8>(kr), _mm512_extractf32x4_ps(z, R));
-    _mm_mask_storeu_epi8(px, kRgbMask[kr], rgb);
+    if (px + 16 <= image_end) {
+        _mm_mask_storeu_epi8(px, kRgbMask[kr], rgb);
+    } else {  // the image's last bytes: no 16-byte access past its end
+        alignas(16) uint8_t b[16];
+        _mm_store_si128(reinterpret_cast<__m128i*>(b), rgb);
+        for (int j = 0; j < 4; ++j)
+            if ((kr >> j) & 1) std::memcpy(px + 3 * j, b + 3 * j, 3);
+    }
 }
 
 // The deferred kernel's pixels, coloured at once (uint8 RGB, alpha 1: the pixel is
@@ -1871,7 +1888,9 @@ SIM3DR_TARGET_AVX512 inline void raster_rgb_avx512(const S& b, int64_t j,
                                                    const int32_t* corners, int ya, int yb,
                                                    int64_t stride, int y_origin, float* depth,
                                                    const float* colors, float a255,
-                                                   uint8_t* image, int w) {
+                                                   uint8_t* image, int w,
+                                                   int h) {
+    const uint8_t* image_end = image + static_cast<int64_t>(h) * w * 3;
     // make_setup's dot products, the same float operations
     const float sv0x = b.v0x[j], sv0y = b.v0y[j], sv1x = b.v1x[j], sv1y = b.v1y[j];
     const float sd00 = sv0x * sv0x + sv0y * sv0y, sd01 = sv0x * sv1x + sv0y * sv1y,
@@ -1941,18 +1960,18 @@ SIM3DR_TARGET_AVX512 inline void raster_rgb_avx512(const S& b, int64_t j,
             const __m128i rg_lo = _mm_unpacklo_epi8(ch[0], ch[1]), rg_hi = _mm_unpackhi_epi8(ch[0], ch[1]);
             uint8_t* px = image + (static_cast<int64_t>(y) * w + x0) * 3;
             const int64_t prow = static_cast<int64_t>(w) * 3;
-            put_rgb_row512<0>(k, off, z, old,
+            put_rgb_row512<0>(k, nrows, off, z,
                               _mm_shuffle_epi8(_mm_unpacklo_epi64(rg_lo, ch[2]), interleave),
-                              depth, px);
-            put_rgb_row512<1>(k, off + stride, z, old,
+                              depth, px, image_end);
+            put_rgb_row512<1>(k, nrows, off + stride, z,
                               _mm_shuffle_epi8(_mm_unpackhi_epi64(rg_lo, _mm_slli_si128(ch[2], 4)), interleave),
-                              depth, px + prow);
-            put_rgb_row512<2>(k, off + 2 * stride, z, old,
+                              depth, px + prow, image_end);
+            put_rgb_row512<2>(k, nrows, off + 2 * stride, z,
                               _mm_shuffle_epi8(_mm_unpacklo_epi64(rg_hi, _mm_srli_si128(ch[2], 8)), interleave),
-                              depth, px + 2 * prow);
-            put_rgb_row512<3>(k, off + 3 * stride, z, old,
+                              depth, px + 2 * prow, image_end);
+            put_rgb_row512<3>(k, nrows, off + 3 * stride, z,
                               _mm_shuffle_epi8(_mm_unpackhi_epi64(rg_hi, _mm_srli_si128(ch[2], 4)), interleave),
-                              depth, px + 3 * prow);
+                              depth, px + 3 * prow, image_end);
         }
     }
 }
@@ -1967,7 +1986,7 @@ SIM3DR_TARGET_AVX512 void rgb_triangles_avx512(const BandPass& b, int band, int 
             for (const int32_t* p = bins.begin(c, band), *e = bins.end(c, band); p != e; ++p)
                 raster_rgb_avx512(soa, *p, b.T + 3 * static_cast<int64_t>(*p),
                                   std::max(y0, soa.ymin[*p]), std::min(y1, soa.ymax[*p]),
-                                  b.stride, b.y_origin, b.dscr, colors, a255, image, b.w);
+                                  b.stride, b.y_origin, b.dscr, colors, a255, image, b.w, b.h);
         return;
     }
     // As deferred_triangles_avx2, sixteen triangles a batch.
@@ -1986,7 +2005,7 @@ SIM3DR_TARGET_AVX512 void rgb_triangles_avx512(const BandPass& b, int band, int 
             m &= m - 1;
             raster_rgb_avx512(batch[cur], j, b.T + 3 * static_cast<int64_t>(ids[cur][j]),
                               std::max(y0, batch[cur].ymin[j]), std::min(y1, batch[cur].ymax[j]),
-                              b.stride, b.y_origin, b.dscr, colors, a255, image, b.w);
+                              b.stride, b.y_origin, b.dscr, colors, a255, image, b.w, b.h);
         }
         if (!n2) return;
         m = m2;
