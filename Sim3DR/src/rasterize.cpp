@@ -316,20 +316,19 @@ struct Bins {
 // caller's). Kept between calls when small; nothing in them outlives a call's meaning.
 struct Scratch {
     Buffer<float> depth, normals, colors, bounds;
-    Buffer<int32_t> tri_keys, band_offsets, group_bounds, setup_ints;
-    Buffer<float> setup_floats;
+    Buffer<int32_t> tri_keys, band_offsets, group_bounds;
     Buffer<double> acc;
     std::vector<std::vector<int32_t>> band_lists;
 
     void trim() {
         constexpr size_t kKeep = size_t(64) << 20;
         size_t total = depth.bytes() + normals.bytes() + colors.bytes() + tri_keys.bytes() +
-                       acc.bytes() + setup_ints.bytes() + setup_floats.bytes();
+                       acc.bytes();
         for (auto& l : band_lists) total += l.capacity() * sizeof(int32_t);
         if (total <= kKeep) return;
         depth.release(); normals.release(); colors.release(); tri_keys.release();
         acc.release(); bounds.release();
-        band_offsets.release(); group_bounds.release(); setup_ints.release(); setup_floats.release();
+        band_offsets.release(); group_bounds.release();
         std::vector<std::vector<int32_t>>().swap(band_lists);
     }
 };
@@ -1152,26 +1151,10 @@ void plan_chunks(Plan& p, int64_t ntri) {
 
 // Bins by band and by vertex range, filled by chunk tasks (chunk c: triangles
 // [ntri * c / nchunks, ntri * (c + 1) / nchunks)).
-// Per-triangle setups in arrays (AVX-512 binning computes them once for all bands):
-// make_setup's values without d00, d01, d11 (recomputed from v0, v1 where drawn).
-struct SetupSoA {
-    float *p0x = nullptr, *p0y, *v0x, *v0y, *v1x, *v1y, *inv, *z0, *z1, *z2;
-    int32_t *xmin, *xmax, *ymin, *ymax;
-    // arrays of ntri + kPad (the vector stores of a chunk's last group stay inside)
-    static constexpr int64_t kPad = 16;
-    void attach(float* f, int32_t* n, int64_t ntri) {
-        float** fs[] = {&p0x, &p0y, &v0x, &v0y, &v1x, &v1y, &inv, &z0, &z1, &z2};
-        for (int k = 0; k < 10; ++k) *fs[k] = f + k * (ntri + kPad);
-        int32_t** is[] = {&xmin, &xmax, &ymin, &ymax};
-        for (int k = 0; k < 4; ++k) *is[k] = n + k * (ntri + kPad);
-    }
-};
-
 #ifdef SIM3DR_AVX512
-SIM3DR_TARGET_AVX512 void bin_setup_avx512(const float* V, const int32_t* T, int64_t a,
-                                           int64_t b, int h, int w, int shift,
-                                           const SetupSoA& soa, int32_t* first,
-                                           int32_t* last);
+SIM3DR_TARGET_AVX512 int64_t band_keys_avx512(const float* V, const int32_t* T, int64_t a,
+                                              int64_t b, int h, int shift, int32_t* first,
+                                              int32_t* last);
 #endif
 
 struct Binning {
@@ -1182,16 +1165,10 @@ struct Binning {
     Plan plan;
     Bins bands;
     int32_t* tri_keys = nullptr;  // first band of each triangle, then the last ones
-    SetupSoA soa;                 // with AVX-512: the setups, computed while binning
 
     void prepare(Scratch& s) {
         const int nc = plan.nchunks;
         if (plan.nbands > 1) {
-#ifdef SIM3DR_AVX512
-            if (g_simd_level.load(std::memory_order_relaxed) >= 3 && 3 * ntri < INT32_MAX)
-                soa.attach(s.setup_floats.get(static_cast<size_t>(10 * (ntri + SetupSoA::kPad))),
-                           s.setup_ints.get(static_cast<size_t>(4 * (ntri + SetupSoA::kPad))), ntri);
-#endif
             bands.nchunks = nc;
             bands.nkeys = plan.nbands;
             bands.offsets = s.band_offsets.get(static_cast<size_t>(nc) * (plan.nbands + 1));
@@ -1219,12 +1196,8 @@ struct Binning {
         // first[t]..last[t]: the bands of triangle t's candidate rows (1..0 when none)
         int64_t t = a;
 #ifdef SIM3DR_AVX512
-        if (soa.p0x) {
-            // the setups too (culled triangles, also off the image sideways or degenerate,
-            // get no band)
-            bin_setup_avx512(V, T, a, b, h, w, shift, soa, first, last);
-            t = b;
-        }
+        if (g_simd_level.load(std::memory_order_relaxed) >= 3)
+            t = band_keys_avx512(V, T, a, b, h, shift, first, last);
 #endif
 #ifdef SIM3DR_AVX2
         if (t < b && g_simd_level.load(std::memory_order_relaxed) >= 2 && 3 * ntri < INT32_MAX)
@@ -1661,7 +1634,15 @@ SIM3DR_TARGET_AVX512 inline void clip_range16(__m512 a, __m512 b, __m512 c, int 
 // shuffles on the EPYC): each vertex is one 16-byte load of (previous z, x, y, z), four
 // vertices per 512-bit register, then a 4x4 transpose in each 128-bit lane. Vertex 0 is
 // read alone (nothing before it).
-SIM3DR_TARGET_AVX512 inline void corners16(const float* V, const int32_t* T, const int32_t* ids,
+// Triangle of lane j: ids[j] (Ids = const int32_t*) or first + min(j, last) (contiguous).
+struct Contiguous {
+    int64_t first;
+    int last;
+    int64_t operator[](int j) const { return first + std::min(j, last); }
+};
+
+template <class Ids>
+SIM3DR_TARGET_AVX512 inline void corners16(const float* V, const int32_t* T, const Ids& ids,
                                            int k, __m512& x, __m512& y, __m512& z) {
     auto vertex = [&](int j) SIM3DR_TARGET_AVX512 {
         const int64_t i = T[3 * static_cast<int64_t>(ids[j]) + k];
@@ -1717,51 +1698,28 @@ SIM3DR_TARGET_AVX512 inline int setup16(const float* V, const int32_t* T, int32_
     return ok;
 }
 
-// Binning with AVX-512: the setups of triangles a..b-1 (make_setup's values, sixteen at a
-// time) into the arrays, and their first and last bands (1 and 0 when not drawn:
-// off the image or degenerate).
-SIM3DR_TARGET_AVX512 void bin_setup_avx512(const float* V, const int32_t* T, int64_t a,
-                                           int64_t b, int h, int w, int shift,
-                                           const SetupSoA& soa, int32_t* first,
-                                           int32_t* last) {
+// The band keys of bin_bands for triangles a.. with AVX-512, sixteen at a time (corners
+// loaded as in setup16, clip_range16 of their rows); returns where the scalar loop takes
+// over. (Storing each triangle's whole setup here for the bands to read instead of
+// recomputing it took longer: 56 bytes a triangle is more memory traffic than the loads
+// and arithmetic it saves.)
+SIM3DR_TARGET_AVX512 int64_t band_keys_avx512(const float* V, const int32_t* T, int64_t a,
+                                              int64_t b, int h, int shift, int32_t* first,
+                                              int32_t* last) {
     const __m128i sh = _mm_cvtsi32_si128(shift);
-    alignas(64) int32_t ids[16];
-    for (int64_t t = a; t < b; t += 16) {
-        const int n = static_cast<int>(std::min<int64_t>(16, b - t));
-        const __mmask16 live = static_cast<__mmask16>((1u << n) - 1);
-        for (int j = 0; j < 16; ++j) ids[j] = static_cast<int32_t>(j < n ? t + j : t);
-        __m512 x[3], y[3], z[3];
-        for (int k = 0; k < 3; ++k) corners16(V, T, ids, k, x[k], y[k], z[k]);
-        __mmask16 ok = live;
-        __m512i ylo, yhi, xlo, xhi;
+    int64_t t = a;
+    for (; t + 16 <= b; t += 16) {
+        const Contiguous ids{t, 15};
+        __m512 x, y[3], z;
+        for (int k = 0; k < 3; ++k) corners16(V, T, ids, k, x, y[k], z);
+        __mmask16 ok = 0xFFFF;
+        __m512i ylo, yhi;
         clip_range16(y[0], y[1], y[2], h, ylo, yhi, ok);
-        clip_range16(x[0], x[1], x[2], w, xlo, xhi, ok);
-        const __m512 v0x = _mm512_sub_ps(x[2], x[0]), v0y = _mm512_sub_ps(y[2], y[0]);
-        const __m512 v1x = _mm512_sub_ps(x[1], x[0]), v1y = _mm512_sub_ps(y[1], y[0]);
-        const __m512 d00 = _mm512_add_ps(_mm512_mul_ps(v0x, v0x), _mm512_mul_ps(v0y, v0y));
-        const __m512 d01 = _mm512_add_ps(_mm512_mul_ps(v0x, v1x), _mm512_mul_ps(v0y, v1y));
-        const __m512 d11 = _mm512_add_ps(_mm512_mul_ps(v1x, v1x), _mm512_mul_ps(v1y, v1y));
-        const __m512 den = _mm512_sub_ps(_mm512_mul_ps(d00, d11), _mm512_mul_ps(d01, d01));
-        ok &= _mm512_cmp_ps_mask(den, _mm512_setzero_ps(), _CMP_NEQ_UQ);  // degenerate: skipped
-        _mm512_mask_storeu_ps(soa.p0x + t, live, x[0]);
-        _mm512_mask_storeu_ps(soa.p0y + t, live, y[0]);
-        _mm512_mask_storeu_ps(soa.v0x + t, live, v0x);
-        _mm512_mask_storeu_ps(soa.v0y + t, live, v0y);
-        _mm512_mask_storeu_ps(soa.v1x + t, live, v1x);
-        _mm512_mask_storeu_ps(soa.v1y + t, live, v1y);
-        _mm512_mask_storeu_ps(soa.inv + t, live, _mm512_div_ps(_mm512_set1_ps(1.0f), den));
-        _mm512_mask_storeu_ps(soa.z0 + t, live, z[0]);
-        _mm512_mask_storeu_ps(soa.z1 + t, live, z[1]);
-        _mm512_mask_storeu_ps(soa.z2 + t, live, z[2]);
-        _mm512_mask_storeu_epi32(soa.xmin + t, live, xlo);
-        _mm512_mask_storeu_epi32(soa.xmax + t, live, xhi);
-        _mm512_mask_storeu_epi32(soa.ymin + t, live, ylo);
-        _mm512_mask_storeu_epi32(soa.ymax + t, live, yhi);
-        _mm512_mask_storeu_epi32(first + t, live,
-                                 _mm512_mask_mov_epi32(_mm512_set1_epi32(1), ok, _mm512_sra_epi32(ylo, sh)));
-        _mm512_mask_storeu_epi32(last + t, live,
-                                 _mm512_maskz_mov_epi32(ok, _mm512_sra_epi32(yhi, sh)));
+        _mm512_storeu_si512(first + t, _mm512_mask_mov_epi32(_mm512_set1_epi32(1), ok,
+                                                             _mm512_sra_epi32(ylo, sh)));
+        _mm512_storeu_si512(last + t, _mm512_maskz_mov_epi32(ok, _mm512_sra_epi32(yhi, sh)));
     }
+    return t;
 }
 
 // Row R (0..3) of a 4x4 block at `off`: the lanes of k's row R take depth z, the triangle
@@ -1979,16 +1937,6 @@ SIM3DR_TARGET_AVX512 inline void raster_rgb_avx512(const S& b, int64_t j,
 SIM3DR_TARGET_AVX512 void rgb_triangles_avx512(const BandPass& b, int band, int y0, int y1,
                                                const float* colors, float a255,
                                                uint8_t* image) {
-    if (b.bins && b.bins->soa.p0x) {  // setups computed while binning
-        const SetupSoA& soa = b.bins->soa;
-        const Bins& bins = b.bins->bands;
-        for (int c = 0; c < bins.nchunks; ++c)
-            for (const int32_t* p = bins.begin(c, band), *e = bins.end(c, band); p != e; ++p)
-                raster_rgb_avx512(soa, *p, b.T + 3 * static_cast<int64_t>(*p),
-                                  std::max(y0, soa.ymin[*p]), std::min(y1, soa.ymax[*p]),
-                                  b.stride, b.y_origin, b.dscr, colors, a255, image, b.w, b.h);
-        return;
-    }
     // As deferred_triangles_avx2, sixteen triangles a batch.
     alignas(64) int32_t ids[2][16];
     SetupBatch16 batch[2];
@@ -2014,16 +1962,6 @@ SIM3DR_TARGET_AVX512 void rgb_triangles_avx512(const BandPass& b, int band, int 
 
 template <bool UV>
 SIM3DR_TARGET_AVX512 void deferred_triangles_avx512(const BandPass& b, int band, int y0, int y1) {
-    if (b.bins && b.bins->soa.p0x) {  // setups computed while binning
-        const SetupSoA& soa = b.bins->soa;
-        const Bins& bins = b.bins->bands;
-        for (int c = 0; c < bins.nchunks; ++c)
-            for (const int32_t* p = bins.begin(c, band), *e = bins.end(c, band); p != e; ++p)
-                raster_deferred_avx512<UV>(soa, *p, *p, std::max(y0, soa.ymin[*p]),
-                                           std::min(y1, soa.ymax[*p]), b.stride, b.y_origin,
-                                           b.dscr, b.iscr, b.us, b.vs);
-        return;
-    }
     alignas(64) int32_t ids[2][16];
     SetupBatch16 batch[2];
     IdStream stream(b, band);
