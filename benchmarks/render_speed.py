@@ -317,9 +317,14 @@ def versus(args, quick: bool) -> dict:
                 "others_cpu_share_max": float(max(x["others_cpu_share"] for x in runs[name])),
             }
         ratio = summary["old"]["median_ms"] / summary["new"]["median_ms"]
+        # each round's old and new ran back to back: their ratio is less sensitive to
+        # the machine's load changing between rounds
+        round_ratios = [o / n for o, n in zip(summary["old"]["round_medians_ms"],
+                                              summary["new"]["round_medians_ms"])]
         print(f"  median: old {summary['old']['median_ms']:.2f} ms, new "
               f"{summary['new']['median_ms']:.2f} ms ({summary['new']['threads']} threads): "
-              f"x{ratio:.2f} in this run", flush=True)
+              f"x{ratio:.2f} in this run (per round: median x{np.median(round_ratios):.2f}, "
+              f"x{min(round_ratios):.2f} to x{max(round_ratios):.2f})", flush=True)
         print(f"  differing pixels: {100 * share:.4f}% (limit {100 * MAX_DIFFERING:.1f}%)",
               flush=True)
         sweep = []
@@ -349,6 +354,7 @@ def versus(args, quick: bool) -> dict:
                  "span": round(fill, 3)},
         "size": size, "rounds": rounds, "calls": calls, "warmup": warmup,
         "old": summary["old"], "new": summary["new"], "ratio": ratio,
+        "round_ratios": round_ratios,
         "differing_pixels": share, "sweep": sweep,
     }
 
@@ -376,6 +382,13 @@ def versus_markdown(doc: dict) -> str:
         f"differ between the two images: {100 * doc['differing_pixels']:.4f}% (limit "
         f"{100 * MAX_DIFFERING:.1f}%).", "",
     ]
+    rr = doc.get("round_ratios")
+    if rr:
+        lines += [f"Per round (old and new back to back): median x{float(np.median(rr)):.2f}, "
+                  f"from x{min(rr):.2f} to x{max(rr):.2f}. Round medians (ms), old / new: "
+                  + ", ".join(f"{a:.2f} / {b:.2f}" for a, b in zip(o["round_medians_ms"],
+                                                                   n["round_medians_ms"]))
+                  + ".", ""]
     if doc["sweep"]:
         lines += ["Thread sweep (`SIM3DR_NUM_THREADS`, each in its own process, median ms):", "",
                   "| threads | old ms | new ms | speed-up |", "|---:|---:|---:|---:|"]
