@@ -45,7 +45,7 @@ public:
     // Pool bookkeeping (guarded by the pool's mutex).
     Job* next_in_queue = nullptr;
     int slots = 0;   // workers that may still join
-    int active = 0;  // workers inside participate()
+    std::atomic<int> active{0};  // workers inside participate() (changed under the pool's mutex)
     bool queued = false;
 
 private:

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
@@ -118,21 +119,30 @@ void Job::finish_task(int phase) noexcept {
     }
 }
 
-void Job::wait_phase(int phase) noexcept {
-    const int n = ntasks_[phase];
-    auto ready = [&] { return done_[phase].load(std::memory_order_acquire) >= n; };
-    // The tasks still running are short (a band, a range of vertices): spin first, then
-    // give the core away, and after a while sleep until the phase's last task wakes us.
-    for (int i = 0; i < 4000; ++i) {
-        if (ready()) return;
+// Spins until ready() or about `limit` has passed (then false). Tasks are short (a band,
+// a range of vertices, the serial normal sums: a millisecond at most): waking a thread
+// that went to sleep costs more than that on a virtual machine (an interrupt to another
+// virtual CPU), so waits within a call spin, yielding the core now and then.
+template <class Ready>
+bool spin_until(Ready ready, std::chrono::microseconds limit) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    for (unsigned i = 1;; ++i) {
+        if (ready()) return true;
 #if defined(SIM3DR_SSE2)
         _mm_pause();
 #endif
+        if ((i & 255) == 0) {
+            if (std::chrono::steady_clock::now() > end) return false;
+            if ((i & 4095) == 0) std::this_thread::yield();
+        }
     }
-    for (int i = 0; i < 200; ++i) {
-        if (ready()) return;
-        std::this_thread::yield();
-    }
+}
+
+void Job::wait_phase(int phase) noexcept {
+    const int n = ntasks_[phase];
+    auto ready = [&] { return done_[phase].load(std::memory_order_acquire) >= n; };
+    // then sleep until the phase's last task wakes us
+    if (spin_until(ready, std::chrono::microseconds(3000))) return;
     std::unique_lock<std::mutex> lock(m_);
     sleepers_.fetch_add(1);
     cv_.wait(lock, ready);
@@ -196,9 +206,16 @@ public:
         }
         if (helpers == 1) work_cv_.notify_one(); else work_cv_.notify_all();
         job.participate();
+        {
+            std::lock_guard<std::mutex> lock(m_);
+            if (job.queued) unlink(job);  // no worker joins from now on
+        }
+        // the workers still inside finish their last task (see spin_until)
+        if (spin_until([&] { return job.active.load(std::memory_order_acquire) == 0; },
+                       std::chrono::microseconds(3000)))
+            return;
         std::unique_lock<std::mutex> lock(m_);
-        if (job.queued) unlink(job);
-        done_cv_.wait(lock, [&] { return job.active == 0; });
+        done_cv_.wait(lock, [&] { return job.active.load() == 0; });
     }
 
 private:
@@ -219,12 +236,13 @@ private:
         for (;;) {
             work_cv_.wait(lock, [&] { return head_ != nullptr; });
             Job* job = head_;
-            ++job->active;
+            job->active.fetch_add(1);
             if (--job->slots == 0) unlink(*job);
             lock.unlock();
             job->participate();
             lock.lock();
-            if (--job->active == 0) done_cv_.notify_all();
+            // the job may be gone as soon as active reaches 0: not touched after this
+            if (job->active.fetch_sub(1, std::memory_order_acq_rel) == 1) done_cv_.notify_all();
         }
     }
 
