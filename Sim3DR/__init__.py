@@ -16,7 +16,12 @@ Threads: ``num_threads=None`` reads the environment variable ``SIM3DR_NUM_THREAD
 otherwise uses the hardware concurrency; either way 1 to :data:`MAX_THREADS`. The C++
 core uses fewer when fewer are useful (one thread for fewer than 256 triangles or 8 rows,
 never more threads than horizontal bands of at least 4 rows) and carries on with fewer
-when the OS refuses to start one. Results do not depend on the thread count.
+when the OS refuses to start one. Its worker threads are started on first use and kept
+for later calls (a pool shared by concurrent callers; a forked child starts its own).
+:func:`get_normal` and :func:`Sim3DR.lighting.light_colors`, which have no
+``num_threads`` argument, use ``SIM3DR_NUM_THREADS`` when it is valid and the hardware
+concurrency otherwise. Results do not depend on the thread count (nor on the SIMD
+instruction set the C++ kernels pick at run time).
 """
 from __future__ import annotations
 
@@ -83,7 +88,7 @@ def _check_vertices(vertices) -> np.ndarray:
     if v.ndim != 2 or v.shape[1] != 3:
         raise Sim3DRInputError(f"vertices: expected an (N, 3) array, got shape {v.shape}")
     v = np.ascontiguousarray(v, dtype=np.float32)
-    if not np.isfinite(v).all():
+    if not _sim3dr.all_finite(v):
         raise Sim3DRInputError("vertices: contains NaN or infinite values")
     return v
 
@@ -95,7 +100,10 @@ def _check_triangles(triangles, nver: int) -> np.ndarray:
     if t.dtype.kind not in "iu":
         raise Sim3DRInputError(f"triangles: expected integer indices, got dtype {t.dtype}")
     if t.size:
-        lo, hi = t.min(), t.max()
+        if t.dtype == np.int32 and t.flags.c_contiguous:
+            lo, hi = _sim3dr.index_range(t)  # one C++ pass instead of two numpy ones
+        else:
+            lo, hi = t.min(), t.max()
         if lo < 0:
             raise Sim3DRInputError(
                 f"triangles: index {int(lo)} out of range for {nver} vertices")
@@ -191,6 +199,16 @@ def resolve_num_threads(num_threads: Optional[int] = None) -> int:
 # --------------------------------------------------------------------------- public API
 
 
+def _default_threads() -> int:
+    """Threads for the functions without a ``num_threads`` argument (normals, light):
+    ``$SIM3DR_NUM_THREADS`` when valid, else the hardware concurrency (never an error:
+    these functions did not read the variable before)."""
+    try:
+        return resolve_num_threads()
+    except Sim3DRInputError:
+        return _sim3dr.hardware_concurrency()
+
+
 def new_depth_buffer(height: int, width: int) -> np.ndarray:
     """A fresh ``(height, width)`` float32 z-buffer filled with :data:`DEPTH_INIT`.
 
@@ -207,7 +225,7 @@ def get_normal(vertices, triangles) -> np.ndarray:
     v = _check_vertices(vertices)
     t = _check_triangles(triangles, v.shape[0])
     out = np.empty_like(v)
-    _native("get_normal", _sim3dr.get_normal, v, t, out)
+    _native("get_normal", _sim3dr.get_normal, v, t, out, _default_threads())
     return out
 
 

@@ -10,8 +10,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from . import (Sim3DRInputError, _check_alpha, _check_triangles, _check_vertices, _native,
-               _sim3dr, get_normal, rasterize)
+from . import (Sim3DRInputError, _check_alpha, _check_depth, _check_triangles,
+               _check_vertices, _default_threads, _native, _sim3dr, rasterize,
+               resolve_num_threads)
 
 __all__ = ["LIGHT_DEFAULTS", "light_colors", "overlay", "render_lit"]
 
@@ -108,16 +109,34 @@ def light_colors(vertices, triangles, normals: Optional[np.ndarray] = None,
     :func:`Sim3DR.reference.light_colors_reference`, is what the tests hold it to."""
     v = _check_vertices(vertices)
     t = _check_triangles(triangles, v.shape[0])
-    args = (_intensity("intensity_ambient", intensity_ambient),
+    args = _light_arguments(intensity_ambient, intensity_directional, intensity_specular,
+                            specular_exp, color_ambient, color_directional, light_pos,
+                            view_pos)
+    light = np.empty_like(v)
+    if normals is None:  # normals and light in one C++ pass (normals as get_normal)
+        _native("light_colors", _sim3dr.light_colors, v, t, light, *args, _default_threads())
+    else:
+        normal = _normals(normals, v.shape)
+        _native("light_colors", _sim3dr.light_vertices, v, normal, light, *args,
+                _default_threads())
+    return light
+
+
+def _light_arguments(intensity_ambient=0.3, intensity_directional=0.6,
+                     intensity_specular=0.1, specular_exp=5, color_ambient=(1.0, 1.0, 1.0),
+                     color_directional=(1.0, 1.0, 1.0), light_pos=(0.0, 0.0, 5.0),
+                     view_pos=(0.0, 0.0, 5.0)) -> tuple:
+    """Checked lighting parameters, in the order of the C++ bindings' arguments."""
+    return (_intensity("intensity_ambient", intensity_ambient),
             _intensity("intensity_directional", intensity_directional),
             _intensity("intensity_specular", intensity_specular), _exponent(specular_exp),
             _vec3("color_ambient", color_ambient, unit=True),
             _vec3("color_directional", color_directional, unit=True),
             _vec3("light_pos", light_pos), _vec3("view_pos", view_pos))
-    normal = get_normal(v, t) if normals is None else _normals(normals, v.shape)
-    light = np.empty_like(v)
-    _native("light_colors", _sim3dr.light_vertices, v, normal, light, *args)
-    return light
+
+
+#: The checked release defaults (render_lit without light keywords).
+_DEFAULT_LIGHT = _light_arguments()
 
 
 def render_lit(vertices, triangles, background: np.ndarray, alpha: float = 1.0,
@@ -125,7 +144,12 @@ def render_lit(vertices, triangles, background: np.ndarray, alpha: float = 1.0,
                **light) -> np.ndarray:
     """The release's pipeline: per-vertex light (:func:`light_colors`, keyword overrides
     in ``light``) rasterised over a copy of the uint8 ``(H, W, 3)`` ``background``.
-    Returns the new uint8 image; ``background`` is not modified."""
+    Returns the new uint8 image; ``background`` is not modified.
+
+    The same pixels as ``rasterize(vertices, triangles, light_colors(vertices, triangles,
+    **light), background.copy(), alpha, depth_buffer, num_threads)``, computed in one C++
+    pass (the inputs are checked once; with ``alpha == 1`` the lighting runs alongside the
+    rasterisation of depth and each pixel is coloured once, from the triangle that won it)."""
     bg = np.asarray(background)
     if bg.dtype != np.uint8 or bg.ndim != 3 or bg.shape[2] != 3:
         raise Sim3DRInputError(
@@ -133,10 +157,27 @@ def render_lit(vertices, triangles, background: np.ndarray, alpha: float = 1.0,
             f"{bg.shape}")
     v = _check_vertices(vertices)
     t = _check_triangles(triangles, v.shape[0])
-    colors = light_colors(v, t, **light)
-    image = np.array(bg, dtype=np.uint8, order="C", copy=True)
-    return rasterize(v, t, colors, image, alpha=alpha, depth_buffer=depth_buffer,
-                     num_threads=num_threads)
+    if "normals" in light:  # precomputed normals: the two steps
+        colors = light_colors(v, t, **light)
+        image = np.array(bg, dtype=np.uint8, order="C", copy=True)
+        return rasterize(v, t, colors, image, alpha=alpha, depth_buffer=depth_buffer,
+                         num_threads=num_threads)
+    unknown = sorted(set(light) - set(LIGHT_DEFAULTS))
+    if unknown:  # as the two-step pipeline's light_colors(**light) refused them
+        raise TypeError(f"light_colors() got an unexpected keyword argument {unknown[0]!r}")
+    args = _light_arguments(**light) if light else _DEFAULT_LIGHT
+    # The checks in the order of the two steps: threads, alpha, depth buffer.
+    n = resolve_num_threads(num_threads)
+    a = _check_alpha(alpha)
+    h, w = bg.shape[:2]
+    if not (h and w):
+        return np.array(bg, dtype=np.uint8, order="C", copy=True)
+    depth = None if depth_buffer is None else _check_depth(depth_buffer, h, w)
+    # the C++ pass copies the background into the new image band by band
+    image = np.empty((h, w, 3), np.uint8)
+    _native("render_lit", _sim3dr.render_lit_u8, v, t, np.ascontiguousarray(bg), image, depth,
+            a, n, *args)
+    return image
 
 
 def overlay(image: np.ndarray, rendered: np.ndarray, alpha: float) -> np.ndarray:

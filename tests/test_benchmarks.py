@@ -225,3 +225,42 @@ def test_precision_speed_refuses_a_folder_without_models_and_audio_that_is_not_a
     assert err.startswith(f"precision_speed: error: not a readable audio file: {bad} (neither WAV nor a "
                           "format libsndfile decodes: ") and err.endswith(")\n") and err.count("\n") == 1
     assert not list(tmp_path.glob("precision_speed.*"))
+
+
+def test_render_speed_versus_quick_compares_two_trees_and_writes_nothing(tmp_path, capsys):
+    """Part 1 of render_speed in quick mode, with this tree standing in for the baseline
+    (--baseline-dir: no build): both run in worker processes, the images agree, the ratio
+    is printed, and nothing is written under benchmarks/results."""
+    pytest.importorskip("scipy")
+    from benchmarks import render_speed
+
+    results = Path(render_speed.ROOT) / "benchmarks" / "results"
+    before = {p: p.stat().st_mtime_ns for p in results.rglob("*") if p.is_file()}
+    rc = render_speed.main(["--quick", "--only-versus", "--mesh", "synthetic", "--no-sweep",
+                            "--baseline-dir", str(render_speed.ROOT), "--size", "96"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "differing pixels: 0.0000%" in out and "in this run" in out, out
+    after = {p: p.stat().st_mtime_ns for p in results.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_render_speed_markdown_and_differing_share():
+    import numpy as np
+
+    from benchmarks import render_speed
+
+    a = np.zeros((4, 5, 3), np.uint8)
+    b = a.copy()
+    b[1, 2, 0] = 1
+    b[3, 4] = 7
+    assert render_speed.differing_share(a, b) == 2 / 20
+    run = {"median_ms": 8.0, "p10_ms": 7.5, "p90_ms": 9.0, "min_ms": 7.0, "round_medians_ms": [8.0],
+           "threads": 2, "others_cpu_share_max": 0.01}
+    doc = {"size": 512, "baseline": "512561a", "machine": "cpu-x-2c", "cpu": "X", "cores": 2,
+           "git": "abc", "date": "2024-01-01T00:00:00", "rounds": 1, "calls": 3, "warmup": 1,
+           "mesh": {"description": "m", "vertices": 3, "triangles": 1, "span": 0.9},
+           "old": run, "new": dict(run, median_ms=2.0), "ratio": 4.0, "differing_pixels": 0.0,
+           "sweep": [{"threads": 1, "old_ms": 9.0, "new_ms": 3.0, "ratio": 3.0}]}
+    md = render_speed.versus_markdown(doc)
+    assert "x4.00" in md and "| 1 | 9.00 | 3.00 | x3.00 |" in md

@@ -350,8 +350,9 @@ def test_render_cpp_failures_are_cmp_errors(monkeypatch):
     def out_of_memory(*args):
         raise MemoryError
 
-    monkeypatch.setattr(Sim3DR._sim3dr, "rasterize_u8", out_of_memory)
-    with pytest.raises(CmpError, match=full("rasterize: out of memory")) as info:
+    # render_lit's one C++ pass (lighting and rasterisation)
+    monkeypatch.setattr(Sim3DR._sim3dr, "render_lit_u8", out_of_memory)
+    with pytest.raises(CmpError, match=full("render_lit: out of memory")) as info:
         render_aligned(v, t, 64)
     assert not isinstance(info.value, InputError)
 

@@ -3,7 +3,7 @@
 Builds the extension from the same sources into a temporary folder with
 ``-fsanitize=address,undefined,float-cast-overflow``, then runs a representative workload
 (every entry point, 1 to 256 threads, refused thread starts, degenerate, off-screen and
-huge triangles, empty and one-row images) in a child process with the ASan runtime
+huge triangles, empty and one-row images, every SIMD level, concurrent callers) in a child process with the ASan runtime
 preloaded (Python itself is not instrumented). Any sanitizer report fails the test.
 
     CMP_SANITIZE=1 python -m pytest -q tests/test_sanitize.py      # ~1-2 minutes
@@ -100,6 +100,37 @@ for limit in (0, 1, 3):
     _sim3dr.set_thread_start_limit(limit)
     check(v, t, 16, 16, threads=(8,))
 _sim3dr.set_thread_start_limit(-1)
+# every SIMD level (deferred and immediate paths, index buffers), the one-pass lit render
+top = _sim3dr.set_simd_level(-1)
+for level in range(top + 1):
+    _sim3dr.set_simd_level(level)
+    for h, w in ((37, 53), (9, 3), (64, 1)):
+        v, t = mesh(300, 700, h, w)
+        check(v, t, h, w, threads=(1, 3))
+        check(v, t, h, w, channels=1, threads=(2,))
+        for alpha in (1.0, 0.5):
+            ref = np.zeros((h, w, 3), np.uint8)
+            rasterize_baseline(v, t, light_colors(v, t), ref, alpha=alpha)
+            for n in (1, 2, 5):
+                assert (render_lit(v, t, np.zeros((h, w, 3), np.uint8), alpha=alpha,
+                                   num_threads=n) == ref).all(), (level, h, w, alpha, n)
+_sim3dr.set_simd_level(-1)
+# concurrent callers sharing the pool
+import threading
+v, t = mesh(3000, 6000, 96, 96)
+ref = render_lit(v, t, np.zeros((96, 96, 3), np.uint8), num_threads=1)
+bad = []
+def caller(k):
+    for i in range(4):
+        img = render_lit(v, t, np.zeros((96, 96, 3), np.uint8), num_threads=1 + (k + i) % 4)
+        if not (img == ref).all():
+            bad.append(k)
+threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
+for th in threads:
+    th.start()
+for th in threads:
+    th.join()
+assert not bad, bad
 print("workload done")
 """
 

@@ -547,3 +547,259 @@ def test_real_face_small_render_matches_reference():
     v, t = face_in_image(48)
     c = np.random.default_rng(1).random((len(v), 3), dtype=np.float32)
     draw_all(v, t, c, 48, 48, threads=(2,))
+
+
+# ------------------------------------------------------------------------ one-pass lit render
+# render_lit computes normals, light and pixels in one C++ pass with a worker pool kept
+# between calls, SIMD kernels chosen at run time and, for alpha 1, each pixel coloured once
+# from its last winner. These tests hold every such path to the plain arithmetic, bit for
+# bit: the numpy emulations below repeat the C++ operations in the same order (float64
+# where the C++ uses double, float32 elsewhere), and the plain C++ loop draws the pixels.
+
+
+def normals_exact(v, t):
+    """get_normal's arithmetic: (v1 - v0) x (v2 - v0) in float64 from the float32 corners,
+    summed into the corners in triangle order (ufunc.at adds in index order), divided by
+    the length; zero (or non-finite) sums give 0."""
+    v64 = v.astype(np.float64)
+    a, b, c = v64[t[:, 0]], v64[t[:, 1]], v64[t[:, 2]]
+    e1, e2 = b - a, c - a
+    n = np.stack([e1[:, 1] * e2[:, 2] - e1[:, 2] * e2[:, 1],
+                  e1[:, 2] * e2[:, 0] - e1[:, 0] * e2[:, 2],
+                  e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]], axis=1)
+    acc = np.zeros_like(v64)
+    np.add.at(acc, t.reshape(-1), np.repeat(n, 3, axis=0))
+    length = np.sqrt(acc[:, 0] * acc[:, 0] + acc[:, 1] * acc[:, 1] + acc[:, 2] * acc[:, 2])
+    ok = (length > 0) & np.isfinite(length)
+    with np.errstate(all="ignore"):
+        out = np.where(ok[:, None], acc / length[:, None], 0.0)
+    return out.astype(np.float32)
+
+
+def light_exact(v, normals, intensity_ambient=0.3, intensity_directional=0.6,
+                intensity_specular=0.1, specular_exp=5, color_ambient=(1.0, 1.0, 1.0),
+                color_directional=(1.0, 1.0, 1.0), light_pos=(0.0, 0.0, 5.0),
+                view_pos=(0.0, 0.0, 5.0)):
+    """light_vertices' arithmetic for whole exponents 0..16 (see Sim3DR/src/lighting.cpp)."""
+    f32, f64 = np.float32, np.float64
+    amb, dirl, spec_i = f32(intensity_ambient), f32(intensity_directional), f32(intensity_specular)
+    ca, cd = np.asarray(color_ambient, f32), np.asarray(color_directional, f32)
+
+    def clip01(x):
+        return np.minimum(np.maximum(x, f32(0)), f32(1))
+
+    out = np.tile(amb * ca if amb > 0 else np.zeros(3, f32), (len(v), 1)).astype(f32)
+    if not dirl > 0:
+        return clip01(out)
+    lo, hi = v.min(axis=0).astype(f64), v.max(axis=0).astype(f64)
+    top = max(0.0, *(hi - lo))
+    scale = 2.0 / top if top > 0 else 2.0
+    vn = (v.astype(f64) - lo) * scale - (hi - lo) * scale / 2.0
+
+    def unit(p):
+        d = np.asarray(p, f32).astype(f64) - vn
+        n = np.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2])
+        with np.errstate(divide="ignore"):
+            inv = np.where(n > 0, 1.0 / n, 0.0)
+        return (d * inv[:, None]).astype(f32)
+
+    d, e = unit(light_pos), unit(view_pos)
+    nr = normals
+    cos = nr[:, 0] * d[:, 0] + nr[:, 1] * d[:, 1] + nr[:, 2] * d[:, 2]
+    out = out + dirl * (cd[None, :] * clip01(cos)[:, None])
+    if spec_i > 0:
+        total = np.zeros(len(v), f32)
+        for k in range(3):
+            r = e[:, k] * ((f32(2) * cos) * nr[:, k] - d[:, k])
+            q = np.ones_like(r) if specular_exp == 0 else r
+            for _ in range(int(specular_exp) - 1):
+                q = q * r
+            total = total + q
+        s = np.where(cos != 0, clip01(total), f32(0))
+        out = out + (spec_i * cd)[None, :] * s[:, None]
+    return clip01(out)
+
+
+def dome(n=64, size=96, seed=0):
+    """A bumpy height field over most of a size x size image, triangles shuffled (so that
+    triangles of every band and vertex range are interleaved) with a few degenerate and
+    repeated-corner ones: n * n vertices, about 2 n^2 triangles."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:n, 0:n].astype(np.float32)
+    s = np.float32((size - 8) / (n - 1))
+    z = 20 * np.exp(-(((xs - n / 2) ** 2 + (ys - n / 2) ** 2) / (n * n / 6))) + rng.random((n, n))
+    v = np.column_stack([xs.ravel() * s + 3.3, ys.ravel() * s + 2.7, z.ravel()]).astype(np.float32)
+    q = (ys[:-1, :-1] * n + xs[:-1, :-1]).astype(np.int32).ravel()
+    t = np.concatenate([np.stack([q, q + 1, q + n], 1), np.stack([q + 1, q + n + 1, q + n], 1)])
+    t = t[rng.permutation(len(t))]
+    t[::97, 2] = t[::97, 1]  # repeated corner: degenerate, skipped; its normal is 0
+    return v, np.ascontiguousarray(t, dtype=np.int32)
+
+
+@pytest.fixture
+def simd_level():
+    """Sets the widest SIMD level of the kernels (restored afterwards); returns the level in
+    effect."""
+    yield Sim3DR._sim3dr.set_simd_level
+    Sim3DR._sim3dr.set_simd_level(-1)
+
+
+def simd_levels():
+    top = Sim3DR._sim3dr.set_simd_level(-1)
+    return sorted({Sim3DR._sim3dr.set_simd_level(level) for level in range(top + 1)})
+
+
+def test_simd_levels_are_clamped(simd_level):
+    top = simd_level(-1)
+    assert top in (0, 1, 2, 3)
+    assert simd_level(99) == top
+    assert simd_level(0) == min(simd_levels())
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+def test_normals_and_light_bit_exact_at_any_thread_count(threads, monkeypatch):
+    """Vertex ranges sum their triangles in triangle order: the same bits as one thread."""
+    from Sim3DR.lighting import light_colors
+    monkeypatch.setenv("SIM3DR_NUM_THREADS", str(threads))
+    v, t = dome()
+    n = normals_exact(v, t)
+    np.testing.assert_array_equal(get_normal(v, t), n)
+    np.testing.assert_array_equal(light_colors(v, t), light_exact(v, n))
+    np.testing.assert_array_equal(light_colors(v, t, normals=n), light_exact(v, n))
+    for params in (dict(specular_exp=0), dict(specular_exp=1, color_directional=(1, 0.5, 0.25)),
+                   dict(specular_exp=16, light_pos=(3, -2, 1), view_pos=(-1, 2, 9)),
+                   dict(intensity_specular=0.0), dict(intensity_directional=0.0),
+                   dict(intensity_ambient=0.0, color_ambient=(0.2, 0.4, 0.6))):
+        np.testing.assert_array_equal(light_colors(v, t, **params), light_exact(v, n, **params),
+                                      err_msg=str(params))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+def test_render_lit_is_the_two_steps_bit_for_bit(threads, simd_level):
+    """render_lit = light (the emulation) + the plain loop, for every thread count and SIMD
+    level, with and without a depth buffer, alpha 1 (deferred) and 0.6 (immediate)."""
+    from Sim3DR.lighting import render_lit
+    v, t = dome()
+    light = light_exact(v, normals_exact(v, t))
+    bg = np.random.default_rng(5).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    for alpha in (1.0, 0.6):
+        ref = bg.copy()
+        ref_depth = Sim3DR.new_depth_buffer(96, 96)
+        ref_depth[40:50] = 5.0  # a z-buffer shared with an earlier mesh
+        start_depth = ref_depth.copy()
+        rasterize_baseline(v, t, light, ref, alpha=alpha, depth_buffer=ref_depth)
+        assert 0.3 < (ref != bg).any(axis=2).mean() < 1
+        no_depth = bg.copy()
+        rasterize_baseline(v, t, light, no_depth, alpha=alpha)
+        for level in simd_levels():
+            simd_level(level)
+            msg = f"alpha {alpha}, SIMD level {level}"
+            np.testing.assert_array_equal(render_lit(v, t, bg, alpha=alpha, num_threads=threads),
+                                          no_depth, err_msg=msg)
+            d = start_depth.copy()
+            out = render_lit(v, t, bg, alpha=alpha, depth_buffer=d, num_threads=threads)
+            np.testing.assert_array_equal(out, ref, err_msg=msg)
+            np.testing.assert_array_equal(d, ref_depth, err_msg=msg)
+
+
+def test_render_lit_other_light_and_shapes():
+    from Sim3DR.lighting import light_colors, render_lit
+    v, t = dome(n=40, size=70, seed=2)
+    params = dict(intensity_ambient=0.1, specular_exp=2, color_directional=(1, 0.2, 0.6),
+                  light_pos=(-3, 1, 4))
+    for h, w in ((70, 70), (9, 130), (130, 9), (1, 70), (70, 1)):
+        bg = np.full((h, w, 3), 7, np.uint8)
+        ref = bg.copy()
+        rasterize_baseline(v, t, light_colors(v, t, **params), ref)
+        for n in (1, 4):
+            np.testing.assert_array_equal(render_lit(v, t, bg, num_threads=n, **params), ref,
+                                          err_msg=f"{h}x{w}, {n} threads")
+    # precomputed normals go through the two steps
+    n = get_normal(v, t)
+    np.testing.assert_array_equal(render_lit(v, t, np.zeros((70, 70, 3), np.uint8), normals=n),
+                                  render_lit(v, t, np.zeros((70, 70, 3), np.uint8)))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'shininess'"):
+        render_lit(v, t, np.zeros((8, 8, 3), np.uint8), shininess=3)
+    assert render_lit(v, t, np.zeros((0, 5, 3), np.uint8)).shape == (0, 5, 3)
+
+
+@pytest.mark.parametrize("level", [None, 1])
+def test_simd_levels_agree_on_scattered_triangles(level, simd_level):
+    """Big, thin, off-screen and degenerate triangles on odd image sizes, every path."""
+    if level is not None:
+        simd_level(level)
+    for h, w, seed in ((37, 53, 1), (64, 5, 2), (9, 200, 3)):
+        v, t, c = scatter_mesh(h, w, ntri=700, seed=seed)
+        v[::7, :2] *= 3.0  # some triangles reach far off the image
+        v[1::11] = v[0]  # and some collapse
+        for threads in (1, 3):
+            draw_all(v, t, c, h, w, threads=(threads,))
+            draw_all(v, t, c[:, :1], h, w, threads=(threads,))
+            depth, index = rasterize_buffers(v, t, h, w, num_threads=threads)
+            ref_depth, ref_index = buffers_reference(v, t, h, w)
+            np.testing.assert_array_equal(index, ref_index)
+            np.testing.assert_array_equal(depth, ref_depth)
+
+
+def test_render_lit_repeated_and_concurrent_calls():
+    """The pool is reused across calls and shared by concurrent callers (each call can
+    finish alone): repeated calls and calls from several Python threads at once, with
+    different thread counts and meshes, give the same images as one call at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from Sim3DR.lighting import render_lit
+    meshes = [dome(n=48, size=80, seed=s) for s in (0, 1)]
+    bg = np.full((80, 80, 3), 30, np.uint8)
+    expected = [render_lit(v, t, bg, num_threads=1) for v, t in meshes]
+    for _ in range(5):
+        np.testing.assert_array_equal(render_lit(*meshes[0], bg, num_threads=3), expected[0])
+
+    def job(k):
+        m = k % 2
+        return m, render_lit(*meshes[m], bg, num_threads=1 + k % 5)
+
+    with ThreadPoolExecutor(6) as ex:
+        for m, img in ex.map(job, range(36)):
+            np.testing.assert_array_equal(img, expected[m])
+
+
+_FORK_CHILD = r"""
+import multiprocessing as mp, sys
+import numpy as np
+sys.path.insert(0, {root!r})
+from Sim3DR.lighting import render_lit
+from tests.test_sim3dr import dome
+
+def child(_):
+    v, t = dome(n=40, size=64)
+    return render_lit(v, t, np.zeros((64, 64, 3), np.uint8), num_threads=4)
+
+v, t = dome(n=40, size=64)
+parent = render_lit(v, t, np.zeros((64, 64, 3), np.uint8), num_threads=4)  # the pool exists
+with mp.get_context("fork").Pool(2) as pool:
+    images = pool.map(child, range(4))
+print("equal", all((img == parent).all() for img in images))
+"""
+
+
+def test_pool_in_a_forked_child():
+    """A child forked after the pool started has none of its threads: it makes its own."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.run([sys.executable, "-c", _FORK_CHILD.format(root=root)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "equal True", proc.stderr
+
+
+def test_real_face_render_lit_is_the_two_steps():
+    from Sim3DR.lighting import render_lit
+    v, t = face_in_image(512)
+    light = light_exact(v, normals_exact(v, t))
+    bg = np.full((512, 512, 3), 48, np.uint8)
+    ref = bg.copy()
+    rasterize_baseline(v, t, light, ref)
+    for n in (1, 2, 5):
+        np.testing.assert_array_equal(render_lit(v, t, bg, num_threads=n), ref, err_msg=f"{n}")

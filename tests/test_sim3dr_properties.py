@@ -28,6 +28,24 @@ def ci(max_examples: int) -> settings:
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 F32_MAX = float(np.finfo(np.float32).max)
+# The SIMD levels of the C++ kernels this CPU runs (Sim3DR._sim3dr.set_simd_level).
+_TOP = Sim3DR._sim3dr.set_simd_level(-1)
+LEVELS = sorted({Sim3DR._sim3dr.set_simd_level(level) for level in range(_TOP + 1)})
+Sim3DR._sim3dr.set_simd_level(-1)
+
+
+class simd:
+    """``with simd(level):`` the kernels use at most that SIMD level."""
+
+    def __init__(self, level: int) -> None:
+        self.level = level
+
+    def __enter__(self):
+        Sim3DR._sim3dr.set_simd_level(self.level)
+
+    def __exit__(self, *exc):
+        Sim3DR._sim3dr.set_simd_level(-1)
+
 # Mostly on or near the image, sometimes anywhere in float32 range (barycentrics overflow).
 coord = st.one_of(st.floats(-6, 40, width=32), st.floats(-6, 40, width=32),
                   st.floats(-F32_MAX, F32_MAX, width=32), st.floats(-2.0**-100, 2.0**-100, width=32))
@@ -64,11 +82,13 @@ def assert_all_paths_agree(v, t, c, h, w, dtype, alpha, threads):
 @ci(100)
 @given(mesh=meshes(), h=st.integers(1, 20), w=st.integers(1, 20),
        channels=st.sampled_from([1, 3, 4, 5]), dtype=st.sampled_from([np.uint8, np.float32]),
-       alpha=st.sampled_from([1.0, 0.5, 0.0]), threads=st.integers(1, 4), data=st.data())
-def test_fast_baseline_and_reference_agree(mesh, h, w, channels, dtype, alpha, threads, data):
+       alpha=st.sampled_from([1.0, 0.5, 0.0]), threads=st.integers(1, 4),
+       level=st.sampled_from(LEVELS), data=st.data())
+def test_fast_baseline_and_reference_agree(mesh, h, w, channels, dtype, alpha, threads, level,
+                                           data):
     v, t = mesh
     c = data.draw(hnp.arrays(np.float32, (len(v), channels), elements=st.floats(0, 1, width=32)))
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), simd(level):
         depth = assert_all_paths_agree(v, t, c, h, w, dtype, alpha, threads)
         d, index = rasterize_buffers(v, t, h, w, num_threads=threads)
         ref_d, ref_index = buffers_reference(v, t, h, w)
@@ -84,12 +104,12 @@ def test_fast_baseline_and_reference_agree(mesh, h, w, channels, dtype, alpha, t
 
 @ci(15)
 @given(mesh=meshes(min_tri=256, max_tri=300, max_ver=24), h=st.integers(8, 48),
-       w=st.integers(1, 24), threads=st.integers(2, 8))
-def test_threaded_path_agrees(mesh, h, w, threads):
+       w=st.integers(1, 24), threads=st.integers(2, 8), level=st.sampled_from(LEVELS))
+def test_threaded_path_agrees(mesh, h, w, threads, level):
     """At least 256 triangles and 8 rows: the banded multi-threaded path really runs."""
     v, t = mesh
     c = np.random.default_rng(len(t)).random((len(v), 3), dtype=np.float32)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), simd(level):
         assert_all_paths_agree(v, t, c, h, w, np.uint8, 1.0, threads)
         d, index = rasterize_buffers(v, t, h, w, num_threads=threads)
         ref_d, ref_index = buffers_reference(v, t, h, w)
@@ -126,6 +146,31 @@ def test_normals_and_light_stay_finite(mesh, white, exp, ambient, directional, s
         ref = light_colors_reference(v, t, normals=n, **params)
     # C++ directions in double, the reference's in float32: cos differs by ~1e-7.
     np.testing.assert_allclose(light, ref, atol=1e-5)
+
+
+@ci(40)
+@given(mesh=st.one_of(meshes(min_tri=1), meshes(min_tri=256, max_tri=300, max_ver=40)),
+       h=st.integers(1, 40), w=st.integers(1, 40), threads=st.integers(1, 8),
+       alpha=st.sampled_from([1.0, 0.5]), level=st.sampled_from(LEVELS),
+       shared_depth=st.booleans())
+def test_render_lit_is_light_colors_then_rasterize(mesh, h, w, threads, alpha, level,
+                                                   shared_depth):
+    """render_lit's one C++ pass gives the bytes (and depth) of the two steps it replaces."""
+    from Sim3DR.lighting import render_lit
+    v, t = mesh
+    bg = np.random.default_rng(h * w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    with np.errstate(all="ignore"):
+        ref, ref_depth = bg.copy(), Sim3DR.new_depth_buffer(h, w)
+        ref_depth[: h // 2] = 3.0
+        depth = ref_depth.copy()
+        rasterize_baseline(v, t, light_colors(v, t), ref, alpha=alpha,
+                           depth_buffer=ref_depth if shared_depth else None)
+        with simd(level):
+            out = render_lit(v, t, bg, alpha=alpha, num_threads=threads,
+                             depth_buffer=depth if shared_depth else None)
+    np.testing.assert_array_equal(out, ref)
+    if shared_depth:
+        np.testing.assert_array_equal(depth, ref_depth)
 
 
 def _anything_array():

@@ -16,14 +16,18 @@
 // Deliberate deviation from the release: triangles whose float32 den is exactly 0 are
 // skipped (the release paints their whole bounding box).
 //
-// The fast functions bin triangles into horizontal bands processed by std::thread
-// workers (one band = one thread at a time, per-pixel triangle order preserved), with
-// per-triangle constants hoisted; they are bit-identical to the *_baseline functions,
-// which are the plain single-threaded per-triangle, per-pixel loop. They use at most
-// kMaxThreads threads and never more than there are bands; when the OS refuses to start
-// a thread they go on with the threads already started (at least the caller's). They
-// return the number of threads that did the work (0 when there was nothing to draw).
-// Errors (std::bad_alloc) are thrown on the calling thread, never inside a worker.
+// The fast functions bin triangles into horizontal bands drawn by the calling thread and
+// the workers of a pool kept between calls (parallel.h): one band = one thread at a time,
+// per-pixel triangle order preserved, per-triangle constants hoisted (computed for 8 or
+// 16 triangles at once with AVX2 / AVX-512). They are bit-identical to the *_baseline
+// functions, the plain single-threaded per-triangle, per-pixel loop. uint8 images drawn
+// with alpha == 1 are "deferred": depth, winning triangle and barycentrics per pixel in
+// band-local buffers first, then each pixel's colour once, from its last winner (the bytes
+// the plain loop leaves: with alpha == 1 a write does not depend on the pixel's previous
+// value). They plan at most kMaxThreads threads and never more than there are bands; when
+// the OS refuses to start a thread they go on with the threads that exist (at least the
+// caller's). They return the number of threads the work was planned over (0 when there
+// was nothing to draw). Errors (std::bad_alloc) are thrown on the calling thread.
 #pragma once
 
 #include <cstdint>
@@ -39,15 +43,30 @@ constexpr int kMaxThreads = 256;
 // std::thread::hardware_concurrency(), at least 1, at most kMaxThreads.
 int hardware_threads();
 
-// Fault injection for tests: with n >= 0 every call may start at most n worker threads
-// (further starts fail as if the OS refused them); n < 0 removes the limit.
+// Fault injection for tests: with n >= 0 every call may use at most n worker threads of
+// the pool besides the calling thread (as if the OS had refused to start more); n < 0
+// removes the limit.
 void set_thread_start_limit(int n);
 
+// For tests: the widest instruction set the kernels may use (3 = AVX-512 F+VL, 2 = AVX2,
+// 1 = SSE2 on x86-64, 0 = plain C++ elsewhere), kept within what is compiled in and what
+// the CPU supports; level < 0 = the widest. Returns the level in effect. Results do not
+// depend on it.
+int set_simd_level(int level);
+
+// Smallest and largest of n int32 values (n >= 1), for the Python layer's index check.
+void index_range(const int32_t* values, int64_t n, int32_t* lo, int32_t* hi);
+
+// Whether none of n floats is infinite or NaN.
+bool all_finite(const float* values, int64_t n);
+
 // Area-weighted vertex normals: the unnormalised (v1-v0)x(v2-v0) of every triangle is
-// summed into its three vertices (in double precision), then each sum is divided by
-// its length; vertices with a zero sum (unused or only degenerate triangles) get 0.
+// summed into its three vertices (in double precision, in triangle order), then each
+// sum is divided by its length; vertices with a zero sum (unused or only degenerate
+// triangles) get 0. Threads take ranges of vertices (each summing its vertices'
+// triangles in triangle order), so the result does not depend on num_threads.
 void get_normal(const float* vertices, int64_t nver, const int32_t* triangles,
-                int64_t ntri, float* normals);
+                int64_t ntri, float* normals, int num_threads = 1);
 
 // Draw into a uint8 image: pixel = truncate((1-alpha)*pixel + alpha*255*colour),
 // clamped to [0, 255] before truncation. num_threads <= 0 means hardware_threads().
