@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.machine import (available_cores, cpu_model, git_revision, gpu_name, machine_name,  # noqa: E402
-                                ram_gib, untrained_models, versions)
+from benchmarks.machine import (available_cores, children_cpu, cpu_model, cpu_ticks, git_revision,  # noqa: E402
+                                gpu_name, machine_name, ram_gib, untrained_models, versions, wait_idle)
 from benchmarks.report import results_folder  # noqa: E402
 
 NOISY = 0.05  # other processes' share of the CPUs above which a measurement is repeated
@@ -117,61 +117,17 @@ def prepare_inputs(args, tmp: Path, seconds_grid: list[float]) -> tuple[dict, di
 
 
 # ----------------------------------------------------------------------------- run
-def _cpu_ticks() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
-    try:
-        fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError, IndexError):
-        return float("nan"), float("nan")
-    hz = os.sysconf("SC_CLK_TCK")
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
-    total = sum(fields[:8])
-    return (total - idle) / hz, total / hz
-
-
-def _children_cpu() -> float:
-    import resource
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
-
-
-def busy_share(seconds: float = 1.0) -> float:
-    """Fraction of all CPUs busy (any process) over ``seconds``."""
-    b0, t0 = _cpu_ticks()
-    time.sleep(seconds)
-    b1, t1 = _cpu_ticks()
-    return (b1 - b0) / (t1 - t0) if t1 > t0 else float("nan")
-
-
-def wait_idle(limit_s: float, threshold: float = 0.10) -> dict:
-    """Wait (at most ``limit_s``) until the machine is quiet: under ``threshold`` of the CPUs
-    busy for 3 consecutive seconds. Returns what was seen."""
-    start, quiet, last = time.perf_counter(), 0, float("nan")
-    announced = False
-    while True:
-        last = busy_share(1.0)
-        quiet = quiet + 1 if last < threshold else 0
-        if quiet >= 3:
-            return {"waited_s": round(time.perf_counter() - start, 1), "quiet": True, "busy_share": last}
-        if time.perf_counter() - start > limit_s:
-            return {"waited_s": round(time.perf_counter() - start, 1), "quiet": False, "busy_share": last}
-        if not announced and last >= threshold:
-            print(f"  waiting for a quiet machine ({100 * last:.0f}% of the CPUs busy; at most {limit_s:.0f} s)",
-                  flush=True)
-            announced = True
-
-
 def run_worker(backend, cfg: dict, tmp: Path, env: dict, idle_s: float) -> tuple[dict | None, str | None]:
     spec = tmp / f"spec-{backend.id}.json"
     result = tmp / f"result-{backend.id}.json"
     spec.write_text(json.dumps({"backend": backend.as_dict(), "config": cfg}))
     idle = wait_idle(idle_s) if idle_s > 0 else None
-    busy0, total0 = _cpu_ticks()
-    child0, wall0 = _children_cpu(), time.perf_counter()
+    busy0, total0 = cpu_ticks()
+    child0, wall0 = children_cpu(), time.perf_counter()
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "worker.py"), str(spec), str(result)],
                           env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    busy1, total1 = _cpu_ticks()
-    child = _children_cpu() - child0
+    busy1, total1 = cpu_ticks()
+    child = children_cpu() - child0
     # CPU time used by other processes while this backend was measured, as a share of the machine.
     foreign = max(0.0, (busy1 - busy0) - child) / (total1 - total0) if total1 > total0 else float("nan")
     if proc.returncode != 0 or not result.is_file():

@@ -5,6 +5,7 @@ import os
 import platform
 import re
 import subprocess
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -101,3 +102,50 @@ def untrained_models(models: Path) -> bool | None:
         return ModelsFolder.read(models).untrained
     except ModelError:
         return None
+
+
+# ----------------------------------------------------------------------------- load
+def cpu_ticks() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    try:
+        fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return float("nan"), float("nan")
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    total = sum(fields[:8])
+    return (total - idle) / hz, total / hz
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def busy_share(seconds: float = 1.0) -> float:
+    """Fraction of all CPUs busy (any process) over ``seconds``."""
+    b0, t0 = cpu_ticks()
+    time.sleep(seconds)
+    b1, t1 = cpu_ticks()
+    return (b1 - b0) / (t1 - t0) if t1 > t0 else float("nan")
+
+
+def wait_idle(limit_s: float, threshold: float = 0.10) -> dict:
+    """Wait (at most ``limit_s``) until the machine is quiet: under ``threshold`` of the CPUs
+    busy for 3 consecutive seconds. Returns what was seen."""
+    start, quiet, last = time.perf_counter(), 0, float("nan")
+    announced = False
+    while True:
+        last = busy_share(1.0)
+        quiet = quiet + 1 if last < threshold else 0
+        if quiet >= 3:
+            return {"waited_s": round(time.perf_counter() - start, 1), "quiet": True, "busy_share": last}
+        if time.perf_counter() - start > limit_s:
+            return {"waited_s": round(time.perf_counter() - start, 1), "quiet": False, "busy_share": last}
+        if not announced and last >= threshold:
+            print(f"  waiting for a quiet machine ({100 * last:.0f}% of the CPUs busy; at most {limit_s:.0f} s)",
+                  flush=True)
+            announced = True

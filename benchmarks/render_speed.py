@@ -30,7 +30,6 @@ import datetime as _dt
 import json
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -234,7 +233,7 @@ def build_baseline(rev: str, dest: Path) -> Path:
 def run_worker(root: Path, inputs: Path, out: Path, calls: int, warmup: int,
                threads: int | None = None, image: Path | None = None) -> dict:
     """One worker process; adds the other processes' share of the CPUs meanwhile."""
-    from benchmarks.latency import _children_cpu, _cpu_ticks
+    from benchmarks.machine import children_cpu, cpu_ticks
 
     env = dict(os.environ)
     env.pop("SIM3DR_NUM_THREADS", None)
@@ -242,11 +241,11 @@ def run_worker(root: Path, inputs: Path, out: Path, calls: int, warmup: int,
         env["SIM3DR_NUM_THREADS"] = str(threads)
     cmd = [sys.executable, str(WORKER), str(root), str(inputs), str(out), "--calls", str(calls),
            "--warmup", str(warmup)] + (["--image", str(image)] if image else [])
-    busy0, total0 = _cpu_ticks()
-    child0 = _children_cpu()
+    busy0, total0 = cpu_ticks()
+    child0 = children_cpu()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
-    child = _children_cpu() - child0
-    busy1, total1 = _cpu_ticks()
+    child = children_cpu() - child0
+    busy1, total1 = cpu_ticks()
     if proc.returncode != 0:
         raise SystemExit(f"render worker failed ({root}):\n{proc.stderr[-3000:]}")
     doc = json.loads(out.read_text())
@@ -261,7 +260,7 @@ def differing_share(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def versus(args, quick: bool) -> dict:
-    from benchmarks.latency import _cpu_model, _git, available_cores, machine_name, wait_idle
+    from benchmarks.machine import available_cores, cpu_model, git_revision, machine_name, wait_idle
 
     size = args.size
     rounds, calls, warmup = (2, 10, 3) if quick else (args.rounds, args.calls, 5)
@@ -348,8 +347,8 @@ def versus(args, quick: bool) -> dict:
                       f"ms, x{row['ratio']:.2f}", flush=True)
     return {
         "schema": 1, "date": _dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": machine_name(available_cores(), None), "cpu": _cpu_model(),
-        "cores": available_cores(), "git": _git(), "baseline": args.versus,
+        "machine": machine_name(available_cores(), None), "cpu": cpu_model(),
+        "cores": available_cores(), "git": git_revision(), "baseline": args.versus,
         "mesh": {"description": desc, "vertices": int(len(v)), "triangles": int(len(t)),
                  "span": round(fill, 3)},
         "size": size, "rounds": rounds, "calls": calls, "warmup": warmup,
@@ -484,7 +483,7 @@ def main(argv=None) -> int:
     if not args.skip_versus:
         doc = versus(args, args.quick)
         if not args.quick:
-            from benchmarks.latency import machine_name, available_cores
+            from benchmarks.machine import available_cores, machine_name
             write_versus(doc, args.out or ROOT / "benchmarks" / "results"
                          / machine_name(available_cores(), None) / "render")
         if doc["differing_pixels"] > MAX_DIFFERING:

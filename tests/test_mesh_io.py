@@ -8,7 +8,6 @@ import errno
 import os
 import sys
 from decimal import Decimal
-from pathlib import Path
 
 import numpy as np
 import pytest
