@@ -49,6 +49,8 @@ setup(
         "opencv-python-headless>=4.8",
         # Progress bars for long work (building models, folders of inputs).
         "tqdm>=4.66",
+        # Thread counts of numpy's BLAS in worker processes (predict --workers, the server).
+        "threadpoolctl>=3.1",
     ],
     extras_require={
         "export": ["torch>=2.4", "onnx>=1.16", "onnxscript>=0.1", "scipy>=1.10"],

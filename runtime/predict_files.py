@@ -26,6 +26,7 @@ from runtime.outputs import write_outputs
 from runtime.predictor import MAX_DECODER_BATCH, Predictor
 from runtime.prepare import InputPreparer
 from runtime.result import Prediction
+from runtime.worker_threads import limit_worker_threads
 
 MAX_WORKERS = 256
 
@@ -151,7 +152,7 @@ def _threads_each(workers: int) -> int:
 
 
 def _init_whole(spec: PredictorSpec, threads: int) -> None:
-    os.environ.setdefault("SIM3DR_NUM_THREADS", str(threads))
+    limit_worker_threads(threads)
     _WORKER["predictor"] = replace(spec, threads=spec.threads or threads).open()
 
 
@@ -172,7 +173,7 @@ def _whole_inputs(spec: PredictorSpec, jobs: list[Job], options: OutputOptions, 
 
 # ------------------------------------------------------------------ GPU: this process owns the device
 def _init_feeder(spec: PredictorSpec, threads: int) -> None:
-    os.environ.setdefault("SIM3DR_NUM_THREADS", str(threads))
+    limit_worker_threads(threads)
     _WORKER["preparer"] = spec.preparer()
 
 

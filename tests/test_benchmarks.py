@@ -264,3 +264,21 @@ def test_render_speed_markdown_and_differing_share():
            "sweep": [{"threads": 1, "old_ms": 9.0, "new_ms": 3.0, "ratio": 3.0}]}
     md = render_speed.versus_markdown(doc)
     assert "x4.00" in md and "| 1 | 9.00 | 3.00 | x3.00 |" in md
+
+
+@pytest.mark.slow
+def test_predict_workers_quick_compares_files_and_writes_its_report(models_dir, tmp_path, capsys):
+    """benchmarks/predict_workers.py: cmp-face predict DIR with --workers 1 and 2 on the session's
+    cached models; the files of both must agree (it fails otherwise), the report is written."""
+    import json
+
+    from benchmarks import predict_workers
+
+    assert predict_workers.main(["--quick", "--identities", "2", "--per-identity", "2", "--workers", "2",
+                                 "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "predict_workers.json").read_text())
+    assert doc["outputs_identical"] and doc["workers"] == 2 and len(doc["rounds"]) == 1
+    row = doc["rounds"][0]
+    assert row["ratio"] == pytest.approx(row["workers_1_s"] / row["workers_2_s"])
+    assert "| round | --workers 1 (s) | --workers 2 (s) | ratio |" in (tmp_path / "predict_workers.md").read_text()
+    assert "files identical" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 folders of inputs, --version. Run in-process (runtime.cli.main) where no subprocess is needed."""
 from __future__ import annotations
 
+import os
 import shutil
 import wave
 from pathlib import Path
@@ -261,3 +262,23 @@ def test_an_unusable_output_is_refused_before_models_are_built_or_inputs_read(ca
     code, out, err = run(capsys, "predict", str(tmp_path / "no-such-dir-of-inputs"), "-o", str(tmp_path / "file"))
     assert (code, err) == (2, f"cmp-face: error: {tmp_path}/file: exists and is not a folder\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # no cache entry, no output
+
+
+def test_worker_processes_limit_the_blas_threads_numpy_started_with():
+    """numpy's BLAS keeps the thread count it was loaded with, also in forked workers; two workers
+    on two cores each spinning two BLAS threads made --workers 2 slower than one process. In a
+    worker (as predict's and the server's initialisers do) it is set to the worker's share."""
+    import subprocess
+    import sys
+
+    code = ("import numpy, threadpoolctl\n"
+            "from runtime.worker_threads import limit_worker_threads\n"
+            "limit_worker_threads(1)\n"
+            "import os; print(sorted({i['num_threads'] for i in threadpoolctl.threadpool_info()}),"
+            " os.environ['SIM3DR_NUM_THREADS'])\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("SIM3DR_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                              "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[1]", "1"]

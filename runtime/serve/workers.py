@@ -20,12 +20,13 @@ from typing import Any
 from runtime.errors import InputWarning
 from runtime.serve.pipeline import RequestInputs
 from runtime.serve.protocol import ProtocolError
+from runtime.worker_threads import limit_worker_threads
 
 log = logging.getLogger("cmp_face.serve")
 
 
 def _init() -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # one process per core already
+    limit_worker_threads(1)  # one process per core already
     warnings.simplefilter("ignore", InputWarning)  # collected in the answer's warnings instead
 
 
