@@ -68,9 +68,11 @@ class Predictor(InputPreparer, Closable):
     ``backend``: "auto", "onnxruntime", "onnxruntime-trt" (ONNX Runtime's TensorRT provider) or
     "tensorrt" (native engines from ``cmp-face build-engines``): :mod:`runtime.runners`.
     ``precision``: "fp32", "fp16" or "int8": which ONNX files (or engines) of the folder run.
-    ``cuda_graph``: ONNX Runtime CUDA replays one captured CUDA graph per graph: for serving one
-    fixed input length only (another shape is refused). Native TensorRT always captures one
-    graph per exact shape.
+    ``cuda_graph``: ONNX Runtime CUDA replays a captured CUDA graph per exact input shape (a
+    session with that shape fixed, so ONNX Runtime folds every shape computation and places every
+    node on the device; the few most recent shapes are kept): for servers that see a few lengths.
+    Native TensorRT always captures one graph per exact shape. On a device, ``timings`` split the
+    fused graph's time into ``h2d``, ``graph`` and ``d2h``.
     ``vad``: remove silence from audio input as the release does (ignored for fbank input).
     ``frontend``: "numpy" computes the log-mel on the CPU and runs encoder and decoder;
     "fused" runs audio through ``voice2mesh_<pipeline>.onnx`` (log-mel, encoder and decoder in
@@ -147,7 +149,7 @@ class Predictor(InputPreparer, Closable):
                 out = {"embedding": embeddings[k]} | {n: v[k] for n, v in decoded.items()}
                 outputs[i] = Outputs(out, _fault(out, fused=False))
         if waves:
-            for i, out in self.voice_to_mesh(waves).items():
+            for i, out in self.voice_to_mesh(waves, clock).items():
                 outputs[i] = Outputs(out, _fault(out, fused=True))
             clock.lap("voice2mesh")
         return outputs  # type: ignore[return-value]
@@ -195,13 +197,15 @@ class Predictor(InputPreparer, Closable):
                   for i in range(0, len(embeddings), MAX_DECODER_BATCH)]
         return {name: np.concatenate([c[name] for c in chunks]) for name in self._outputs}
 
-    def voice_to_mesh(self, waves: dict[int, np.ndarray]) -> dict[int, dict[str, np.ndarray]]:
-        """Run ``voice2mesh_<pipeline>`` on int16 samples, batching equal lengths."""
+    def voice_to_mesh(self, waves: dict[int, np.ndarray],
+                      clock: Stages | None = None) -> dict[int, dict[str, np.ndarray]]:
+        """Run ``voice2mesh_<pipeline>`` on int16 samples, batching equal lengths. A runner that
+        moves data to a device laps ``h2d``, ``graph`` and ``d2h`` on ``clock``."""
         runner = self.models.voice2mesh
         out: dict[int, dict[str, np.ndarray]] = {}
         for idx in _equal_length_groups({i: len(w) for i, w in waves.items()}):
             batch = np.stack([waves[i] for i in idx]).astype(np.float32)
-            values = runner.run({"samples": batch})
+            values = runner.run({"samples": batch}, clock=clock)
             for k, i in enumerate(idx):
                 out[i] = {n: v[k] for n, v in values.items()}
         return out

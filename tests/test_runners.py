@@ -205,6 +205,27 @@ def write_frontend_like(models: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:Specified provider")
+def test_bound_runners_lap_the_copies_and_the_graph_and_plain_ones_leave_the_clock_alone(models):
+    """A bound runner moves the data itself: h2d, graph and d2h are lapped on the clock given (what
+    the GPU check reports per chain); a host-array session laps nothing (its caller times the call)."""
+    from runtime.stages import Stages
+
+    e = np.random.default_rng(5).standard_normal((3, 64)).astype(np.float32)
+    path = models / "decoder_supervised.onnx"
+    want = reference(models, "decoder_supervised", {"embedding": e})
+    for cuda_graph in (False, True):
+        clock = Stages()
+        runner = BoundOrtRunner.open(path, "decoder_supervised", ["CPUExecutionProvider"], "cpu",
+                                     cuda_graph=cuda_graph)
+        got = runner.run({"embedding": e}, clock=clock)
+        assert list(clock) == ["h2d", "graph", "d2h"] and all(v >= 0 for v in clock.values())
+        np.testing.assert_allclose(got["vertices"], want["vertices"], rtol=1e-6,
+                                   atol=1e-6 * np.abs(want["vertices"]).max())
+    clock = Stages()
+    OrtRunner.open(path, "decoder_supervised", ["CPUExecutionProvider"]).run({"embedding": e}, clock=clock)
+    assert clock == {}
+
+
 def test_a_gpu_provider_that_does_not_start_is_an_error(models):
     # This onnxruntime has no CUDA provider: ONNX Runtime would quietly run on the CPU instead.
     with pytest.raises(ModelError) as e:

@@ -8,6 +8,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from runtime.errors import InputError, ModelError
+from runtime.stages import Stages
 
 INSTALL_ORT_GPU = "install onnxruntime-gpu (see README, GPU)"
 
@@ -35,14 +36,20 @@ class Closable:
 
 
 class Runner(Closable):
-    """Base class: ``run(feeds) -> {output name: array}``, ``close()``, context manager."""
+    """Base class: ``run(feeds) -> {output name: array}``, ``close()``, context manager.
+
+    ``run(..., clock=)``: runners that move data to a device themselves lap ``h2d``, ``graph`` and
+    ``d2h`` on the :class:`runtime.stages.Stages` given (ONNX Runtime with bound buffers); the
+    others leave it to the caller (host-array sessions: one call does it all; TensorRT: the
+    copies are asynchronous on its stream, and timing them apart would need syncs it avoids)."""
 
     graph: str = ""
     backend: str = ""
     inputs: tuple[TensorInfo, ...] = ()
     outputs: tuple[TensorInfo, ...] = ()
 
-    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None,
+            clock: Stages | None = None) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
     @property

@@ -18,6 +18,7 @@ from runtime.errors import InputError, ModelError
 from runtime.profiles import contract_inputs, derive_profiles
 from runtime.runners.base import INSTALL_ORT_GPU, Runner, TensorInfo
 from runtime.runners.loaders import open_session
+from runtime.stages import Stages
 
 
 def tensor_infos(args) -> tuple[TensorInfo, ...]:
@@ -47,7 +48,8 @@ class OrtRunner(Runner):
              spinning: bool = False) -> "OrtRunner":
         return cls(open_session(Path(path), providers, threads, spinning), path, graph)
 
-    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None,
+            clock: Stages | None = None) -> dict[str, np.ndarray]:
         feeds = self.checked_feeds(feeds)
         names = self.output_names(outputs)
         return dict(zip(names, self.session.run(names, feeds)))
@@ -108,19 +110,32 @@ class BoundOrtRunner(OrtRunner):
             _check_provider(runner.session, providers, path)
         return runner
 
-    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None,
+            clock: Stages | None = None) -> dict[str, np.ndarray]:
+        """Copy the feeds to the device (``h2d``), run (``graph``: ONNX Runtime synchronises its
+        stream at the end of a run), copy the outputs back (``d2h``), each lapped on ``clock``."""
+        from onnxruntime import OrtValue
+
         feeds = self.checked_feeds(feeds)
         names = self.output_names(outputs)
+        clock = clock if clock is not None else Stages()
         if self.cuda_graph:
-            values = self._run_fixed(feeds)
+            values = self._run_fixed(feeds, clock)
             return {n: values[n] for n in names}
+        clock.restart()  # the checks above are not a copy
         binding = self.session.io_binding()
-        for name, array in feeds.items():
-            binding.bind_cpu_input(name, array)  # copied to the device once, during the run
+        on_device = {name: OrtValue.ortvalue_from_numpy(array, self.device_type, self.device_id)
+                     for name, array in feeds.items()}  # one host->device copy per input
+        for name, value in on_device.items():
+            binding.bind_ortvalue_input(name, value)
         for name in names:
             binding.bind_output(name, self.device_type, self.device_id)
+        clock.lap("h2d")
         self.session.run_with_iobinding(binding)
-        return dict(zip(names, binding.copy_outputs_to_cpu()))  # one device->host copy per output
+        clock.lap("graph")
+        values = dict(zip(names, binding.copy_outputs_to_cpu()))  # one device->host copy per output
+        clock.lap("d2h")
+        return values
 
     def fixed_dims(self, feeds: Mapping[str, np.ndarray]) -> dict[str, int]:
         """The value of every symbolic dim of the inputs for these feeds (one name, one value)."""
@@ -161,14 +176,18 @@ class BoundOrtRunner(OrtRunner):
             self._fixed.popitem(last=False)  # its session and buffers go with it
         return entry
 
-    def _run_fixed(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        entry = self._entry(feeds)
+    def _run_fixed(self, feeds: dict[str, np.ndarray], clock: Stages) -> dict[str, np.ndarray]:
+        entry = self._entry(feeds)  # a new shape opens its session here: not a copy
+        clock.restart()
         for name, array in feeds.items():
             entry.inputs[name].update_inplace(array)  # same address every run: the graph stays valid
+        clock.lap("h2d")
         entry.session.run_with_iobinding(entry.binding)
+        clock.lap("graph")
         values = {name: value.numpy() for name, value in entry.outputs.items()}  # device -> host, once each
         if self.device_type == "cpu":  # there .numpy() is a view of our buffer, rewritten by the next run
             values = {name: v.copy() for name, v in values.items()}
+        clock.lap("d2h")
         return values
 
     @property

@@ -30,6 +30,7 @@ from runtime.models_folder import sidecar_file
 from runtime.profiles import select_profile
 from runtime.runners.base import Runner, TensorInfo
 from runtime.runners.cuda import cuda_check, cuda_runtime, current_gpu, import_tensorrt
+from runtime.stages import Stages
 
 GRAPH_CACHE = 8  # captured shapes kept per runner
 
@@ -103,7 +104,9 @@ class TensorRTRunner(Runner):
             cuda_check(self.cudart.cudaGraphDestroy(graph))
 
     # ------------------------------------------------------------------ running
-    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None,
+            clock: Stages | None = None) -> dict[str, np.ndarray]:
+        # clock: not lapped (the copies and the graph share one stream, synchronised once at the end)
         cudart, ctx, stream = self.cudart, self.context, self.stream
         feeds = self.checked_feeds(feeds)
         names = self.output_names(outputs)
