@@ -202,6 +202,7 @@ class Config:
     backend: str
     device: str
     precision: str
+    cuda_graph: bool = False         # ONNX Runtime CUDA replaying a captured graph per input shape
     status: str = "pending"          # measured | not run
     reason: str | None = None
     resolved: str | None = None      # the runtime's description, e.g. "onnxruntime on cuda:0, fp16"
@@ -211,14 +212,14 @@ class Config:
 
     @property
     def id(self) -> str:
-        return f"{self.backend}-{self.device.replace(':', '')}-{self.precision}"
+        return f"{self.backend}-{self.device.replace(':', '')}-{self.precision}" + ("-cudagraph" if self.cuda_graph else "")
 
     def not_run(self, reason: str) -> None:
         self.status, self.reason = "not run", reason
 
     def as_dict(self) -> dict:
         return {"id": self.id, "backend": self.backend, "device": self.device, "precision": self.precision,
-                "status": self.status, "reason": self.reason, "resolved": self.resolved,
+                "cuda_graph": self.cuda_graph, "status": self.status, "reason": self.reason, "resolved": self.resolved,
                 "provider_options": self.provider_options, "parity": self.parity}
 
 
@@ -230,6 +231,9 @@ def plan_configs(device: str) -> list[Config]:
         rows += [Config("onnxruntime", "cpu", p) for p in PRECISIONS]
     gpu = "cuda" if device == "cpu" else device
     rows += [Config(b, gpu, p) for b in GPU_BACKENDS for p in PRECISIONS]
+    # CUDA graphs (FP32; one session per input shape, so each parity length opens its own): second,
+    # so that their latency rows come right after the first configuration's within the budget.
+    rows.insert(len(rows) - len(GPU_BACKENDS) * len(PRECISIONS) + 1, Config("onnxruntime", gpu, "fp32", cuda_graph=True))
     return rows
 
 
@@ -293,11 +297,44 @@ def _provider_options(p) -> dict | None:
 
 
 # ----------------------------------------------------------------------------- the chains
-def chain_ours(p, x: np.ndarray, batch: int):
-    """audio -> VAD (CPU) -> voice2mesh (device) -> host vertices -> Sim3DR render, ``batch`` utterances."""
-    def run():
-        return [r.render() for r in p.predict_batch([x] * batch, SR)]
-    return run
+STAGES = ("audio", "vad", "h2d", "graph", "d2h", "voice2mesh", "postprocess", "render")
+STAGE_NAMES = {"audio": "read", "vad": "VAD", "h2d": "host->device", "graph": "graph", "d2h": "device->host",
+               "voice2mesh": "runner", "postprocess": "post", "render": "render"}
+
+
+def wav_bytes(x: np.ndarray) -> bytes:
+    import io
+    import wave
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(SR)
+        w.writeframes(np.asarray(x, "<i2").tobytes())
+    return buf.getvalue()
+
+
+class ChainOurs:
+    """A WAV file's bytes -> read -> VAD (CPU) -> voice2mesh (device) -> host vertices -> Sim3DR
+    render, ``batch`` utterances per call. Each call keeps its stage times per utterance: the
+    Predictor's own clock (on a device the runner's h2d, graph and d2h) and the render's."""
+
+    def __init__(self, p, x: np.ndarray, batch: int) -> None:
+        self.p, self.wav, self.batch = p, wav_bytes(x), batch
+        self.seen: list[dict[str, float]] = []
+
+    def __call__(self):
+        results = self.p.predict_batch([self.wav] * self.batch)
+        t0 = time.perf_counter()
+        images = [r.render() for r in results]
+        stages = {k: v for k, v in results[0].timings.items() if k != "total"}
+        stages["render"] = (time.perf_counter() - t0) * 1e3 / self.batch
+        self.seen.append(stages)
+        return images
+
+    def stages_ms(self) -> dict[str, float]:
+        """Median per-utterance milliseconds of each stage over the calls seen."""
+        keys = [k for k in STAGES if any(k in s for s in self.seen)]
+        return {k: float(np.median([s.get(k, 0.0) for s in self.seen])) for k in keys}
 
 
 class ReleaseOnDevice:
@@ -373,6 +410,48 @@ def baseline_reason(device: str, release: Path) -> str | None:
     return None
 
 
+# ----------------------------------------------------------------------------- serving
+SERVE_S = 50.0  # what the serving run may take of the budget (server start included)
+
+
+def serving_run(models: Path, device: str, pipeline: str, x: np.ndarray, quick: bool, left_s: float) -> dict:
+    """``cmp-face serve --device DEVICE`` on loopback under benchmarks/serve_load.py's open loop
+    (binary INT16 samples of the latency utterance): rising rates until one is not held, with the
+    server's own mean batch size (dynamic batching should pay on a GPU)."""
+    import asyncio
+
+    from benchmarks.serve_load import HELD_P99_MS, Server, batch_summary, held, infer_body, open_loop
+
+    rates = [2.0, 4.0] if quick else [50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0]
+    seconds = 1.0 if quick else 3.0
+    max_batch = 1 if device == "cpu" else 32
+    started = time.perf_counter()
+    server = Server(models, pipeline, max_batch, 2.0, "--device", device)
+    doc = {"status": "measured", "device": device, "pipeline": pipeline, "max_batch": max_batch,
+           "step_s": seconds, "held_p99_ms": HELD_P99_MS, "start_s": round(time.perf_counter() - started, 1),
+           "rows": [], "highest_rate_held": None, "stopped": None}
+    try:
+        path = f"/v2/models/cmp_{pipeline}/infer"
+        body, headers = infer_body(x)
+        asyncio.run(open_loop(server.url, path, body, headers, 2.0, 1.0))  # warm-up
+        for rate in rates:
+            if time.perf_counter() - started + seconds + 5 > left_s:
+                doc["stopped"] = "time budget"
+                break
+            before = server.batch_sizes()
+            row = asyncio.run(open_loop(server.url, path, body, headers, rate, seconds))
+            row["batch"] = batch_summary(before, server.batch_sizes())
+            row["held"] = held(row)
+            doc["rows"].append(row)
+            if not row["held"]:
+                break
+        rates_held = [r["offered_per_s"] for r in doc["rows"] if r["held"]]
+        doc["highest_rate_held"] = max(rates_held) if rates_held else None
+    finally:
+        server.stop()
+    return doc
+
+
 # ----------------------------------------------------------------------------- report
 def markdown(doc: dict) -> str:
     m = doc["machine"]
@@ -440,6 +519,40 @@ def markdown(doc: dict) -> str:
         ratio = f"x{format_number(b['p50_ms'] / r['p50_ms'])}" if b and r["chain"] != "release-style" else "-"
         lines.append(f"| {r['chain']} | {r['pipeline']} | {r['batch']} | {format_number(r['p50_ms'])} | {format_number(r['p99_ms'])} | "
                      f"{r['n']} | {format_number(1e3 * r['batch'] / r['p50_ms'], 1)} | {ratio} |")
+    staged = [r for r in doc["latency"] if r.get("stages_ms")]
+    if staged:
+        keys = [k for k in STAGES if any(k in r["stages_ms"] for r in staged)]
+        lines += ["", "### Where the time goes (ms per utterance, median of the timed calls)", "",
+                  "The Predictor's own clock (read = WAV bytes decoded; on a device the runner laps host->device, "
+                  "graph, device->host; runner = the rest of the fused-graph call) and the render. "
+                  "From samples in host memory to vertices in host memory = host->device + graph + device->host + "
+                  "runner + post.", "",
+                  "| chain | pipeline | batch | " + " | ".join(STAGE_NAMES[k] for k in keys) + " | samples -> vertices |",
+                  "|---|---|---:|" + "---:|" * (len(keys) + 1)]
+        for r in staged:
+            st = r["stages_ms"]
+            core = sum(st.get(k, 0.0) for k in ("h2d", "graph", "d2h", "voice2mesh", "postprocess"))
+            lines.append(f"| {r['chain']} | {r['pipeline']} | {r['batch']} | "
+                         + " | ".join(format_number(st[k]) if k in st else "-" for k in keys)
+                         + f" | {format_number(core)} |")
+    serving = doc.get("serving") or {}
+    lines += ["", "## Serving: `cmp-face serve` on this device under benchmarks/serve_load.py", ""]
+    if serving.get("status") != "measured":
+        lines.append(f"Not run: {serving.get('reason', serving.get('status'))}.")
+    else:
+        lines += [f"Pipeline {serving['pipeline']}, `--device {serving['device']} --max-batch {serving['max_batch']}`, "
+                  f"open loop, {serving['step_s']:g} s per rate, binary INT16 samples of the latency input, loopback "
+                  f"(the load generator on the same host); server started in {serving['start_s']:g} s. Held: p99 < "
+                  f"{serving['held_p99_ms']:g} ms, no error, >= 95 % answered. Highest rate held: "
+                  f"**{serving['highest_rate_held'] if serving['highest_rate_held'] is not None else 'none'} /s**"
+                  + (f" (stopped: {serving['stopped']})" if serving.get("stopped") else "") + ".", "",
+                  "| offered /s | answered /s | p50 ms | p99 ms | errors | mean batch | held |",
+                  "|---:|---:|---:|---:|---|---:|---|"]
+        for r in serving["rows"]:
+            mean = r["batch"]["mean_size"]
+            lines.append(f"| {r['offered_per_s']:g} | {r['answered_per_s']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
+                         f"| {r['errors'] or '-'} | {'-' if mean is None else f'{mean:.2f}'} | "
+                         f"{'yes' if r['held'] else 'no'} |")
     lines.append("")
     return "\n".join(lines)
 
@@ -501,6 +614,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=None, help="CPU threads of the reference and the CPU rows")
     ap.add_argument("--out", type=Path, help="output folder (default benchmarks/results/<gpu-name>/)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the release-style baseline")
+    ap.add_argument("--no-serving", action="store_true", help="skip the serving run (cmp-face serve under load)")
     args = ap.parse_args(argv)
     try:
         from runtime.runners import parse_device
@@ -567,7 +681,7 @@ def main(argv=None) -> int:
         "bars": {"base": PARITY_BARS, "why": BARS_WHY, "rule": BARS_RULE, "gain_step": GAIN_STEP,
                  "gain_trials": GAIN_TRIALS},
         "configs": [], "baseline": {"status": "pending", "reason": None, "device": args.device},
-        "latency": [], "latency_not_run": [],
+        "latency": [], "latency_not_run": [], "serving": {"status": "pending"},
     }
 
     def save(png: bool = False) -> None:
@@ -579,7 +693,7 @@ def main(argv=None) -> int:
         doc["stopped"] = doc["stopped"] or f"time budget of {args.budget:g} s spent after {deadline.spent():.0f} s"
         return f"time budget of {args.budget:g} s spent"
 
-    steps = 1 + len(configs) + len(args.pipelines) * len(args.batches) * (len(configs) + 1)
+    steps = 2 + len(configs) + len(args.pipelines) * len(args.batches) * (len(configs) + 1)
     bar = tqdm(total=steps, desc="gpu check", unit="step", dynamic_ncols=True, disable=None)
     refs: dict[str, Reference] = {}
     base: ReleaseOnDevice | None = None
@@ -605,7 +719,8 @@ def main(argv=None) -> int:
             try:
                 for pipe in args.pipelines:
                     p = Predictor(models, pipe, backend=cfg.backend, device=cfg.device, precision=cfg.precision,
-                                  frontend="fused", threads=args.threads if cfg.device == "cpu" else None)
+                                  frontend="fused", threads=args.threads if cfg.device == "cpu" else None,
+                                  cuda_graph=cfg.cuda_graph)
                     cfg.predictors[pipe] = p
                     cfg.resolved = p.models.describe()
                     cfg.provider_options = cfg.provider_options or _provider_options(p)
@@ -642,11 +757,11 @@ def main(argv=None) -> int:
                  [(c.id, c) for c in measured[1:]]
         cells = [(pipe, b, cid, c) for rank in (0, 1) for pipe in args.pipelines for b in args.batches
                  for k, (cid, c) in enumerate(chains) if (k < 1 + bool(base)) == (rank == 0)]
-        bar.total = bar.n + len(cells)
+        bar.total = bar.n + len(cells) + 1  # and the serving run
         bar.refresh()
         for pipe, batch, cid, cfg in cells:
             bar.set_postfix_str(f"latency {cid} {pipe} b{batch}")
-            fn = base.chain(pipe, x_lat, batch) if cfg is None else chain_ours(cfg.predictors[pipe], x_lat, batch)
+            fn = base.chain(pipe, x_lat, batch) if cfg is None else ChainOurs(cfg.predictors[pipe], x_lat, batch)
             left = deadline.left() - RESERVE_S
             if left <= 0:
                 doc["latency_not_run"].append({"chain": cid, "pipeline": pipe, "batch": batch,
@@ -674,9 +789,30 @@ def main(argv=None) -> int:
             s = measure(fn, cell)
             doc["latency"].append({"chain": cid, "pipeline": pipe, "batch": batch, "p50_ms": s.p50_ms,
                                    "p99_ms": s.p99_ms, "mean_ms": s.mean_ms, "min_ms": s.min_ms, "n": s.n,
-                                   "first_call_ms": one * 1e3})
+                                   "first_call_ms": one * 1e3,
+                                   "stages_ms": fn.stages_ms() if isinstance(fn, ChainOurs) else None})
             save()
             bar.update(1)
+
+        # --- serving: the server on this device under the load test, with what is left
+        bar.set_postfix_str("serving")
+        left = deadline.left() - RESERVE_S
+        pipe = args.pipelines[0]
+        if args.no_serving:
+            doc["serving"] = {"status": "not run", "reason": "--no-serving"}
+        elif left < (5.0 if args.quick else SERVE_S / 2):
+            doc["serving"] = {"status": "not run", "reason": out_of_time()}
+        else:
+            for cfg in configs:  # the server opens its own sessions on the device
+                for p in cfg.predictors.values():
+                    p.close()
+                cfg.predictors.clear()
+            try:
+                doc["serving"] = serving_run(models, args.device, pipe, x_lat, args.quick, min(left, SERVE_S))
+            except Exception as exc:  # noqa: BLE001 - a server that did not start is this step's result
+                doc["serving"] = {"status": "not run", "reason": f"failed: {type(exc).__name__}: {str(exc)[:300]}"}
+        save()
+        bar.update(1)
     except KeyboardInterrupt:
         doc["stopped"] = "interrupted (SIGINT): results up to that point"
     finally:

@@ -107,9 +107,9 @@ def wav_body(samples: np.ndarray) -> bytes:
 
 
 class Server(ServerProcess):
-    def __init__(self, models: Path, pipeline: str, max_batch: int, max_delay_ms: float) -> None:
+    def __init__(self, models: Path, pipeline: str, max_batch: int, max_delay_ms: float, *options: str) -> None:
         super().__init__(models, "--pipeline", pipeline, "--max-batch", str(max_batch), "--max-delay-ms",
-                         str(max_delay_ms), "--max-queue", "256", "--log-level", "warning")
+                         str(max_delay_ms), "--max-queue", "256", "--log-level", "warning", *options)
 
     def batch_sizes(self) -> dict[str, float]:
         """Cumulative batch-size histogram buckets and sum/count from /metrics."""
@@ -123,7 +123,7 @@ class Server(ServerProcess):
         return out
 
 
-def _batches(before: dict, after: dict) -> dict:
+def batch_summary(before: dict, after: dict) -> dict:
     n = after.get("count", 0) - before.get("count", 0)
     total = after.get("sum", 0) - before.get("sum", 0)
     buckets = {k: after[k] - before.get(k, 0) for k in after if k not in ("sum", "count")}
@@ -226,7 +226,7 @@ def run_config(args, models: Path, max_batch: int, samples: np.ndarray, attack: 
         for rate in args.rates:
             before = server.batch_sizes()
             row = asyncio.run(open_loop(server.url, path, body, headers, rate, args.seconds))
-            row["batch"] = _batches(before, server.batch_sizes())
+            row["batch"] = batch_summary(before, server.batch_sizes())
             row["held"] = held(row)
             result["open_loop"].append(row)
             print(f"  max-batch {max_batch} open loop {rate:g}/s: p50 {row['p50_ms']:.1f} p99 {row['p99_ms']:.1f} ms, "
@@ -235,7 +235,7 @@ def run_config(args, models: Path, max_batch: int, samples: np.ndarray, attack: 
         for clients in args.concurrency:
             before = server.batch_sizes()
             row = asyncio.run(closed_loop(server.url, path, body, headers, clients, args.seconds))
-            row["batch"] = _batches(before, server.batch_sizes())
+            row["batch"] = batch_summary(before, server.batch_sizes())
             result["closed_loop"].append(row)
             row2 = asyncio.run(closed_loop(server.url, "/predict", audio, {}, clients, args.seconds))
             result["predict_closed_loop"].append(row2)

@@ -3,8 +3,10 @@ verdicts, and its time budget. The GPU rows themselves run only on a GPU machine
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -75,6 +77,24 @@ def test_cpu_mode_measures_the_cpu_row_and_says_why_gpu_rows_are_not_run(tmp_pat
         assert r["n"] >= 2 and 0 < r["p50_ms"] <= r["p99_ms"]
     assert doc["stopped"] is None and doc["latency_not_run"] == []
     assert "| onnxruntime-cpu-fp32 | supervised | 2 |" in md
+    # CUDA-graph row listed (not run here); where the time goes, per utterance, for our chain.
+    assert rows["onnxruntime-cuda-fp32-cudagraph"]["cuda_graph"] and rows["onnxruntime-cuda-fp32-cudagraph"]["status"] == "not run"
+    for r in doc["latency"]:
+        if r["chain"] == "release-style":
+            assert r["stages_ms"] is None
+            continue
+        st = r["stages_ms"]
+        assert set(st) == {"audio", "vad", "voice2mesh", "postprocess", "render"}  # host arrays on the CPU
+        assert all(v >= 0 for v in st.values()) and st["voice2mesh"] > 0 and st["render"] > 0
+        # per utterance: the stages add up to no more than a batch's p50 divided by its size
+        assert sum(st.values()) <= r["p99_ms"] / r["batch"] * 1.5
+    assert "### Where the time goes" in md
+    # The server on this device under the load test (quick: two low rates).
+    serving = doc["serving"]
+    assert serving["status"] == "measured" and serving["device"] == "cpu" and serving["max_batch"] == 1
+    assert [r["offered_per_s"] for r in serving["rows"]] == [2.0, 4.0][:len(serving["rows"])] and serving["rows"]
+    assert all(r["errors"] == {} or not r["held"] for r in serving["rows"])
+    assert "## Serving: `cmp-face serve` on this device" in md
 
 
 def test_a_spent_budget_stops_gracefully_and_still_writes(tmp_path, models_dir):
@@ -201,9 +221,10 @@ def _tiny_wheel(folder: Path) -> Path:
     return path
 
 
-def _wrapper(mode: str, carry: Path, home: Path, *args: str) -> subprocess.CompletedProcess:
+def _wrapper(mode: str, carry: Path, home: Path, *args: str, models: str | None = "/nonexistent",
+             env: dict | None = None) -> subprocess.CompletedProcess:
     env = {"PATH": "/usr/bin:/bin", "GPU_CHECK_CARRY": str(carry), "GPU_CHECK_HOME": str(home),
-           "GPU_CHECK_PYTHON": sys.executable, "GPU_CHECK_MODELS": "/nonexistent"}
+           "GPU_CHECK_PYTHON": sys.executable, **({"GPU_CHECK_MODELS": models} if models else {}), **(env or {})}
     return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), mode, *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -230,4 +251,51 @@ def test_wrapper_joins_the_carried_parts_checks_them_and_installs(tmp_path):
     done = _wrapper("run", second.parent, home, "--budget", "1")
     assert f"installed {wheel.name}" in done.stdout
     assert (home / "site" / "hdummy" / "__init__.py").read_text() == "X = 1\n"
+    assert done.returncode == 2 and "--budget must exceed 12 s" in done.stdout
+
+
+def test_wrapper_packs_a_wheel_as_xz_parts_and_installs_the_tarball(tmp_path):
+    """`pack` turns a wheel into xz tarball parts with a sha256 (small parts forced here); two
+    calls carry them; `run` joins, checks and unpacks them into the site folder."""
+    pytest.importorskip("Sim3DR._sim3dr", reason="the wrapper would compile Sim3DR in place")
+    wheel = _tiny_wheel(tmp_path)
+    carry = tmp_path / "carry"
+    env = {"GPU_CHECK_PART_BYTES": "200"}
+    packed = _wrapper("pack", carry, tmp_path / "home-pack", str(wheel), env=env)
+    assert packed.returncode == 0, packed.stdout + packed.stderr
+    name = "hdummy-1.0-py3-none-any.tar.xz"
+    parts = sorted(p.name for p in (carry / "parts").iterdir())
+    assert parts[-1] == f"{name}.sha256" and len(parts) >= 3 and all(p.startswith(f"{name}.part-") for p in parts[:-1])
+    assert f"packed {wheel.name} into {len(parts) - 1} part(s)" in packed.stdout
+    first, second = tmp_path / "call1" / "parts", tmp_path / "call2" / "parts"
+    first.mkdir(parents=True), second.mkdir(parents=True)
+    for k, part in enumerate(parts):
+        shutil.copy(carry / "parts" / part, (first if k % 2 == 0 else second) / part)
+    home = tmp_path / "home"
+    assert _wrapper("stash", first.parent, home).returncode == 0
+    done = _wrapper("run", second.parent, home, "--budget", "1")
+    assert f"installed {name}" in done.stdout, done.stdout
+    assert (home / "site" / "hdummy" / "__init__.py").read_text() == "X = 1\n"
+    assert (home / "site" / "hdummy-1.0.dist-info" / "METADATA").is_file()
+    assert done.returncode == 2 and "--budget must exceed 12 s" in done.stdout
+
+
+def test_wrapper_builds_the_models_in_the_background_from_a_copy_and_records_the_builders_pid(tmp_path, cache_dir,
+                                                                                             models_dir):
+    """The first `stash` starts the models build from a copy of the sources (on the session's cache:
+    found there, so it ends quickly) and records the builder's own pid; `run` then finds the models."""
+    home = tmp_path / "home"
+    started = _wrapper("stash", tmp_path / "carry", home, models=None, env={"CMP_DEPLOY_CACHE": str(cache_dir)})
+    assert started.returncode == 0 and "exporting the synthetic models in the background (pid " in started.stdout
+    deadline = time.monotonic() + 120
+    while not (home / "models.path").is_file():
+        assert time.monotonic() < deadline, (home / "models_build.log").read_text()
+        time.sleep(0.2)
+    log = (home / "models_build.log").read_text()
+    assert log.splitlines()[0] == f"builder pid {(home / 'models.pid').read_text().strip()}"
+    assert (home / "models.path").read_text() == str(models_dir)
+    assert sorted(p.name for p in (home / "src").iterdir()) == ["export", "runtime"]
+    done = _wrapper("run", tmp_path / "carry", home, "--budget", "1", models=None,
+                    env={"CMP_DEPLOY_CACHE": str(cache_dir)})
+    assert f"prepared: models {models_dir}" in done.stdout, done.stdout
     assert done.returncode == 2 and "--budget must exceed 12 s" in done.stdout
