@@ -6,6 +6,7 @@ from setuptools import Extension, find_packages, setup
 sim3dr = Extension(
     "Sim3DR._sim3dr",
     sources=["Sim3DR/_sim3dr.pyx", "Sim3DR/src/rasterize.cpp", "Sim3DR/src/lighting.cpp"],
+    depends=[f"Sim3DR/src/{h}.h" for h in ("rasterize", "lighting", "parallel", "simd")],
     include_dirs=[numpy.get_include(), "Sim3DR/src"],
     language="c++",
     # No fused multiply-adds: the rasteriser must reproduce the release's float32 arithmetic.

@@ -32,13 +32,11 @@ from runtime.mesh_io import write_obj, write_ply  # noqa: E402
 N_VERTICES, N_TRIANGLES = 53215, 105840
 
 
-def write_obj_reference(path: Path, vertices, triangles, colors=None) -> Path:
-    """write_obj as it was: one % format string per line, applied to every number (with the
-    checks its time included: finite vertices, indices in range, colours clipped to [0, 1])."""
+def obj_text_reference(vertices, triangles, colors=None) -> str:
+    """The former write_obj's text: one % format string per line, applied to every number (its
+    format strings define the bytes; tests/test_mesh_io.py holds the compiled writer to them)."""
     v = np.asarray(vertices)
     t = np.asarray(triangles).astype(np.int64, copy=False)
-    if not np.isfinite(v).all() or (t.size and (t.min() < 0 or t.max() >= v.shape[0])):
-        raise ValueError("non-finite vertices or indices out of range")
     if colors is None:
         vals = v.astype(np.float64)
         line = "v %.9g %.9g %.9g\n"
@@ -48,10 +46,18 @@ def write_obj_reference(path: Path, vertices, triangles, colors=None) -> Path:
         vals = np.hstack([v.astype(np.float64), c])
         line = "v %.9g %.9g %.9g %.6g %.6g %.6g\n"
     body = (line * v.shape[0]) % tuple(vals.ravel().tolist())
-    faces = ("f %d %d %d\n" * t.shape[0]) % tuple((t + 1).ravel().tolist())
+    return body + ("f %d %d %d\n" * t.shape[0]) % tuple((t + 1).ravel().tolist())
+
+
+def write_obj_reference(path: Path, vertices, triangles, colors=None) -> Path:
+    """write_obj as it was (with the checks its time included: finite vertices, indices in range)."""
+    v = np.asarray(vertices)
+    t = np.asarray(triangles).astype(np.int64, copy=False)
+    if not np.isfinite(v).all() or (t.size and (t.min() < 0 or t.max() >= v.shape[0])):
+        raise ValueError("non-finite vertices or indices out of range")
+    text = obj_text_reference(v, t, colors)
     with replacing(path) as tmp, open(tmp, "w", encoding="ascii", newline="\n") as f:
-        f.write(body)
-        f.write(faces)
+        f.write(text)
     return path
 
 

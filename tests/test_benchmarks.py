@@ -282,3 +282,16 @@ def test_predict_workers_quick_compares_files_and_writes_its_report(models_dir, 
     assert row["ratio"] == pytest.approx(row["workers_1_s"] / row["workers_2_s"])
     assert "| round | --workers 1 (s) | --workers 2 (s) | ratio |" in (tmp_path / "predict_workers.md").read_text()
     assert "files identical" in capsys.readouterr().out
+
+
+def test_a_quick_run_never_writes_to_the_committed_results(tmp_path):
+    """benchmarks/report.results_folder: a smoke test (--quick) without --out gets a new temporary
+    folder, never benchmarks/results/<machine>; a full run writes there; --out always wins."""
+    from benchmarks.report import RESULTS, results_folder
+
+    quick = results_folder(None, "cpu-x-2c", "serve", full_run=False)
+    assert quick.is_dir() and RESULTS not in quick.parents and quick.name.startswith("cmp-bench-serve-")
+    assert results_folder(None, "cpu-x-2c", "serve", full_run=True) == RESULTS / "cpu-x-2c" / "serve"
+    assert results_folder(None, "cpu-x-2c", None, full_run=True) == RESULTS / "cpu-x-2c"
+    assert results_folder(tmp_path, "cpu-x-2c", "serve", full_run=False) == tmp_path
+    quick.rmdir()

@@ -20,20 +20,10 @@ N_RELEASE = 53215
 
 
 def reference_obj(vertices, triangles, colors=None) -> bytes:
-    """The former write_obj's text (its format strings define the bytes)."""
-    v = np.asarray(vertices)
-    t = np.asarray(triangles).astype(np.int64)
-    if colors is None:
-        vals = v.astype(np.float64)
-        line = "v %.9g %.9g %.9g\n"
-    else:
-        c = np.asarray(colors)
-        c = c.astype(np.float64) / 255.0 if c.dtype == np.uint8 else np.clip(c.astype(np.float64), 0.0, 1.0)
-        vals = np.hstack([v.astype(np.float64), c])
-        line = "v %.9g %.9g %.9g %.6g %.6g %.6g\n"
-    body = (line * v.shape[0]) % tuple(vals.ravel().tolist())
-    faces = ("f %d %d %d\n" * t.shape[0]) % tuple((t + 1).ravel().tolist())
-    return (body + faces).encode("ascii")
+    """The former write_obj's text (benchmarks/writer_speed.py keeps it: its format strings define the bytes)."""
+    from benchmarks.writer_speed import obj_text_reference
+
+    return obj_text_reference(vertices, triangles, colors).encode("ascii")
 
 
 def ties(digits: int) -> np.ndarray:

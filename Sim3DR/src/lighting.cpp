@@ -19,16 +19,8 @@
 
 #include "parallel.h"
 #include "rasterize.h"
+#include "simd.h"
 
-#if defined(__SSE2__) && (defined(__GNUC__) || defined(__clang__)) && !defined(SIM3DR_NO_SIMD)
-#include <emmintrin.h>
-#define SIM3DR_SSE2 1
-#if defined(__x86_64__) && !defined(SIM3DR_NO_AVX2)
-#include <immintrin.h>
-#define SIM3DR_AVX2 1
-#define SIM3DR_TARGET_AVX2 __attribute__((target("avx2")))
-#endif
-#endif
 
 namespace sim3dr {
 namespace detail {

@@ -33,22 +33,8 @@
 
 #include "lighting.h"
 #include "parallel.h"
+#include "simd.h"
 
-#if defined(__SSE2__) && (defined(__GNUC__) || defined(__clang__)) && !defined(SIM3DR_NO_SIMD)
-#include <emmintrin.h>
-#define SIM3DR_SSE2 1
-// AVX2 kernels, compiled for AVX2 whatever the build's baseline and chosen at run time
-// when the CPU has AVX2 (the same IEEE single-precision operations per lane as SSE2).
-#if defined(__x86_64__) && !defined(SIM3DR_NO_AVX2)
-#include <immintrin.h>
-#define SIM3DR_AVX2 1
-#define SIM3DR_TARGET_AVX2 __attribute__((target("avx2")))
-#if !defined(SIM3DR_NO_AVX512)
-#define SIM3DR_AVX512 1
-#define SIM3DR_TARGET_AVX512 __attribute__((target("avx2,avx512f,avx512vl,avx512bw")))
-#endif
-#endif
-#endif
 
 #ifndef SIM3DR_BANDS_PER_THREAD
 #define SIM3DR_BANDS_PER_THREAD 2
