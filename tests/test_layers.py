@@ -13,6 +13,8 @@ Each rule is also run on planted violations, so a check that silently finds noth
 """
 from __future__ import annotations
 
+import re
+
 import ast
 from pathlib import Path
 
@@ -162,3 +164,14 @@ def test_the_rules_find_planted_violations():
     assert import_circles(PLANTED) == ["runtime.cache -> runtime.models_folder -> runtime.cache"]
     assert borrowed_private_names(PLANTED) == ["runtime.models_folder:2 takes _PARTIAL from runtime.cache"]
     assert manifest_spellers(PLANTED) == ["export.cache", "runtime.models_folder"]
+
+
+def test_tests_share_code_through_helpers_only():
+    """A test module imports tests.helpers (or the product), never another test module or the
+    conftest, also in the scripts it hands to child processes."""
+    found = []
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"\b(from|import)\s+tests\.(test_\w+|conftest)\b", line):
+                found.append(f"tests/{path.name}:{n}: {line.strip()}")
+    assert found == []

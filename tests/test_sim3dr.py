@@ -11,6 +11,7 @@ from Sim3DR import Sim3DRInputError, get_normal, rasterize, rasterize_buffers
 from Sim3DR.reference import (buffers_reference, normals_reference, rasterize_baseline,
                               rasterize_reference)
 from tests.helpers.data import real_face
+from tests.helpers.meshes import dome, draw_native, scatter_mesh
 
 
 def face_in_image(size: int):
@@ -388,21 +389,6 @@ def test_thread_count_resolution(monkeypatch):
     assert Sim3DR.resolve_num_threads(2) == 2
 
 
-def scatter_mesh(h: int, w: int, ntri: int = 600, seed: int = 0):
-    """Random triangles over an h x w image (at least 256, so the threaded path runs)."""
-    rng = np.random.default_rng(seed)
-    v = (rng.random((400, 3)) * [w, h, 10]).astype(np.float32)
-    t = rng.integers(0, 400, (ntri, 3)).astype(np.int32)
-    return v, t, rng.random((400, 3)).astype(np.float32)
-
-
-def draw_native(v, t, c, h, w, n):
-    """The C++ fast path directly: (image, depth, threads that did the work)."""
-    img, d = np.zeros((h, w, 3), np.uint8), Sim3DR.new_depth_buffer(h, w)
-    used = Sim3DR._sim3dr.rasterize_u8(v, t, c, img, d, 1.0, n)
-    return img, d, used
-
-
 def test_threads_are_limited_to_bands_and_cap():
     v, t, c = scatter_mesh(16, 64)
     base, base_d, used = draw_native(v, t, c, 16, 64, 1)
@@ -425,7 +411,7 @@ import resource, sys
 import numpy as np
 sys.path.insert(0, {root!r})
 import Sim3DR
-from tests.test_sim3dr import draw_native, scatter_mesh
+from tests.helpers.meshes import draw_native, scatter_mesh
 v, t, c = scatter_mesh(65536, 1)
 draw_native(v, t, c, 65536, 1, 1)  # the image and buffers themselves
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -480,7 +466,7 @@ import re, resource, sys
 import numpy as np
 sys.path.insert(0, {root!r})
 import Sim3DR
-from tests.test_sim3dr import draw_native, scatter_mesh
+from tests.helpers.meshes import draw_native, scatter_mesh
 
 def limit_address_space(extra_mb):
     vm = int(re.search(r"VmSize:\s+(\d+)", open("/proc/self/status").read()).group(1)) * 1024
@@ -620,22 +606,6 @@ def light_exact(v, normals, intensity_ambient=0.3, intensity_directional=0.6,
     return clip01(out)
 
 
-def dome(n=64, size=96, seed=0):
-    """A bumpy height field over most of a size x size image, triangles shuffled (so that
-    triangles of every band and vertex range are interleaved) with a few degenerate and
-    repeated-corner ones: n * n vertices, about 2 n^2 triangles."""
-    rng = np.random.default_rng(seed)
-    ys, xs = np.mgrid[0:n, 0:n].astype(np.float32)
-    s = np.float32((size - 8) / (n - 1))
-    z = 20 * np.exp(-(((xs - n / 2) ** 2 + (ys - n / 2) ** 2) / (n * n / 6))) + rng.random((n, n))
-    v = np.column_stack([xs.ravel() * s + 3.3, ys.ravel() * s + 2.7, z.ravel()]).astype(np.float32)
-    q = (ys[:-1, :-1] * n + xs[:-1, :-1]).astype(np.int32).ravel()
-    t = np.concatenate([np.stack([q, q + 1, q + n], 1), np.stack([q + 1, q + n + 1, q + n], 1)])
-    t = t[rng.permutation(len(t))]
-    t[::97, 2] = t[::97, 1]  # repeated corner: degenerate, skipped; its normal is 0
-    return v, np.ascontiguousarray(t, dtype=np.int32)
-
-
 @pytest.fixture
 def simd_level():
     """Sets the widest SIMD level of the kernels (restored afterwards); returns the level in
@@ -768,7 +738,7 @@ import multiprocessing as mp, sys
 import numpy as np
 sys.path.insert(0, {root!r})
 from Sim3DR.lighting import render_lit
-from tests.test_sim3dr import dome
+from tests.helpers.meshes import dome
 
 def child(_):
     v, t = dome(n=40, size=64)
