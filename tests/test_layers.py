@@ -13,9 +13,8 @@ Each rule is also run on planted violations, so a check that silently finds noth
 """
 from __future__ import annotations
 
-import re
-
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
