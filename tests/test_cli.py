@@ -150,3 +150,22 @@ def test_error_lines_carry_no_colour_codes_nor_line_breaks():
 
     assert _one_line("\x1b[1;31mFailed\x1b[0m to export:\nmodule 'x' has no attribute 'exc'") == \
         "Failed to export: module 'x' has no attribute 'exc'"
+
+
+@pytest.mark.parametrize("prog, named", [("cmp-face", "cmp-face export"),
+                                         ("cmp-face calibrate", "cmp-face calibrate")])
+def test_a_missing_extra_names_the_command_and_the_extra(capsys, prog, named):
+    import argparse
+
+    from runtime.cli.shell import run
+    from runtime.plugins import Command
+
+    def needs_torch(args):
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    command = Command(name=named.split()[-1], help="", add_arguments=lambda p: None, run=needs_torch,
+                      extra=named.split()[-1])
+    assert run(command, argparse.Namespace(debug=False), prog) == 2
+    extra = command.extra
+    assert capsys.readouterr().err == (f"{prog}: error: '{named}' needs the {extra} extra (torch is missing): "
+                                       f"pip install 'cmp-deploy[{extra}]'\n")

@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_message(command: Command, prog: str, exc: ImportError) -> str:
-    return (f"'{prog}' needs the {command.extra} extra ({exc.name} is missing): "
+    # name the command the user typed: 'cmp-face export', not the bare program
+    what = f"{PROG} {command.name}" if prog == PROG else prog
+    return (f"'{what}' needs the {command.extra} extra ({exc.name} is missing): "
             f"pip install 'cmp-deploy[{command.extra}]'")
 
 
