@@ -57,7 +57,7 @@ setup(
         "export": ["torch>=2.4", "onnx>=1.16", "onnxscript>=0.1", "scipy>=1.10"],
         # onnxruntime-gpu replaces onnxruntime: see README, "GPU".
         "gpu": ["onnxruntime-gpu>=1.20", "cuda-python>=12.6"],
-        "bench": ["matplotlib>=3.7", "psutil>=5.9"],
+        "bench": ["matplotlib>=3.7", "psutil>=5.9", "Cython>=3.0"],  # Cython: render_speed builds the baseline
         # Live capture for 'cmp-face predict --mic' (PortAudio comes with the wheel).
         "mic": ["sounddevice>=0.4.6"],
         # Figures ('cmp-face analyze'), not needed to predict.

@@ -219,6 +219,11 @@ def judged_mesh(args, size: int):
 
 def build_baseline(rev: str, dest: Path) -> Path:
     """``git archive rev`` of Sim3DR and the build files into ``dest``, built in place."""
+    try:
+        import Cython  # noqa: F401  (the baseline is compiled here, outside pip's build isolation)
+    except ImportError:
+        raise SystemExit(f"building Sim3DR of {rev} needs Cython: pip install -e '.[bench]' "
+                         "(or pass --skip-versus)") from None
     dest.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(["git", "archive", rev, "Sim3DR", "setup.py", "pyproject.toml",
                               "README.md"], cwd=ROOT, capture_output=True, check=True).stdout
