@@ -22,7 +22,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from runtime.errors import InputError
-from runtime.mesh_read import MAX_FILE_BYTES, npy_shape, read_mesh
+from runtime.mesh_read import MAX_FILE_BYTES, not_a_file, npy_shape, read_mesh, read_npy
 from runtime.metrics import N_VERTICES, Scores, aggregate, check_keypoints, score
 
 __all__ = ["evaluate_folders", "find_ground_truth", "find_predictions", "load_keypoints"]
@@ -79,17 +79,13 @@ def load_keypoints(path: Path) -> np.ndarray:
     """Indices from a ``keypoints_sim.npy``-style file (into the flattened 3 * 53215 coordinates)."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: keypoints file not found")
+        raise InputError(f"{path}: keypoints file {'not found' if not path.exists() else not_a_file(path)}")
     if path.stat().st_size > MAX_FILE_BYTES:
         raise InputError(f"{path}: too large for a keypoints file")
-    try:
-        indices = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"{path}: not a readable .npy array ({exc})") from exc
-    if not isinstance(indices, np.ndarray):
-        indices.close()
-        raise InputError(f"{path}: expected one .npy array of indices, not an .npz archive")
-    return check_keypoints(indices, N_VERTICES, name=str(path))
+    with open(path, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":  # an .npz (a zip) or anything else
+            raise InputError(f"{path}: expected one .npy array of indices")
+    return check_keypoints(read_npy(path), N_VERTICES, name=str(path))
 
 
 @lru_cache(maxsize=4)

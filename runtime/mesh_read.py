@@ -39,7 +39,7 @@ PathLike = Union[str, os.PathLike]
 
 def _checked_file(path: Path) -> int:
     if not path.is_file():
-        raise InputError(f"{path}: file not found")
+        raise InputError(f"{path}: {not_a_file(path)}")
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise InputError(f"{path}: {size} bytes is larger than the {MAX_FILE_BYTES // (1024 * 1024)} MiB "
@@ -291,6 +291,24 @@ def npy_shape(path: PathLike) -> tuple:
     try:
         with open(path, "rb") as f:
             return _npy_header(path, f)[0]
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+
+
+def not_a_file(path: Path) -> str:
+    """Why ``path`` (not a regular file) cannot be read, for a message after ``<path>: ``."""
+    if path.is_dir():
+        return "is a folder, not a file"
+    return "not a regular file (a FIFO, socket or device)" if path.exists() else "file not found"
+
+
+def read_npy(path: PathLike) -> np.ndarray:
+    """The numeric array of an untrusted ``.npy`` file: the header checked field by field, the
+    data no larger than a mesh file may be, never a pickle; failures are InputError."""
+    path = Path(path)
+    _checked_file(path)
+    try:
+        return _npy(path)
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
 

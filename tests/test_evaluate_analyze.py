@@ -17,6 +17,7 @@ from runtime.errors import CmpError, InputError
 from runtime.mesh_io import write_obj
 from runtime.metrics import DISTANCES
 from tests.helpers.metrics_reference import SPEC_PAIRS, ref_scores
+from tests.helpers.npy_files import npy_bytes as npy_with_header
 from tests.helpers.sounddevice_stand_in import STAND_IN, stand_in_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -250,6 +251,16 @@ def test_evaluate_bad_inputs(eval_tree, tmp_path):
         f"{tmp_path / 'kp.npy'}: index {3 * N} is outside the {3 * N} flattened coordinates (x, y, z interleaved) "
         f"of a {N}-vertex mesh")
     assert run("--keypoints", tmp_path / "none.npy") == f"{tmp_path / 'none.npy'}: keypoints file not found"
+    assert run("--keypoints", tmp_path) == f"{tmp_path}: keypoints file is a folder, not a file"
+    # untrusted .npy headers: read by our reader, never numpy's np.load
+    kp = tmp_path / "kp.npy"
+    kp.write_bytes(npy_with_header("{'descr': '<i8', 'fortran_order': False, 'shape': (True,), }"))
+    assert run("--keypoints", kp) == f"{kp}: not a readable .npy array (corrupt header: shape is not valid: (True,))"
+    kp.write_bytes(npy_with_header("{'descr': '<i8', 'fortran_order': False, 'shape': (4000000000,), }"))
+    assert run("--keypoints", kp) == f"{kp}: a int64 array of shape (4000000000,) is larger than a mesh may be"
+    np.savez(tmp_path / "kp.npz", k=np.arange(3))
+    (tmp_path / "kp.npz").rename(kp)
+    assert run("--keypoints", kp) == f"{kp}: expected one .npy array of indices"
     # folders
     assert one_line_error(cmp_face("evaluate", "--pred", tmp_path / "nope", "--gt", gt)) == \
         f"{tmp_path / 'nope'}: --pred folder not found"

@@ -12,6 +12,7 @@ import pytest
 from runtime import fbank
 from runtime.errors import InputError
 from runtime.features import check_fbank, load_fbank_file, max_abs_value
+from tests.helpers.npy_files import npy_bytes as npy
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 WAVS = sorted((DATA / "voxceleb_wav").glob("*.wav"))
@@ -399,13 +400,6 @@ def test_fbank_from_source_max_bytes(tmp_path):
 
 
 # --------------------------------------------------------------------------- feature files and values
-
-def npy(header: str, data: bytes = b"", version: int = 1) -> bytes:
-    """A .npy file with a hand-written header dict (padded as numpy does)."""
-    h = header.encode("latin1")
-    h += b" " * (64 - (10 + len(h) + 1) % 64) + b"\n"
-    return b"\x93NUMPY" + bytes([version, 0]) + len(h).to_bytes(2, "little") + h + data
-
 
 def header(descr: str, shape: str) -> str:
     return "{'descr': '%s', 'fortran_order': False, 'shape': %s, }" % (descr, shape)

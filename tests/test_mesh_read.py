@@ -20,6 +20,7 @@ import pytest
 
 from runtime import mesh_read
 from runtime.errors import InputError
+from tests.helpers.npy_files import npy_bytes as npy_with_header
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,12 +138,6 @@ def _npy(a: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, a)
     return buf.getvalue()
-
-
-def npy_with_header(header: str, data: bytes = b"") -> bytes:
-    h = header.encode("latin1")
-    h += b" " * (64 - (10 + len(h) + 1) % 64) + b"\n"
-    return b"\x93NUMPY\x01\x00" + len(h).to_bytes(2, "little") + h + data
 
 
 def header(shape: str, fortran: str = "False", descr: str = "'<f8'") -> str:
@@ -403,3 +398,17 @@ def test_obj_parsing_memory_is_proportional_to_the_file(tmp_path):
                           capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == ["ok", [n, 3], [n, 3]]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("suffix", [".obj", ".xyz", ".npy", ".npz"])
+def test_a_folder_a_fifo_or_nothing_is_named_for_what_it_is(tmp_path, suffix):
+    """Never opened (a FIFO would block the reader for ever): the message says what is there."""
+    (tmp_path / f"folder{suffix}").mkdir()
+    os.mkfifo(tmp_path / f"fifo{suffix}")
+    for name, why in [("folder", "is a folder, not a file"),
+                      ("fifo", "not a regular file (a FIFO, socket or device)"), ("none", "file not found")]:
+        path = tmp_path / f"{name}{suffix}"
+        with pytest.raises(InputError) as caught:
+            mesh_read.read_mesh(path)
+        assert str(caught.value) == f"{path}: {why}"

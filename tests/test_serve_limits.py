@@ -170,6 +170,31 @@ def test_many_concurrent_valid_requests_all_succeed_while_slow_clients_wait(guar
     assert codes == [200] * 12  # 4 at once: within the 4 admission slots, whatever the stallers do
 
 
+def test_json_made_of_containers_is_413_before_parsing(guarded):
+    """``[[],[],...]``: json.loads would spend ~60 bytes per 3 bytes of body (900 MB for 32 MiB),
+    and gzip makes such a body 1000 times smaller on the wire."""
+    import gzip
+
+    from runtime.serve.protocol import MAX_JSON_CONTAINERS, ProtocolError, parse_infer_request
+
+    body = b"[" + b"[]," * MAX_JSON_CONTAINERS + b"[]]"
+    with pytest.raises(ProtocolError) as caught:
+        parse_infer_request(body, None, 100)
+    found = MAX_JSON_CONTAINERS + 2  # the outer list, the M inner ones and the last
+    message = (f"the request's JSON holds {found} lists, objects and strings, the limit is {MAX_JSON_CONTAINERS}: "
+               "send tensor data as flat 'data' lists or as binary data")
+    assert (caught.value.status, caught.value.message) == (413, message)
+    packed = gzip.compress(body, 9)
+    assert len(packed) < 20_000
+    r = httpx.post(f"{guarded.url}/v2/models/cmp_supervised/infer", content=packed,
+                   headers={"Content-Encoding": "gzip"}, timeout=30)
+    assert (r.status_code, error_of(r)) == (413, message)
+    # nested data, one list per row, stays well inside the limit
+    rows = [[0] * 100 for _ in range(80)]
+    doc = {"inputs": [{"name": "samples", "datatype": "INT16", "shape": [80, 100], "data": rows}]}
+    assert parse_infer_request(json.dumps(doc).encode(), None, 10_000).inputs["samples"].shape == (80, 100)
+
+
 def _peak_rss_mb(pid: int) -> dict[int, float]:
     """VmHWM (the peak resident set since start) of a process and its children, in MB."""
     psutil = pytest.importorskip("psutil")

@@ -118,6 +118,22 @@ def _json_values(data, dtype, shape: tuple[int, ...], name: str) -> np.ndarray:
     return array.reshape(shape)
 
 
+#: Lists, objects and strings a request's JSON may hold. json.loads spends ~60 bytes on each of
+#: them (a 32 MiB body of ``[],`` would take ~900 MB); numbers, what tensor data is made of, cost
+#: at most ~9 times their text, and a valid request has a few thousand containers at most (one
+#: list per row of nested data).
+MAX_JSON_CONTAINERS = 1 << 20
+
+
+def _check_json_structure(head: bytes) -> None:
+    """413 before parsing when ``head`` holds more containers than :data:`MAX_JSON_CONTAINERS`
+    (brackets and quotes inside strings count too: an upper bound)."""
+    found = bytes(head).count(b"[") + head.count(b"{") + head.count(b'"') // 2
+    if found > MAX_JSON_CONTAINERS:
+        raise ProtocolError(413, f"the request's JSON holds {found} lists, objects and strings, the limit is "
+                                 f"{MAX_JSON_CONTAINERS}: send tensor data as flat 'data' lists or as binary data")
+
+
 def parse_infer_request(body: bytes, header_length: str | None, max_elements: int) -> InferRequest:
     """Decode an infer request; every problem is a 400 ``ProtocolError``. ``max_elements``
     bounds what a declared shape may make us allocate (JSON data is bounded by the body)."""
@@ -131,6 +147,7 @@ def parse_infer_request(body: bytes, header_length: str | None, max_elements: in
         if not 0 < n <= len(body):
             raise bad_request(f"{HEADER_LENGTH} {n} does not fit the {len(body)}-byte body")
         head, rest = body[:n], memoryview(body)[n:]
+    _check_json_structure(head)
     try:
         doc = json.loads(head)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurd nesting
@@ -152,7 +169,7 @@ def parse_infer_request(body: bytes, header_length: str | None, max_elements: in
         if name in inputs:
             raise bad_request(f"input '{name}' is given twice")
         datatype = tensor.get("datatype")
-        if datatype not in BY_PROTOCOL:
+        if not isinstance(datatype, str) or datatype not in BY_PROTOCOL:
             raise bad_request(f"input '{name}': unsupported datatype {_short(repr(datatype))}")
         dtype = BY_PROTOCOL[datatype].numpy.newbyteorder("<")
         shape = _shape(tensor.get("shape"), name)
