@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import select
 import socket
 import struct
 import threading
@@ -69,6 +70,39 @@ def test_stalled_senders_never_lock_valid_requests_out(guarded):
         for sock in header_stallers + body_stallers:
             sock.close()
     assert httpx.get(f"{guarded.url}/v2/health/ready").status_code == 200
+
+
+def test_bodies_that_stall_give_the_receiving_budget_up_to_a_valid_request(models_dir):
+    """Two bodies nearly complete, then stalled, fill the receiving budget: a request arriving
+    while they are fresh gets 503 (the budget is real), one arriving after they have been slow for
+    a second gets 200, and the stalled body given up for it is answered 408."""
+    from runtime.serve.app import MIN_BODY_RATE
+
+    server = Server(models_dir, "--max-body-bytes", "1000000", "--max-receiving-bytes", "2000000",
+                    "--body-timeout-s", "20")
+    stallers = []
+    try:
+        for _ in range(2):
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"\0" * 999_990)
+            stallers.append(sock)
+        time.sleep(0.2)
+        valid = wav_bytes(speech(2.0))
+        r = httpx.post(f"{server.url}/predict", content=valid, timeout=10)
+        assert (r.status_code, error_of(r)) == (503, "server busy receiving other requests; retry later")
+        time.sleep(1.5)
+        assert httpx.post(f"{server.url}/predict", content=valid, timeout=10).status_code == 200
+        # the slowest one (the first) was given up, enough for the valid body; the other waits on
+        ready, _, _ = select.select(stallers, [], [], 5)
+        assert ready == stallers[:1]
+        answer = stallers[0].recv(4096).decode()
+        assert answer.startswith("HTTP/1.1 408"), answer
+        assert (f"the request body arrived at under {MIN_BODY_RATE // 1024} KiB/s while other requests waited "
+                "for the server's receiving budget; send it faster or retry") in answer
+    finally:
+        for sock in stallers:
+            sock.close()
+        server.stop()
 
 
 def test_an_answer_too_large_for_json_is_refused_before_any_model_work(guarded):

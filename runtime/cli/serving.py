@@ -59,7 +59,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="largest JSON answer; larger ones are refused (400) before any model work: ask for binary "
                         "outputs")
     p.add_argument("--max-receiving-bytes", type=int,
-                   help="body bytes being received by all requests together (503 beyond; default 4 bodies)")
+                   help="body bytes being received by all requests together (503 beyond, after giving up bodies "
+                        "arriving at under 1 MiB/s; default 4 bodies)")
     add_workers(p, "processes for audio decoding, VAD and log-mel (default: one per core)", "--cpu-workers")
     p.add_argument("--drain-timeout-s", type=float, default=30.0,
                    help="on SIGTERM, how long requests in flight may take to finish")

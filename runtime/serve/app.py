@@ -94,14 +94,18 @@ class _Guard:
                 sent[0] += len(message.get("body", b""))
             await send(message)
 
+        body = _Body(state)
+
         async def receive_limited():
-            message = await receive()
+            message = await body.next(receive)
             if message["type"] == "http.request":
                 chunk = len(message.get("body", b""))
                 received[0] += chunk
-                state.receiving += chunk
+                body.add(chunk, complete=not message.get("more_body", False))
                 if received[0] > limit:
                     raise ProtocolError(413, f"request body is larger than this server's limit of {limit} bytes")
+                if state.receiving > state.limits.receiving_budget:
+                    state.evict_slow_bodies(keep=body)
                 if state.receiving > state.limits.receiving_budget:
                     raise ProtocolError(503, "server busy receiving other requests; retry later", {"Retry-After": "1"})
             elif message["type"] == "http.disconnect":
@@ -123,7 +127,7 @@ class _Guard:
             if sent[0] == 0 and status[0] == CLIENT_CLOSED:
                 await error_response(500, f"internal error: {type(exc).__name__}: {exc}")(scope, receive, send_counted)
         finally:
-            state.receiving -= received[0]
+            body.release()
             seconds = time.perf_counter() - started
             endpoint = _endpoint(scope["path"])
             m = state.metrics
@@ -134,6 +138,68 @@ class _Guard:
             client = scope.get("client") or ("-", 0)
             log.info('%s "%s %s" %d %dB %.1fms', printable(client[0]), printable(scope["method"]),
                      printable(scope["path"]), status[0], sent[0], seconds * 1e3)
+
+
+#: A body being received may be given up for another request's when the receiving budget is
+#: full and it has lately arrived at under MIN_BODY_RATE (a leaky bucket: it drains at that rate
+#: and holds at most one second of it), so that holding the budget costs a slow sender bandwidth
+#: (Apache's mod_reqtimeout has the same idea: MinRate).
+MIN_BODY_RATE = 1 << 20  # bytes per second
+_BUCKET = float(MIN_BODY_RATE)  # one second's worth: also the grace of a new body
+
+
+class _Body:
+    """One request body being received: its bytes counted in ``state.receiving`` until released,
+    and the eviction of a slow one (its next receive raises 408)."""
+
+    def __init__(self, state: "ServerState") -> None:
+        self.state = state
+        self.held = 0
+        self.level = _BUCKET
+        self.last: float | None = None
+        self.evicted = asyncio.Event()
+
+    def add(self, n: int, complete: bool) -> None:
+        now = time.monotonic()
+        if self.last is None:
+            self.last = now
+            self.state.receivers.add(self)
+        self.level = min(_BUCKET, self.level - MIN_BODY_RATE * (now - self.last) + n)
+        self.last = now
+        self.held += n
+        self.state.receiving += n
+        if complete:  # what a finished body holds is the request's memory: never given up
+            self.state.receivers.discard(self)
+
+    def release(self) -> None:
+        self.state.receiving -= self.held
+        self.held = 0
+        self.state.receivers.discard(self)
+
+    def slowness(self, now: float) -> float:
+        """> 0 when the body has lately arrived at under MIN_BODY_RATE (the bytes it is behind)."""
+        return MIN_BODY_RATE * (now - self.last) - self.level if self.last is not None else 0.0
+
+    async def next(self, receive) -> dict:
+        if self.evicted.is_set():
+            raise self._stalled()
+        if self.last is None:  # the first message: nothing held yet, nothing to evict
+            return await receive()
+        message = asyncio.ensure_future(receive())
+        evicted = asyncio.ensure_future(self.evicted.wait())
+        try:
+            await asyncio.wait((message, evicted), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            evicted.cancel()
+            if not message.done():
+                message.cancel()
+        if message.cancelled() or not message.done():
+            raise self._stalled()
+        return message.result()
+
+    def _stalled(self) -> ProtocolError:
+        return ProtocolError(408, f"the request body arrived at under {MIN_BODY_RATE // 1024} KiB/s while other "
+                                  "requests waited for the server's receiving budget; send it faster or retry")
 
 
 class ServerState:
@@ -153,6 +219,7 @@ class ServerState:
         self.pool: ThreadPoolExecutor | None = None
         self.inflight = 0
         self.receiving = 0  # body bytes received by requests still running
+        self.receivers: set[_Body] = set()  # the bodies holding part of it
         self.ready = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -177,6 +244,17 @@ class ServerState:
         if self.pool:
             self.pool.shutdown(wait=not self.inflight, cancel_futures=True)
         self.workers.stop()
+
+    def evict_slow_bodies(self, keep: _Body) -> None:
+        """Give up the slowest bodies (lately under MIN_BODY_RATE) until the receiving budget holds."""
+        now = time.monotonic()
+        slow = sorted(((b.slowness(now), id(b), b) for b in self.receivers if b is not keep), reverse=True)
+        for behind, _, body in slow:
+            if self.receiving <= self.limits.receiving_budget or behind <= 0:
+                break
+            log.info("gave up a slow request body (%d bytes held) for another request", body.held)
+            body.evicted.set()
+            body.release()
 
     # ------------------------------------------------------------------ stages
     def _on_batch(self, size: int, waits: list[float]) -> None:
