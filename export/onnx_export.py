@@ -35,6 +35,7 @@ from export.models import EMBED_DIM, SUPERVISED_OUTPUTS, UNSUPERVISED_OUTPUTS
 from export.progress import step
 from export.synthetic import WARNING, read_manifest
 from runtime.errors import CheckpointError, CmpError
+from runtime.release_files import ReleaseFolder
 from runtime.models_folder import (FORMAT, PIPELINES, TRIANGLES, file_record, graphs, remove_reduced_precision_files,
                                    write_manifest)
 
@@ -281,6 +282,8 @@ def export_release(release: str | Path, out_dir: str | Path, pipelines: tuple[st
     """Export and verify the chosen pipelines of a release-layout folder into ``out_dir``; return the
     manifest. All or nothing: the files are made in a hidden folder inside ``out_dir`` and moved into
     place once every one is verified (an interrupted export leaves the folder as it was)."""
+    for pipeline in pipelines:  # a missing release file is reported before any work starts
+        ReleaseFolder.locate(release, pipeline, epoch)
     final = Path(out_dir)
     created = not final.exists()
     final.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,9 @@ def test_export_command_reports_release_errors_in_one_line(tmp_path):
     pytest.importorskip("torch")
     done = cmp_face("export", "--release", str(tmp_path), "-o", str(tmp_path / "m"))
     assert done.returncode == 2
-    assert done.stderr.strip().startswith(f"cmp-face: error: release folder {tmp_path} is incomplete")
+    assert done.stderr.startswith(f"cmp-face: error: release folder {tmp_path} is incomplete")
+    assert len(done.stderr.splitlines()) == 1 and not done.stdout  # checked before any work
+    assert not (tmp_path / "m").exists()
 
 
 @pytest.mark.skipif(not WAVS, reason="the real speech recordings are not in ../shared/data")

@@ -500,6 +500,12 @@ def test_analyze_mic_equals_analyze_of_the_same_recording(models_dir, means_dir,
     assert set(a["measurements"]) == set(DISTANCES)
 
 
+def test_analyze_mic_checks_the_models_before_recording(means_dir, tmp_path):
+    env = stand_in_package(tmp_path / "site", "sounddevice", STAND_IN)
+    done = cmp_face("analyze", "--mic", "3", "--means", means_dir, "--release", tmp_path / "CMP", env=env)
+    assert (done.returncode, done.stderr) == (2, f"cmp-face: error: {tmp_path / 'CMP'}: release folder not found\n")
+
+
 def test_analyze_fbank_runs_the_predictor(models_dir, means_dir, tmp_path):
     from runtime.demo_signal import demo_voice
     from runtime.fbank import fbank_from_source

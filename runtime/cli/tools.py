@@ -58,12 +58,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- analyze
 
 
-def _predict(args: argparse.Namespace, source, sample_rate: Optional[int]):
-    """Run the Predictor; returns (frontal vertices, triangles, untrained)."""
+def _models(args: argparse.Namespace) -> Path:
     from runtime.cache import resolve_models
+
+    return resolve_models(args.models, args.release, args.pipeline, args.epoch, _progress)
+
+
+def _predict(args: argparse.Namespace, source, sample_rate: Optional[int], models: Optional[Path] = None):
+    """Run the Predictor; returns (frontal vertices, triangles, untrained)."""
     from runtime.predictor import Predictor
 
-    models = resolve_models(args.models, args.release, args.pipeline, args.epoch, _progress)
+    models = models or _models(args)
     predictor = Predictor(models, args.pipeline, args.device, vad=not args.no_vad)
     result = predictor.predict(source, sample_rate=sample_rate)
     frontal = result.vertices_frontal if result.vertices_frontal is not None else result.vertices
@@ -92,9 +97,10 @@ def _analysis_input(args: argparse.Namespace) -> tuple[np.ndarray, Optional[np.n
     if args.mic is not None:
         from runtime.microphone import record
 
+        models = _models(args)  # a bad --release or --models is reported before the recording
         _progress(f"recording {args.mic:g} s from the default microphone ...")
         samples = record(args.mic, 16000)
-        v, t, untrained = _predict(args, samples, 16000)
+        v, t, untrained = _predict(args, samples, 16000, models)
         return v, t, f"microphone ({args.mic:g} s)", untrained
     path: Path = args.input
     if not path.is_file():
