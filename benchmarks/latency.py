@@ -328,6 +328,9 @@ def main(argv=None) -> int:
     report.write_results(out, "latency", doc, md, report.plot)
     print(f"\nwrote {out / 'latency.md'}, latency.json, latency.png in {time.perf_counter() - t_start:.0f} s\n")
     print(md.split("## Latency by stage")[0])
+    if args.quick:
+        print("--quick is a smoke test: a few repetitions on a cold process, so these figures are not "
+              "measurements; run without --quick for the table")
     return 0
 
 
