@@ -165,6 +165,24 @@ def test_log_lines_escape_what_clients_send(guarded):
     assert re.search(r'"GET /v2/models/x\\r\\nFORGED 200 OK\\x1b\[31m/ready" 404', log), log[-2000:]
 
 
+def test_absurd_header_lengths_are_quoted_short():
+    from runtime.serve.protocol import ProtocolError, parse_infer_request
+
+    for value, message in [("9" * 5000, f"Inference-Header-Content-Length is not an integer: '{'9' * 59}... (5002 "
+                                        "characters)"),
+                           ("9" * 100, f"Inference-Header-Content-Length {'9' * 60}... (100 characters) does not fit "
+                                       "the 2-byte body")]:
+        with pytest.raises(ProtocolError) as caught:
+            parse_infer_request(b"{}", value, 10)
+        assert (caught.value.status, caught.value.message) == (400, message)
+
+
+def test_log_lines_escape_unicode_line_separators():
+    from runtime.serve.app import printable
+
+    assert printable("a\u2028b\u2029c\x85d") == "a\\u2028b\\u2029c\\x85d"
+
+
 def test_the_second_binary_input_is_read_at_its_own_offset():
     from runtime.serve.protocol import HEADER_LENGTH, parse_infer_request
 

@@ -49,7 +49,7 @@ log = logging.getLogger("cmp_face.serve")
 FORMATS = {"json": "application/json", "obj": "text/plain", "ply": "application/octet-stream",
            "png": "image/png", "npz": "application/octet-stream"}
 CLIENT_CLOSED = 499  # nginx's code for a client that closed the connection before the answer
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\]")  # and the Unicode line separators
 
 
 def printable(text: object) -> str:

@@ -143,9 +143,9 @@ def parse_infer_request(body: bytes, header_length: str | None, max_elements: in
         try:
             n = int(header_length)
         except ValueError:
-            raise bad_request(f"{HEADER_LENGTH} is not an integer: {header_length!r}") from None
+            raise bad_request(f"{HEADER_LENGTH} is not an integer: {_short(repr(header_length))}") from None
         if not 0 < n <= len(body):
-            raise bad_request(f"{HEADER_LENGTH} {n} does not fit the {len(body)}-byte body")
+            raise bad_request(f"{HEADER_LENGTH} {_short(n)} does not fit the {len(body)}-byte body")
         head, rest = body[:n], memoryview(body)[n:]
     _check_json_structure(head)
     try:
