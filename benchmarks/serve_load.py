@@ -54,6 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--concurrency", type=int, nargs="+", help="closed-loop client counts")
     ap.add_argument("--max-batch", type=int, nargs="+", default=[8, 1], help="server configurations to compare")
     ap.add_argument("--max-delay-ms", type=float, default=2.0)
+    ap.add_argument("--max-queue", type=int, help="the server's admission limit (default: the server's "
+                                                   "own): beyond it requests are answered 503")
     ap.add_argument("--audio-seconds", type=float, default=6.0, help="length of each request's samples")
     ap.add_argument("--no-attack", dest="attack", action="store_false", help="skip the run under attack")
     ap.add_argument("--hostile-share", type=float, default=0.25,
@@ -109,7 +111,7 @@ def wav_body(samples: np.ndarray) -> bytes:
 class Server(ServerProcess):
     def __init__(self, models: Path, pipeline: str, max_batch: int, max_delay_ms: float, *options: str) -> None:
         super().__init__(models, "--pipeline", pipeline, "--max-batch", str(max_batch), "--max-delay-ms",
-                         str(max_delay_ms), "--max-queue", "256", "--log-level", "warning", *options)
+                         str(max_delay_ms), "--log-level", "warning", *options)
 
     def batch_sizes(self) -> dict[str, float]:
         """Cumulative batch-size histogram buckets and sum/count from /metrics."""
@@ -216,7 +218,8 @@ def held(row: dict) -> bool:
 
 
 def run_config(args, models: Path, max_batch: int, samples: np.ndarray, attack: bool = False) -> dict:
-    server = Server(models, args.pipeline, max_batch, args.max_delay_ms)
+    server = Server(models, args.pipeline, max_batch, args.max_delay_ms,
+                    *(["--max-queue", str(args.max_queue)] if args.max_queue else []))
     path = f"/v2/models/cmp_{args.pipeline}/infer"
     body, headers = infer_body(samples)
     audio = wav_body(samples)
@@ -266,7 +269,8 @@ def markdown(doc: dict) -> str:
     lines = [f"# Serving load test ({'QUICK smoke run' if doc['quick'] else 'full run'})", "",
              f"{doc['machine']} · {doc['cores']} cores (load generator on the same cores) · pipeline "
              f"{doc['pipeline']} · {doc['audio_seconds']:g} s INT16 samples, binary outputs · "
-             f"max delay {doc['max_delay_ms']:g} ms · {doc['seconds']:g} s per step", ""]
+             f"max delay {doc['max_delay_ms']:g} ms · max queue {doc.get('max_queue', 256)} · "
+             f"{doc['seconds']:g} s per step", ""]
     for cfg in doc["configs"]:
         lines += [f"## --max-batch {cfg['max_batch']}: highest rate held (p99 < {HELD_P99_MS:g} ms) "
                   f"{cfg['highest_rate_held'] if cfg['highest_rate_held'] is not None else 'none'} /s", "",
@@ -336,13 +340,14 @@ def main(argv=None) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     from benchmarks.machine import machine_name
     from benchmarks.report import results_folder, write_results
+    from runtime.serve.pipeline import Limits
 
     machine = machine_name(cores, None)  # the same folder as the latency tables
     out = results_folder(args.out, machine, "serve", full_run=not args.quick)
     samples = speech(args.audio_seconds)
     doc = {"quick": args.quick, "machine": machine, "cores": cores, "pipeline": args.pipeline,
            "audio_seconds": args.audio_seconds, "max_delay_ms": args.max_delay_ms, "seconds": args.seconds,
-           "hostile_share": args.hostile_share,
+           "hostile_share": args.hostile_share, "max_queue": args.max_queue or Limits().max_queue,
            "configs": [run_config(args, args.models, b, samples, attack=args.attack and i == 0)
                        for i, b in enumerate(args.max_batch)]}
     write_results(out, "serve_load", doc, markdown(doc), plot)
