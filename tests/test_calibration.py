@@ -157,6 +157,11 @@ def test_int8_models_meet_the_bars_on_held_out_speech(models_dir, tmp_path):
     assert any(line.startswith("[voice2mesh_supervised] FAIL end to end, voice2mesh_supervised_int8.onnx not "
                                "written; voice2mesh_supervised.onnx (FP32) serves: ") for line in log)
     assert manifest["precisions"]["int8"] == json.loads(json.dumps(entry))
+    # the closing line of each graph says which file serves it (the decoder: the FP32 one, error 0)
+    assert "[encoder] wrote encoder_int8.onnx: encoder: embedding cosine " in "\n".join(log)
+    assert any(line.startswith("[decoder_supervised] no INT8 node could be kept within the bar, so the FP32 "
+                               "decoder_supervised.onnx serves INT8 requests: decoder_supervised: params max rel. "
+                               "error 0 (meets the bar <= 0.02)") for line in log), log
 
     encoder = onnx.load(str(folder / "encoder_int8.onnx"))
     onnx.checker.check_model(encoder, full_check=True)
