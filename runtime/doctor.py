@@ -77,22 +77,22 @@ def report() -> tuple[list[str], list[Problem]]:
         problems.append(Problem(f"onnxruntime does not import ({exc})", "pip install onnxruntime"))
     gpus = _gpus()
     lines.append(f"  GPU: {'; '.join(gpus) if gpus else 'none found (nvidia-smi absent or no device)'}")
-    try:
+    def sim3dr() -> None:
         import Sim3DR  # noqa: F401  (imports its compiled extension)
 
-        lines.append("  Sim3DR extension: compiled")
-    except ImportError as exc:
-        lines.append("  Sim3DR extension: NOT compiled")
-        problems.append(Problem(f"the Sim3DR C++ extension is not built ({exc})",
-                                "pip install -e . from the repository root (needs a C++ compiler)"))
-    try:
+    def meshtext() -> None:
         import runtime._meshtext  # noqa: F401  (the OBJ writer's compiled formatter)
 
-        lines.append("  OBJ formatter extension: compiled")
-    except ImportError as exc:
-        lines.append("  OBJ formatter extension: NOT compiled")
-        problems.append(Problem(f"the OBJ writer's C++ extension (runtime._meshtext) is not built ({exc})",
-                                "pip install -e . from the repository root (needs a C++ compiler)"))
+    for load, label, what in [(sim3dr, "Sim3DR extension", "the Sim3DR C++ extension"),
+                              (meshtext, "OBJ formatter extension",
+                               "the OBJ writer's C++ extension (runtime._meshtext)")]:
+        try:
+            load()
+            lines.append(f"  {label}: compiled")
+        except ImportError as exc:
+            lines.append(f"  {label}: NOT compiled")
+            problems.append(Problem(f"{what} is not built ({exc})",
+                                    "pip install -e . from the repository root (needs a C++ compiler)"))
     lines += _cache_lines(problems)
     if problems:
         lines.append(f"{len(problems)} problem(s):")

@@ -1,6 +1,6 @@
 """Writes small seed inputs for the harnesses: python tests/fuzz/make_corpus.py OUT_DIR
-(creates OUT_DIR/audio, OUT_DIR/fbank, OUT_DIR/mesh_text and OUT_DIR/mesh_arrays; a mesh seed's
-first byte picks the reader, as in fuzz_mesh_text.py and fuzz_mesh_arrays.py)."""
+(creates OUT_DIR/audio, OUT_DIR/fbank, OUT_DIR/mesh_text, OUT_DIR/mesh_arrays and OUT_DIR/infer; a
+mesh or request seed's first byte picks the reader or the encoding, as in the harnesses)."""
 from __future__ import annotations
 
 import io
@@ -62,7 +62,9 @@ def main(out: Path) -> None:
     np.lib.format.write_array(buf, np.zeros((1, 64), np.float32), version=(2, 0))
     (fbank / "v2.npy").write_bytes(buf.getvalue())
     mesh_seeds(out, rng)
-    counts = ", ".join(f"{len(list((out / d).iterdir()))} {d}" for d in ("audio", "fbank", "mesh_text", "mesh_arrays"))
+    infer_seeds(out)
+    counts = ", ".join(f"{len(list((out / d).iterdir()))} {d}"
+                       for d in ("audio", "fbank", "mesh_text", "mesh_arrays", "infer"))
     print(f"seeds: {counts} in {out}")
 
 
@@ -106,6 +108,30 @@ def mesh_seeds(out: Path, rng: np.random.Generator) -> None:
     folder = out / "mesh_arrays"
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in arrays.items():
+        (folder / name).write_bytes(data)
+
+
+def infer_seeds(out: Path) -> None:
+    """Request bodies for fuzz_infer_request.py: the first byte is the mode, the next two the
+    JSON header's length (modes 1-3)."""
+    import json
+    import zlib
+
+    samples = {"name": "samples", "datatype": "INT16", "shape": [1, 4], "data": [1, -2, 3, -4]}
+    json_body = json.dumps({"inputs": [samples], "parameters": {"sample_rate": 16000, "vad": False},
+                            "outputs": [{"name": "params", "parameters": {"binary_data": True}}]}).encode()
+    head = json.dumps({"inputs": [
+        {"name": "a", "datatype": "FP32", "shape": [1, 3], "parameters": {"binary_data_size": 12}},
+        {"name": "b", "datatype": "INT16", "shape": [2, 2], "parameters": {"binary_data_size": 8}}],
+        "parameters": {"binary_data_output": True}}).encode()
+    binary = head + np.arange(3, dtype="<f4").tobytes() + np.arange(4, dtype="<i2").tobytes()
+    n = len(head).to_bytes(2, "little")
+    gz = zlib.compressobj(wbits=31)
+    seeds = {"json": b"\x00\x00\x00" + json_body, "binary": b"\x01" + n + binary,
+             "gzip": b"\x02" + n + gz.compress(binary) + gz.flush(), "deflate": b"\x03" + n + zlib.compress(binary)}
+    folder = out / "infer"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in seeds.items():
         (folder / name).write_bytes(data)
 
 
