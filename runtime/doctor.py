@@ -77,6 +77,7 @@ def report() -> tuple[list[str], list[Problem]]:
         problems.append(Problem(f"onnxruntime does not import ({exc})", "pip install onnxruntime"))
     gpus = _gpus()
     lines.append(f"  GPU: {'; '.join(gpus) if gpus else 'none found (nvidia-smi absent or no device)'}")
+
     def sim3dr() -> None:
         import Sim3DR  # noqa: F401  (imports its compiled extension)
 

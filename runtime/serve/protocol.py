@@ -128,7 +128,7 @@ MAX_JSON_CONTAINERS = 1 << 20
 def _check_json_structure(head: bytes) -> None:
     """413 before parsing when ``head`` holds more containers than :data:`MAX_JSON_CONTAINERS`
     (brackets and quotes inside strings count too: an upper bound)."""
-    found = bytes(head).count(b"[") + head.count(b"{") + head.count(b'"') // 2
+    found = head.count(b"[") + head.count(b"{") + head.count(b'"') // 2
     if found > MAX_JSON_CONTAINERS:
         raise ProtocolError(413, f"the request's JSON holds {found} lists, objects and strings, the limit is "
                                  f"{MAX_JSON_CONTAINERS}: send tensor data as flat 'data' lists or as binary data")
