@@ -183,7 +183,7 @@ class _Body:
     async def next(self, receive) -> dict:
         if self.evicted.is_set():
             raise self._stalled()
-        if self.last is None:  # the first message: nothing held yet, nothing to evict
+        if self not in self.state.receivers:  # nothing held yet, or the body is complete: never given up
             return await receive()
         message = asyncio.ensure_future(receive())
         evicted = asyncio.ensure_future(self.evicted.wait())
